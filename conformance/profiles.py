@@ -1,0 +1,234 @@
+"""Driver profiles: what the driver under test is called, how it is installed and what it claims.
+
+A profile is a YAML file in ``fixtures/drivers/`` (or any path). The schema is strict: an unknown
+key is an error that names the key, where it sits and the keys that are valid there, because a
+misspelt key silently ignored would make the suite test something other than what the vendor meant.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class ProfileError(ValueError):
+    """A driver profile is missing, malformed or names unknown keys."""
+
+
+# The schema: key -> (expected python type(s), required, nested schema | allowed values | None).
+_Spec = dict[str, tuple[Any, bool, Any]]
+
+_VISIBILITY: _Spec = {
+    "method": (str, True, ("env", "nvidia-smi")),
+    # env name template -> value template; placeholders are device attributes plus
+    # {device}, {pool}, {shareID} and {granted} (granted capacity in bytes).
+    "env": (dict, False, None),
+}
+_CLAIMS: _Spec = {
+    "sharing": (bool, True, None),
+    "requestPolicy": (str, True, ("range", "values", "none", "any")),
+    "visibility": (dict, True, _VISIBILITY),
+    "enforcement": (bool, False, None),
+}
+_IMAGE: _Spec = {"repository": (str, True, None), "tag": (str, False, None)}
+_INSTALL: _Spec = {
+    "method": (str, True, ("chart", "vendor-chart", "preinstalled")),
+    "chart": (str, False, None),
+    "release": (str, False, None),
+    "namespace": (str, False, None),
+    "values": (dict, False, None),
+    "image": (dict, False, _IMAGE),
+    # label selector of the driver's kubelet-plugin pods (restart and logs on kind/existing)
+    "podSelector": (str, False, None),
+}
+_SIM: _Spec = {"driverArgs": (list, False, None)}
+_POD: _Spec = {"image": (str, False, None)}
+_PROFILE: _Spec = {
+    "name": (str, True, None),
+    "description": (str, False, None),
+    "driver": (str, True, None),
+    "deviceClass": (str, True, None),
+    "capacity": (str, False, None),
+    "identityAttribute": (str, False, None),
+    "productAttribute": (str, False, None),
+    "install": (dict, True, _INSTALL),
+    "claims": (dict, True, _CLAIMS),
+    "sim": (dict, False, _SIM),
+    "pod": (dict, False, _POD),
+}
+
+
+@dataclass(frozen=True)
+class Visibility:
+    method: str                                   # "env" or "nvidia-smi"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Install:
+    method: str                                   # "chart", "vendor-chart", "preinstalled"
+    chart: str = ""
+    release: str = ""
+    namespace: str = ""
+    values: dict[str, Any] = field(default_factory=dict)
+    image_repository: str = ""
+    image_tag: str = ""
+    pod_selector: str = ""
+
+
+@dataclass(frozen=True)
+class DriverProfile:
+    name: str
+    driver: str
+    device_class: str
+    install: Install
+    sharing: bool
+    request_policy: str                           # what the driver claims to publish on capacity
+    visibility: Visibility
+    enforcement: bool = False
+    capacity: str = "memory"
+    identity_attribute: str = "uuid"
+    product_attribute: str = "productName"
+    description: str = ""
+    sim_driver_args: tuple[str, ...] = ()
+    pod_image: str = "busybox:1.36"
+    source: str = ""                              # file the profile came from
+
+    def qualified(self, name: str) -> tuple[str, str]:
+        """(domain, id) of an attribute or capacity name; unqualified names are the driver's."""
+        if "/" in name:
+            domain, _, ident = name.partition("/")
+            return domain, ident
+        return self.driver, name
+
+    def cel_ref(self, kind: str, name: str) -> str:
+        """CEL reference to an attribute or capacity, e.g. device.attributes["d"].uuid."""
+        domain, ident = self.qualified(name)
+        return f'device.{kind}["{domain}"].{ident}'
+
+
+def _check(data: Any, spec: _Spec, where: str, source: str) -> None:
+    if not isinstance(data, dict):
+        raise ProfileError(f"driver profile {source}: {where or 'the top level'} must be a mapping, "
+                           f"got {type(data).__name__}; write it as 'key: value' lines.")
+    for key in data:
+        if key not in spec:
+            at = f" under '{where}'" if where else ""
+            raise ProfileError(f"driver profile {source}: unknown key '{key}'{at}; valid keys are: "
+                               f"{', '.join(sorted(spec))}. Fix or remove the key.")
+    for key, (typ, required, sub) in spec.items():
+        path = f"{where}.{key}" if where else key
+        if key not in data:
+            if required:
+                raise ProfileError(f"driver profile {source}: required key '{path}' is missing; add it.")
+            continue
+        value = data[key]
+        if not isinstance(value, typ) or (typ is str and not value):
+            raise ProfileError(f"driver profile {source}: '{path}' must be a non-empty {typ.__name__}, "
+                               f"got {value!r}; fix its value.")
+        if isinstance(sub, tuple) and value not in sub:
+            raise ProfileError(f"driver profile {source}: '{path}' is {value!r}; valid values are: "
+                               f"{', '.join(sub)}.")
+        if isinstance(sub, dict):
+            _check(value, sub, path, source)
+
+
+def _check_semantics(data: dict[str, Any], source: str) -> None:
+    if not _DNS_SUBDOMAIN.match(data["driver"]) or len(data["driver"]) > 63:
+        raise ProfileError(f"driver profile {source}: 'driver' {data['driver']!r} is not a lower-case DNS "
+                           "subdomain of at most 63 characters; use the driver name the driver publishes.")
+    for key in ("capacity", "identityAttribute", "productAttribute"):
+        value = data.get(key)
+        if value is not None and not _C_IDENTIFIER.match(value.rpartition("/")[2]):
+            raise ProfileError(f"driver profile {source}: '{key}' {value!r} is not a DRA qualified name "
+                               "(an identifier, optionally prefixed by 'domain/').")
+    install = data["install"]
+    if install["method"] in ("chart", "vendor-chart") and "chart" not in install:
+        raise ProfileError(f"driver profile {source}: 'install.method' is {install['method']!r} but "
+                           "'install.chart' is missing; name the chart path or reference.")
+    vis = data["claims"]["visibility"]
+    if vis["method"] == "env":
+        env = vis.get("env")
+        if not env:
+            raise ProfileError(f"driver profile {source}: 'claims.visibility.method' is 'env' but "
+                               "'claims.visibility.env' is empty; list the env names the driver sets.")
+        for name, value in env.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ProfileError(f"driver profile {source}: 'claims.visibility.env' entries must map "
+                                   f"a name template to a value template (strings), got {name!r}: {value!r}.")
+    for arg in data.get("sim", {}).get("driverArgs", []):
+        if not isinstance(arg, str):
+            raise ProfileError(f"driver profile {source}: 'sim.driverArgs' must be a list of strings, "
+                               f"got {arg!r}.")
+
+
+def template_fields(template: str) -> list[str]:
+    return _TEMPLATE_FIELD.findall(template)
+
+
+def resolve_profile_path(name_or_path: str) -> Path:
+    """A profile name (``reference``) is looked up in fixtures/drivers; anything else is a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        return candidate
+    return PROFILE_DIR / f"{name_or_path}.yaml"
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.yaml"))
+
+
+def load_profile(name_or_path: str) -> DriverProfile:
+    path = resolve_profile_path(name_or_path)
+    if not path.is_file():
+        raise ProfileError(f"driver profile {name_or_path!r} not found (looked for {path}); pass a path to a "
+                           f"profile file or one of: {', '.join(available_profiles())}.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"driver profile {path}: not valid YAML ({exc}); fix the syntax.") from exc
+    return parse_profile(data, str(path))
+
+
+def parse_profile(data: Any, source: str = "<inline>") -> DriverProfile:
+    _check(data, _PROFILE, "", source)
+    _check_semantics(data, source)
+    install = data["install"]
+    claims = data["claims"]
+    vis = claims["visibility"]
+    image = install.get("image", {})
+    return DriverProfile(
+        name=data["name"],
+        description=data.get("description", ""),
+        driver=data["driver"],
+        device_class=data["deviceClass"],
+        capacity=data.get("capacity", "memory"),
+        identity_attribute=data.get("identityAttribute", "uuid"),
+        product_attribute=data.get("productAttribute", "productName"),
+        install=Install(
+            method=install["method"],
+            chart=install.get("chart", ""),
+            release=install.get("release", ""),
+            namespace=install.get("namespace", ""),
+            values=dict(install.get("values", {})),
+            image_repository=image.get("repository", ""),
+            image_tag=str(image.get("tag", "")),
+            pod_selector=install.get("podSelector", ""),
+        ),
+        sharing=claims["sharing"],
+        request_policy=claims["requestPolicy"],
+        visibility=Visibility(method=vis["method"], env=dict(vis.get("env", {}))),
+        enforcement=claims.get("enforcement", False),
+        sim_driver_args=tuple(data.get("sim", {}).get("driverArgs", [])),
+        pod_image=data.get("pod", {}).get("image", "busybox:1.36"),
+        source=source,
+    )

@@ -1,0 +1,44 @@
+"""Assertions shared by the scenarios: where a pod landed and what it consumed, per the model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.capacity import format_bytes
+from conformance.inventory import Gpu
+from conformance.workloads import PodRef, Scenario
+
+
+def assert_on_gpu(sc: Scenario, pod: PodRef, gpu: Gpu) -> dict[str, Any]:
+    result = sc.single_result(pod)
+    assert (result.get("pool"), result.get("device")) == (gpu.pool, gpu.device), (
+        f"{pod.key} was allocated {result.get('pool')}/{result.get('device')}, but its claim is pinned to "
+        f"{gpu.label}")
+    return result
+
+
+def assert_consumed(sc: Scenario, pod: PodRef, gpu: Gpu, result: dict[str, Any]) -> int:
+    """consumedCapacity must equal what the capacity model computes from the published policy."""
+    assert gpu.capacity is not None
+    expected = gpu.capacity.consumes(pod.request)
+    assert expected is not None, f"the model says {pod.key}'s request is not allowed on {gpu.label}"
+    got = sc.consumed(result)
+    asked = "no capacity request" if pod.request is None else f"a request of {format_bytes(pod.request)}"
+    assert got == expected, (
+        f"{pod.key} ({asked}) has consumedCapacity {sc.profile.capacity}="
+        f"{'absent' if got is None else format_bytes(got)}; the published policy says {format_bytes(expected)}")
+    return got
+
+
+def assert_distinct_share_ids(sc: Scenario, results: dict[str, dict[str, Any]]) -> None:
+    ids = {k: r.get("shareID") for k, r in results.items()}
+    missing = sorted(k for k, v in ids.items() if not v)
+    assert not missing, f"allocations without a shareID on a shared GPU: {', '.join(missing)}"
+    assert len(set(ids.values())) == len(ids), f"shareIDs are not distinct: {ids}"
+
+
+def share_plan(gpu: Gpu, parts: int = 4) -> tuple[int, int]:
+    """(request r, sharers k = floor(free / consumed(r))) for this GPU, from what it published."""
+    assert gpu.capacity is not None
+    r = gpu.capacity.share_size(parts)
+    return r, gpu.capacity.sharers_that_fit(r)

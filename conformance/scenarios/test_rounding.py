@@ -1,0 +1,44 @@
+"""rounding: requests are rounded as the published requestPolicy says; above max is rejected."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.capacity import format_bytes
+from conformance.scenarios.checks import assert_consumed, assert_on_gpu
+from conformance.workloads import Scenario
+
+pytestmark = pytest.mark.rounding
+
+
+def _policy_gpu(sc: Scenario):  # noqa: ANN202
+    for gpu in sc.suite.usable_gpus():
+        if gpu.capacity is not None and gpu.capacity.policy is not None and (
+                gpu.capacity.policy.step or gpu.capacity.policy.valid_values):
+            return gpu
+    pytest.skip("the driver publishes no requestPolicy with a step or validValues: nothing to round")
+
+
+def test_off_step_request_consumes_the_rounded_amount(scenario: Scenario) -> None:
+    sc = scenario
+    gpu = _policy_gpu(sc)
+    cap = gpu.capacity
+    assert cap is not None and cap.policy is not None
+    base = cap.share_size(4)
+    off = base + 1                       # one unit past a valid amount
+    expected = cap.consumes(off)
+    assert expected is not None and expected != off, (
+        f"model: {format_bytes(off)} should round on {gpu.label}'s policy")
+    pod = sc.sharer(sc.namespace("a"), "off-step", gpu, off)
+    sc.wait_running([pod])
+    assert_consumed(sc, pod, gpu, assert_on_gpu(sc, pod, gpu))
+
+
+def test_request_above_policy_max_is_rejected(scenario: Scenario) -> None:
+    sc = scenario
+    gpu = _policy_gpu(sc)
+    cap = gpu.capacity
+    assert cap is not None and cap.policy is not None
+    over = cap.largest_request() + (cap.policy.step or 1)
+    assert cap.consumes(over) is None or cap.consumes(over) > cap.value
+    sc.wait_rejected(sc.sharer(sc.namespace("a"), "above-max", gpu, over))

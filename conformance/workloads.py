@@ -1,0 +1,373 @@
+"""What a scenario creates (namespaces, claim templates, pods) and how it watches them.
+
+Every object carries the run and scenario labels; everything a scenario created is deleted when it
+ends, pass or fail, and the plugin deletes leftovers of the whole run at session end (Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from conformance.capacity import format_bytes, parse
+from conformance.inventory import Gpu
+from conformance.kube import Kube, condition, get_or_none, items, raw
+from conformance.observe import State, WaitTimeout, hold, wait_for
+
+if TYPE_CHECKING:
+    from conformance.session import Suite
+
+LABEL_RUN = "conformance.gpu-share.dev/run"
+LABEL_SCENARIO = "conformance.gpu-share.dev/scenario"
+NAMESPACE_PREFIX = "gsc-"
+UNSCHEDULABLE_MESSAGE = "cannot allocate all claims"
+
+
+@dataclass
+class Rejection:
+    scenario: str
+    pod: str
+    decided_at: str                 # the PodScheduled condition's lastTransitionTime
+    signal_after: float             # seconds from the decision to seeing it
+    verdict_after: float            # seconds from the decision to the verdict (after the settle window)
+    message: str
+
+
+@dataclass
+class PodRef:
+    namespace: str
+    name: str
+    gpu: Gpu | None = None
+    request: int | None = None      # capacity request in bytes (None: no capacity request)
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def is_running(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    if status.get("phase") != "Running":
+        return False
+    cstat = status.get("containerStatuses") or []
+    return bool(cstat) and all("running" in (c.get("state") or {}) for c in cstat)
+
+
+def pod_summary(pod: dict[str, Any]) -> str:
+    status = pod.get("status") or {}
+    sched = condition(pod, "PodScheduled") or {}
+    waiting = [f"{c.get('name')}: {(c.get('state') or {}).get('waiting', {}).get('reason', '')}"
+               for c in status.get("containerStatuses") or () if "waiting" in (c.get("state") or {})]
+    parts = [f"phase={status.get('phase')}", f"node={(pod.get('spec') or {}).get('nodeName')}"]
+    if sched:
+        parts.append(f"PodScheduled={sched.get('status')}/{sched.get('reason', '')}")
+    if waiting:
+        parts.append("waiting=" + ",".join(waiting))
+    return " ".join(parts)
+
+
+class Scenario:
+    """One scenario's objects, waits and cleanup."""
+
+    def __init__(self, suite: Suite, name: str) -> None:
+        self.suite = suite
+        self.kube: Kube = suite.kube
+        self.profile = suite.profile
+        self.name = name
+        self.id = f"{name}-{secrets.token_hex(3)}"
+        self.namespaces: list[str] = []
+        self.pods: list[PodRef] = []
+        self.rejections: list[Rejection] = []
+
+    # ---- creation -------------------------------------------------------------------------------
+    def namespace(self, suffix: str = "a") -> str:
+        ns = f"{NAMESPACE_PREFIX}{self.id}-{suffix}"[:63]
+        body = {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": self._labels()}}
+        self.suite.created_namespaces.append(ns)
+        self.namespaces.append(ns)
+        raw(self.kube.core.create_namespace, body)
+        return ns
+
+    def _labels(self) -> dict[str, str]:
+        return {LABEL_RUN: self.suite.run_id, LABEL_SCENARIO: self.id}
+
+    def claim_template(self, namespace: str, name: str, *, gpu: Gpu | None, request: int | None,
+                       selectors: tuple[str, ...] = ()) -> str:
+        exactly: dict[str, Any] = {"deviceClassName": self.profile.device_class}
+        cel = ([gpu.selector(self.profile)] if gpu else []) + list(selectors)
+        if cel:
+            exactly["selectors"] = [{"cel": {"expression": e}} for e in cel]
+        if request is not None:
+            exactly["capacity"] = {"requests": {self.profile.capacity: format_bytes(request)}}
+        body = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
+                "metadata": {"name": name, "namespace": namespace, "labels": self._labels()},
+                "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}}}
+        self.suite.validate(body)
+        raw(self.kube.resource.create_namespaced_resource_claim_template, namespace, body)
+        return name
+
+    def create_template_object(self, namespace: str, body: dict[str, Any]) -> str:
+        body = {**body, "metadata": {**body.get("metadata", {}), "namespace": namespace,
+                                     "labels": self._labels()}}
+        raw(self.kube.resource.create_namespaced_resource_claim_template, namespace, body)
+        return body["metadata"]["name"]
+
+    def pod(self, namespace: str, name: str, template: str, *, gpu: Gpu | None = None,
+            request: int | None = None) -> PodRef:
+        body = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": self._labels()},
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": 1,
+                "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": template}],
+                "containers": [{"name": "ctr", "image": self.profile.pod_image,
+                                "command": self.suite.pod_command(),
+                                "resources": {"claims": [{"name": "gpu"}]}}],
+            },
+        }
+        raw(self.kube.core.create_namespaced_pod, namespace, body)
+        ref = PodRef(namespace, name, gpu, request)
+        self.pods.append(ref)
+        return ref
+
+    def sharer(self, namespace: str, name: str, gpu: Gpu, request: int | None,
+               selectors: tuple[str, ...] = ()) -> PodRef:
+        """A pod with its own claim template pinned to ``gpu`` asking ``request`` bytes."""
+        tmpl = self.claim_template(namespace, f"{name}-tmpl", gpu=gpu, request=request, selectors=selectors)
+        return self.pod(namespace, name, tmpl, gpu=gpu, request=request)
+
+    # ---- observation ----------------------------------------------------------------------------
+    def _list_pods(self, **kw: Any) -> Any:
+        return self.kube.core.list_pod_for_all_namespaces(**kw)
+
+    def _selector(self) -> str:
+        return f"{LABEL_SCENARIO}={self.id}"
+
+    def wait_running(self, pods: list[PodRef], timeout: float | None = None) -> dict[str, dict[str, Any]]:
+        wanted = {p.key for p in pods}
+
+        def check(state: State) -> State | None:
+            for k in wanted:
+                pod = state.get(k)
+                if pod and (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+                    raise AssertionError(f"pod {k} ended ({pod_summary(pod)}) instead of running")
+            return state if all(k in state and is_running(state[k]) for k in wanted) else None
+
+        def describe(state: State) -> str:
+            return "; ".join(f"{k}: {pod_summary(state[k]) if k in state else 'absent'}" for k in sorted(wanted))
+
+        try:
+            return wait_for(self._list_pods, check, timeout=timeout or self.suite.wait_timeout,
+                            what=f"pod(s) {', '.join(sorted(wanted))} to be Running", describe=describe,
+                            label_selector=self._selector())
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}{self._pod_events(pods)}") from None
+
+    def wait_rejected(self, pod: PodRef) -> dict[str, Any]:
+        """Positive signal of a scheduler rejection, then the settle window; records the timing."""
+        def check(state: State) -> dict[str, Any] | None:
+            obj = state.get(pod.key)
+            if not obj:
+                return None
+            if (obj.get("spec") or {}).get("nodeName"):
+                raise AssertionError(f"pod {pod.key} was scheduled to {obj['spec']['nodeName']} but had to be "
+                                     f"rejected ({pod_summary(obj)})")
+            cond = condition(obj, "PodScheduled") or {}
+            if cond.get("status") == "False" and cond.get("reason") == "Unschedulable" and \
+                    UNSCHEDULABLE_MESSAGE in (cond.get("message") or ""):
+                return obj
+            return None
+
+        obj = wait_for(self._list_pods, check, timeout=self.suite.wait_timeout,
+                       what=f"pod {pod.key} to be rejected (PodScheduled=False, Unschedulable, "
+                            f"'{UNSCHEDULABLE_MESSAGE}')",
+                       describe=lambda st: pod_summary(st[pod.key]) if pod.key in st else "absent",
+                       label_selector=self._selector())
+        seen = time.time()
+        cond = condition(obj, "PodScheduled") or {}
+        self.hold_unscheduled([pod])
+        verdict = time.time()
+        decided = _parse_time(cond.get("lastTransitionTime"))
+        rej = Rejection(self.name, pod.key, cond.get("lastTransitionTime", ""),
+                        signal_after=max(0.0, seen - decided) if decided else -1.0,
+                        verdict_after=max(0.0, verdict - decided) if decided else -1.0,
+                        message=cond.get("message", ""))
+        self.rejections.append(rej)
+        self.suite.rejections.append(rej)
+        return obj
+
+    def hold_unscheduled(self, pods: list[PodRef]) -> None:
+        wanted = {p.key for p in pods}
+
+        def violation(state: State) -> str | None:
+            for k in wanted:
+                obj = state.get(k)
+                if obj is None:
+                    return f"pod {k} disappeared"
+                if (obj.get("spec") or {}).get("nodeName"):
+                    return f"pod {k} was scheduled to {obj['spec']['nodeName']} ({pod_summary(obj)})"
+            return None
+
+        hold(self._list_pods, violation, window=self.suite.settle_seconds,
+             what=f"pod(s) {', '.join(sorted(wanted))} staying unscheduled for {self.suite.settle_seconds}s",
+             label_selector=self._selector())
+
+    def _pod_events(self, pods: list[PodRef]) -> str:
+        lines = []
+        for ns in sorted({p.namespace for p in pods}):
+            with contextlib.suppress(ApiException):
+                events, _ = items(self.kube.core.list_namespaced_event, ns)
+                for e in events[-20:]:
+                    if e.get("type") == "Warning":
+                        lines.append(f"{(e.get('involvedObject') or {}).get('name')}: {e.get('reason')}: "
+                                     f"{e.get('message')}")
+        return ("; warning events: " + " | ".join(lines)) if lines else ""
+
+    # ---- reading results ------------------------------------------------------------------------
+    def read_pod(self, pod: PodRef) -> dict[str, Any]:
+        return raw(self.kube.core.read_namespaced_pod, pod.name, pod.namespace)
+
+    def claim_of(self, pod: PodRef) -> dict[str, Any]:
+        obj = self.read_pod(pod)
+        for st in (obj.get("status") or {}).get("resourceClaimStatuses") or ():
+            if st.get("name") == "gpu" and st.get("resourceClaimName"):
+                return raw(self.kube.resource.read_namespaced_resource_claim, st["resourceClaimName"],
+                           pod.namespace)
+        raise AssertionError(f"pod {pod.key} has no resourceClaimStatuses entry for its claim 'gpu'")
+
+    def results_of(self, pod: PodRef) -> list[dict[str, Any]]:
+        claim = self.claim_of(pod)
+        alloc = ((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}
+        return [r for r in alloc.get("results") or () if r.get("driver") == self.profile.driver]
+
+    def single_result(self, pod: PodRef) -> dict[str, Any]:
+        results = self.results_of(pod)
+        assert len(results) == 1, f"claim of {pod.key} has {len(results)} results of {self.profile.driver}"
+        return results[0]
+
+    def consumed(self, result: dict[str, Any]) -> int | None:
+        value = (result.get("consumedCapacity") or {}).get(self.profile.capacity)
+        return None if value is None else parse(value)
+
+    def pod_log(self, pod: PodRef) -> str:
+        return self.kube.core.read_namespaced_pod_log(pod.name, pod.namespace, _request_timeout=30)
+
+    def wait_log(self, pod: PodRef, done: Callable[[str], bool], what: str) -> str:
+        """Follow the pod's log until ``done(text)`` or the wait bound; return the text seen."""
+        deadline = time.monotonic() + self.suite.wait_timeout
+        text = ""
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                resp = self.kube.core.read_namespaced_pod_log(
+                    pod.name, pod.namespace, follow=True, _preload_content=False,
+                    _request_timeout=(10, max(1.0, remaining)))
+                text = ""
+                try:
+                    for chunk in resp.stream(4096, decode_content=True):
+                        text += chunk.decode(errors="replace")
+                        if done(text):
+                            return text
+                finally:
+                    resp.release_conn()
+            except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
+                pass
+            if done(text):
+                return text
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"gave up after {self.suite.wait_timeout:.0f}s waiting for {what} in the log "
+                                  f"of {pod.key}; log was: {text[-2000:]!r}")
+            # A server that does not follow closed the stream early: wait for the pod to change or 1 s.
+            with contextlib.suppress(WaitTimeout):
+                wait_for(self._list_pods, lambda st: None, timeout=1, what="a pod change",
+                         label_selector=self._selector())
+
+    # ---- deletion -------------------------------------------------------------------------------
+    def delete_pods(self, pods: list[PodRef], wait: bool = True) -> None:
+        for p in pods:
+            with contextlib.suppress(ApiException):
+                self.kube.core.delete_namespaced_pod(p.name, p.namespace)
+        if wait:
+            wanted = {p.key for p in pods}
+            wait_for(self._list_pods, lambda st: True if not wanted & set(st) else None,
+                     timeout=self.suite.wait_timeout, what=f"pod(s) {', '.join(sorted(wanted))} to be deleted",
+                     label_selector=self._selector())
+            self.wait_claims_gone(pods)
+
+    def wait_claims_gone(self, pods: list[PodRef]) -> None:
+        """Claims made from a pod's template go with the pod; wait so the capacity is free again."""
+        namespaces = {p.namespace for p in pods}
+        owners = {p.name for p in pods}
+
+        def owned(state: State) -> list[str]:
+            out = []
+            for k, c in state.items():
+                meta = c.get("metadata") or {}
+                if meta.get("namespace") in namespaces and any(
+                        o.get("kind") == "Pod" and o.get("name") in owners for o in meta.get("ownerReferences") or ()):
+                    out.append(k)
+            return out
+
+        wait_for(self.kube.resource.list_resource_claim_for_all_namespaces,
+                 lambda st: True if not owned(st) else None, timeout=self.suite.wait_timeout,
+                 what="the deleted pods' ResourceClaims to be removed",
+                 describe=lambda st: ", ".join(owned(st)))
+
+    def cleanup(self) -> list[str]:
+        """Delete everything this scenario made; return problems (empty when all is gone)."""
+        problems: list[str] = []
+        if not self.namespaces:
+            return problems
+        selector = self._selector()
+        for ns in self.namespaces:
+            with contextlib.suppress(ApiException):
+                self.kube.core.delete_collection_namespaced_pod(ns, label_selector=selector)
+        try:
+            wait_for(self._list_pods, lambda st: True if not st else None, timeout=self.suite.wait_timeout,
+                     what=f"scenario {self.id}'s pods to be deleted", label_selector=selector)
+        except (WaitTimeout, ApiException) as exc:
+            problems.append(str(exc))
+        for ns in self.namespaces:
+            with contextlib.suppress(ApiException):
+                self.kube.resource.delete_collection_namespaced_resource_claim_template(ns)
+            with contextlib.suppress(ApiException):
+                self.kube.resource.delete_collection_namespaced_resource_claim(ns)
+        problems += self.suite.delete_namespaces(self.namespaces)
+        return problems
+
+
+def namespace_exists(kube: Kube, ns: str) -> bool:
+    return get_or_none(kube.core.read_namespace, ns) is not None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class ScenarioRecord:
+    """Per-test data the report needs (kept on the pytest item)."""
+
+    scenario: str = ""
+    gpus: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    diagnostics: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,179 @@
+"""Prepare and unprepare: the node-side state of this driver (CDI specs on disk, the checkpoint).
+
+Crash safety comes from one ordering rule, so a restart can always reconcile:
+- prepare writes the claim's CDI spec first, then records the claim in the checkpoint;
+- unprepare drops the claim from the checkpoint first, then deletes the CDI spec.
+So after any crash a CDI spec without a checkpoint entry is a leftover to delete, and a checkpoint entry
+without its spec is rewritten from the entry (the checkpoint holds every container edit).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from driver import cdi
+from driver.checkpoint import PREPARE_COMPLETED, Checkpoint
+from driver.claims import ClaimError, ClaimRef, plan_claim
+from driver.inventory import Inventory
+
+log = logging.getLogger(__name__)
+
+ClaimReader = Callable[[str, str], "dict[str, Any] | None"]
+
+
+@dataclass
+class PrepareResult:
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+class DeviceState:
+    def __init__(self, *, driver_name: str, node_name: str, inventory: Inventory, cdi_dir: Path,
+                 state_dir: Path, read_claim: ClaimReader) -> None:
+        self.driver_name = driver_name
+        self.node_name = node_name
+        self.inventory = inventory
+        self.gpus = inventory.by_device_name()
+        self.cdi_dir = cdi_dir
+        self.checkpoint = Checkpoint(state_dir)
+        self.read_claim = read_claim
+        self._claims: dict[str, dict[str, Any]] = {}
+        self._save_lock = threading.Lock()  # guards _claims and the checkpoint file
+        self._locks_lock = threading.Lock()
+        self._claim_locks: dict[str, threading.Lock] = {}
+
+    # -- start-up ---------------------------------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Load the checkpoint and make the CDI dir agree with it (see the module docstring)."""
+        self.cdi_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint.path.parent.mkdir(parents=True, exist_ok=True)
+        claims = self.checkpoint.load()
+        for tmp in [*cdi.list_temp_files(self.cdi_dir, self.driver_name), self.checkpoint.temp_path]:
+            # Half-written files of an interrupted atomic write; the real file was never replaced.
+            tmp.unlink(missing_ok=True)
+        on_disk = cdi.list_spec_claims(self.cdi_dir, self.driver_name)
+        for uid in sorted(on_disk - set(claims)):
+            cdi.remove_spec(self.cdi_dir, self.driver_name, uid)
+            log.info("removed leftover CDI spec of claim %s (not in the checkpoint)", uid)
+        for uid, entry in sorted(claims.items()):
+            if uid not in on_disk:
+                self._write_spec(uid, entry["devices"])
+                log.info("rewrote missing CDI spec of prepared claim %s/%s", entry["namespace"],
+                         entry["name"])
+        self._claims = claims
+        log.info("restored %d prepared claim(s) from %s", len(claims), self.checkpoint.path)
+
+    def prepared_claims(self) -> dict[str, dict[str, Any]]:
+        with self._save_lock:
+            return copy.deepcopy(self._claims)
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def _locks_for(self, uids: Iterable[str]) -> list[threading.Lock]:
+        with self._locks_lock:
+            # Sorted order: two batches that share claims cannot deadlock.
+            return [self._claim_locks.setdefault(uid, threading.Lock()) for uid in sorted(set(uids))]
+
+    def _write_spec(self, uid: str, devices: list[dict[str, Any]]) -> None:
+        spec = cdi.build_spec(self.driver_name, [{"name": d["cdiName"], "env": d["env"]} for d in devices])
+        cdi.write_spec(self.cdi_dir, self.driver_name, uid, spec)
+
+    def _response_devices(self, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{
+            "request_names": list(d["requests"]),
+            "pool_name": d["pool"],
+            "device_name": d["device"],
+            "cdi_device_ids": [cdi.qualified_id(self.driver_name, d["cdiName"])],
+            "share_id": d["shareID"],
+        } for d in devices]
+
+    # -- prepare / unprepare ----------------------------------------------------------------------------
+
+    def prepare(self, refs: list[ClaimRef]) -> dict[str, PrepareResult]:
+        results: dict[str, PrepareResult] = {}
+        with ExitStack() as stack:
+            for lock in self._locks_for(r.uid for r in refs):
+                stack.enter_context(lock)
+            fresh: dict[str, dict[str, Any]] = {}
+            for ref in {r.uid: r for r in refs}.values():
+                with self._save_lock:
+                    known = copy.deepcopy(self._claims.get(ref.uid))
+                if known is not None:
+                    results[ref.uid] = PrepareResult(self._response_devices(known["devices"]))
+                    continue
+                try:
+                    claim = self.read_claim(ref.namespace, ref.name)
+                except Exception as err:  # any failure to read is this claim's error, not the batch's
+                    results[ref.uid] = PrepareResult(error=f"{ref}: reading the claim failed: {err}")
+                    continue
+                try:
+                    devices = plan_claim(ref, claim, self.driver_name, self.node_name, self.gpus,
+                                         self.inventory.real)
+                    self._write_spec(ref.uid, devices)
+                except ClaimError as err:
+                    results[ref.uid] = PrepareResult(error=str(err))
+                    continue
+                except OSError as err:
+                    cdi.remove_spec(self.cdi_dir, self.driver_name, ref.uid)
+                    results[ref.uid] = PrepareResult(error=f"{ref}: writing the CDI spec failed: {err}")
+                    continue
+                fresh[ref.uid] = {"namespace": ref.namespace, "name": ref.name, "state": PREPARE_COMPLETED,
+                                  "devices": devices}
+            if fresh:
+                try:
+                    self._commit(add=fresh)
+                except OSError as err:
+                    for uid in fresh:
+                        cdi.remove_spec(self.cdi_dir, self.driver_name, uid)
+                        results[uid] = PrepareResult(
+                            error=f"claim {uid}: writing the checkpoint failed: {err}")
+                    return results
+                for uid, entry in fresh.items():
+                    results[uid] = PrepareResult(self._response_devices(entry["devices"]))
+                    log.info("prepared claim %s/%s: %s", entry["namespace"], entry["name"],
+                             ", ".join(f"{d['device']}" + (f" share {d['shareID']}" if d["shareID"] else "")
+                                       for d in entry["devices"]) or "no devices of this driver")
+        return results
+
+    def unprepare(self, refs: list[ClaimRef]) -> dict[str, str]:
+        """Error text per claim UID ("" on success). Works from the checkpoint only."""
+        errors: dict[str, str] = {}
+        with ExitStack() as stack:
+            for lock in self._locks_for(r.uid for r in refs):
+                stack.enter_context(lock)
+            uids = [r.uid for r in {r.uid: r for r in refs}.values()]
+            with self._save_lock:
+                known = [uid for uid in uids if uid in self._claims]
+            try:
+                if known:
+                    self._commit(remove=known)
+            except OSError as err:
+                return {uid: f"claim {uid}: writing the checkpoint failed: {err}" for uid in uids}
+            for uid in uids:
+                try:
+                    cdi.remove_spec(self.cdi_dir, self.driver_name, uid)
+                    errors[uid] = ""
+                except OSError as err:
+                    # The checkpoint no longer lists it, so a restart deletes this spec as a leftover.
+                    errors[uid] = f"claim {uid}: removing the CDI spec failed: {err}"
+            for uid in known:
+                log.info("unprepared claim %s", uid)
+        return errors
+
+    def _commit(self, add: dict[str, dict[str, Any]] | None = None, remove: Iterable[str] = ()) -> None:
+        """Apply a change to the claim table and persist it; on a failed write memory stays unchanged."""
+        with self._save_lock:
+            claims = dict(self._claims)
+            claims.update(add or {})
+            for uid in remove:
+                claims.pop(uid, None)
+            self.checkpoint.save(claims)
+            self._claims = claims

@@ -1,0 +1,567 @@
+"""The HTTP front end: Kubernetes REST paths over a threaded HTTP/1.1 server on 127.0.0.1.
+
+Every request maps onto the Store; errors become metav1.Status bodies. Watches stream one JSON
+WatchEvent per line with chunked transfer encoding, as kube-apiserver does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import select
+import socket
+import threading
+import time
+import traceback
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import yaml
+
+from . import discovery, openapi, tables
+from .errors import ApiError, bad_request
+from .patch import APPLY, JSON_PATCH, MERGE, STRATEGIC
+from .resources import BY_GROUP_VERSION_PLURAL, ResourceType
+from .store import Store, Watch, bind_pod
+
+log = logging.getLogger("sim.apiserver")
+
+DEFAULT_WATCH_TIMEOUT = 1800.0
+# How long a quiet watch waits before checking that its client is still connected.
+IDLE_CHECK_SECONDS = 5.0
+MAX_BODY = 16 * 1024 * 1024
+
+try:
+    _YAML_LOADER: Any = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover - pyyaml without libyaml
+    _YAML_LOADER = yaml.SafeLoader
+
+
+class _Request:
+    __slots__ = ("query", "rt", "namespace", "name", "subresource", "watch_path")
+
+    def __init__(self) -> None:
+        self.query: dict[str, str] = {}
+        self.rt: ResourceType | None = None
+        self.namespace: str | None = None
+        self.name: str | None = None
+        self.subresource: str | None = None
+        self.watch_path = False
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def _int(query: dict[str, str], key: str) -> int | None:
+    raw = query.get(key)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise bad_request(f"query parameter {key}={raw!r} must be an integer") from None
+
+
+class ApiHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, store: Store, port: int = 0) -> None:
+        self.store = store
+        self.stopping = threading.Event()
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: ApiHTTPServer
+    server_version = "sim-apiserver"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # ---- plumbing ----
+
+    def _send(self, code: int, body: bytes, content_type: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-cache, private")
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_json(self, code: int, obj: Any, warnings: list[str] | None = None) -> None:
+        headers = {}
+        if warnings:
+            headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings)
+        self._send(code, json.dumps(obj, separators=(",", ":")).encode(), headers=headers)
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().strip() or b"0", 16)
+                if size == 0:
+                    self.rfile.readline()
+                    break
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+            return b"".join(chunks)
+        if not length:
+            return b""
+        n = int(length)
+        if n > MAX_BODY:
+            raise ApiError(413, "RequestEntityTooLarge", f"request body of {n} bytes is over the limit of {MAX_BODY}")
+        return self.rfile.read(n)
+
+    def _parse_body(self, raw: bytes, content_type: str) -> Any:
+        if not raw.strip():
+            raise bad_request("the request needs a body")
+        ctype = content_type.split(";")[0].strip().lower()
+        try:
+            if "yaml" in ctype:
+                return yaml.load(raw, Loader=_YAML_LOADER)  # noqa: S506 - safe loader
+            return json.loads(raw)
+        except (ValueError, yaml.YAMLError) as e:
+            kind = "YAML" if "yaml" in ctype else "JSON"
+            raise bad_request(f"the request body is not valid {kind}: {e}") from None
+
+    def _dispatch(self, method: str) -> None:
+        body_read = False
+        try:
+            url = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+            path = unquote(url.path)
+            raw = b""
+            if method in ("POST", "PUT", "PATCH", "DELETE"):
+                raw = self._read_body()
+            body_read = True
+            self._route(method, path, query, raw)
+        except ApiError as e:
+            if not body_read:
+                self.close_connection = True
+            self._send_json(e.code, e.status())
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as e:  # a bug must not take the server down: report it as a 500 Status
+            log.error("internal error on %s %s\n%s", method, self.path, traceback.format_exc())
+            err = ApiError(500, "InternalError", f"Internal error occurred: {type(e).__name__}: {e}")
+            try:
+                self._send_json(500, err.status())
+            except OSError:
+                self.close_connection = True
+
+    def _route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
+        store = self.server.store
+        parts = [p for p in path.split("/") if p]
+        if not parts:
+            self._send_json(200, {"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version",
+                                            "/healthz", "/readyz", "/livez"]})
+            return
+        head = parts[0]
+        if head in ("healthz", "readyz", "livez"):
+            self._send(200, b"ok", "text/plain")
+            return
+        if head == "version":
+            self._send_json(200, discovery.version_info(store.config))
+            return
+        if head == "openapi":
+            code, body, ctype = openapi.serve(store, parts[1:], query, self.headers.get("Accept", ""))
+            self._send(code, body, ctype)
+            return
+        if head == "api":
+            if len(parts) == 1:
+                self._send_json(200, discovery.api_versions(f"127.0.0.1:{self.server.port}"))
+                return
+            group, version, rest = "", parts[1], parts[2:]
+        elif head == "apis":
+            if len(parts) == 1:
+                self._send_json(200, discovery.api_group_list())
+                return
+            if len(parts) == 2:
+                doc = discovery.api_group(parts[1])
+                if doc is None:
+                    raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+                self._send_json(200, doc)
+                return
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        if not rest:
+            doc = discovery.api_resource_list(group, version)
+            if doc is None:
+                raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+            if method != "GET":
+                raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method ({method}) on {path}")
+            self._send_json(200, doc)
+            return
+        req = self._resolve(group, version, rest, path)
+        req.query = query
+        self._serve_resource(method, req, raw)
+
+    def _resolve(self, group: str, version: str, rest: list[str], path: str) -> _Request:
+        req = _Request()
+        if rest[0] == "watch":
+            req.watch_path = True
+            rest = rest[1:]
+        if (len(rest) >= 3 and rest[0] == "namespaces"
+                and (group, version, rest[2]) in BY_GROUP_VERSION_PLURAL):
+            req.namespace = rest[1]
+            rest = rest[2:]
+        elif group == "" and len(rest) >= 3 and rest[0] == "namespaces" and rest[2] == "bindings":
+            req.namespace = rest[1]
+            rest = rest[2:]
+        if not rest:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        if group == "" and rest[0] == "bindings" and req.namespace:
+            req.rt = BY_GROUP_VERSION_PLURAL[("", "v1", "pods")]
+            req.subresource = "bindings"
+            return req
+        rt = BY_GROUP_VERSION_PLURAL.get((group, version, rest[0]))
+        if rt is None:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+        req.rt = rt
+        if len(rest) > 1:
+            req.name = rest[1]
+        if len(rest) > 2:
+            req.subresource = "/".join(rest[2:])
+        if rt.namespaced and req.name is not None and req.namespace is None:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path}): "
+                           f"{rt.name} is namespaced, use /namespaces/<namespace>/{rt.plural}/{req.name}")
+        if not rt.namespaced and req.namespace is not None:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path}): "
+                           f"{rt.name} is cluster-scoped")
+        if req.subresource and req.subresource not in rt.subresources:
+            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path}): "
+                           f"{rt.name} has no subresource {req.subresource!r}")
+        return req
+
+    # ---- resources ----
+
+    def _write_opts(self, q: dict[str, str]) -> dict[str, Any]:
+        validation = q.get("fieldValidation") or "Strict"
+        if validation not in ("Strict", "Warn", "Ignore"):
+            raise bad_request(f"fieldValidation={validation!r} must be Strict, Warn or Ignore")
+        dry = q.get("dryRun")
+        if dry not in (None, "", "All"):
+            raise bad_request(f"dryRun={dry!r}: the only supported value is All")
+        return {"dry_run": dry == "All", "field_validation": validation, "field_manager": q.get("fieldManager")}
+
+    def _serve_resource(self, method: str, req: _Request, raw: bytes) -> None:
+        store = self.server.store
+        rt = req.rt
+        assert rt is not None
+        q = req.query
+        if req.subresource == "bindings" or req.subresource == "binding":
+            if method != "POST":
+                raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on pods/binding; POST a Binding")
+            self._bind(req, self._parse_body(raw, self.headers.get("Content-Type", "")))
+            return
+        if req.name is None:
+            if method == "GET":
+                if req.watch_path or _bool(q.get("watch")):
+                    self._watch(req)
+                else:
+                    self._list(req)
+            elif method == "POST":
+                body = self._parse_body(raw, self.headers.get("Content-Type", ""))
+                if not isinstance(body, dict):
+                    raise bad_request("the body of a create must be a JSON object")
+                res = store.create_ex(rt.name, body, req.namespace, **self._write_opts(q))
+                self._send_json(201, res.object, res.warnings)
+            elif method == "DELETE":
+                opts = self._delete_opts(q, raw)
+                items = store.delete_collection(rt.name, req.namespace, q.get("labelSelector"),
+                                                q.get("fieldSelector"), **opts)
+                self._send_json(200, {"apiVersion": rt.api_version, "kind": rt.list_kind,
+                                      "metadata": {"resourceVersion": str(store.resource_version)}, "items": items})
+            else:
+                raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on a collection of {rt.name}")
+            return
+        if method == "GET" and req.subresource == "log":
+            self._log(req)
+            return
+        if method == "GET":
+            if req.watch_path or _bool(q.get("watch")):
+                q.setdefault("fieldSelector", "")
+                q["fieldSelector"] = ",".join(x for x in (q["fieldSelector"], f"metadata.name={req.name}") if x)
+                req.name = None
+                self._watch(req)
+                return
+            obj = store.get_raw(rt.name, req.name, req.namespace)
+            self._send_json(200, self._maybe_table(rt, [obj], single=True))
+            return
+        if req.subresource == "log":
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on pods/log")
+        if method == "PUT":
+            body = self._parse_body(raw, self.headers.get("Content-Type", ""))
+            if not isinstance(body, dict):
+                raise bad_request("the body of an update must be a JSON object")
+            body_name = (body.get("metadata") or {}).get("name")
+            if body_name and body_name != req.name:
+                raise bad_request(f"the name of the object ({body_name}) does not match the name on the URL "
+                                  f"({req.name})")
+            body.setdefault("metadata", {})["name"] = req.name
+            res = store.update_ex(rt.name, body, req.subresource, req.namespace, **self._write_opts(q))
+            self._send_json(200, res.object, res.warnings)
+        elif method == "PATCH":
+            ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
+            patch_body = self._parse_body(raw, "yaml" if ctype == APPLY else "json")
+            if ctype not in (MERGE, JSON_PATCH, STRATEGIC, APPLY):
+                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
+                               f"accepted media types include: {JSON_PATCH}, {MERGE}, {APPLY}, {STRATEGIC}")
+            opts = self._write_opts(q)
+            if ctype == APPLY and not q.get("fieldManager"):
+                raise bad_request("PATCH with application/apply-patch+yaml needs a fieldManager query parameter")
+            res = store.patch_ex(rt.name, req.name, patch_body, ctype, req.namespace, req.subresource,
+                                 force=_bool(q.get("force")), **opts)
+            self._send_json(201 if res.created else 200, res.object, res.warnings)
+        elif method == "DELETE":
+            if req.subresource:
+                raise ApiError(405, "MethodNotAllowed", f"DELETE is not allowed on {rt.plural}/{req.subresource}")
+            opts = self._delete_opts(q, raw)
+            obj = store.delete_ex(rt.name, req.name, req.namespace, **opts)
+            self._send_json(200, obj)
+        else:
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on {rt.name}")
+
+    def _delete_opts(self, q: dict[str, str], raw: bytes) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if raw.strip():
+            parsed = self._parse_body(raw, self.headers.get("Content-Type", "application/json"))
+            if not isinstance(parsed, dict):
+                raise bad_request("the body of a delete must be a DeleteOptions object")
+            body = parsed
+        grace = body.get("gracePeriodSeconds")
+        if grace is None:
+            grace = _int(q, "gracePeriodSeconds")
+        if grace is not None and (not isinstance(grace, int) or grace < 0):
+            raise bad_request(f"gracePeriodSeconds={grace!r} must be a non-negative integer")
+        dry = body.get("dryRun") or ([q["dryRun"]] if q.get("dryRun") else [])
+        return {
+            "grace_period_seconds": grace,
+            "propagation_policy": body.get("propagationPolicy") or q.get("propagationPolicy"),
+            "preconditions": body.get("preconditions"),
+            "dry_run": "All" in dry,
+        }
+
+    def _maybe_table(self, rt: ResourceType, items: list[dict[str, Any]], single: bool = False,
+                     rv: int | None = None) -> Any:
+        if "as=Table" in self.headers.get("Accept", ""):
+            return tables.table(rt, items, rv)
+        if single:
+            return items[0]
+        return {"apiVersion": rt.api_version, "kind": rt.list_kind,
+                "metadata": {"resourceVersion": str(rv)}, "items": items}
+
+    def _list(self, req: _Request) -> None:
+        rt = req.rt
+        assert rt is not None
+        q = req.query
+        items, rv = self.server.store.list_raw(rt.name, req.namespace, q.get("labelSelector"),
+                                               q.get("fieldSelector"))
+        self._send_json(200, self._maybe_table(rt, items, rv=rv))
+
+    def _bind(self, req: _Request, body: Any) -> None:
+        if not isinstance(body, dict) or body.get("kind") not in (None, "Binding"):
+            raise bad_request("the body of pods/binding must be a v1 Binding object")
+        name = req.name or (body.get("metadata") or {}).get("name")
+        if not name:
+            raise bad_request("Binding needs metadata.name (the pod's name)")
+        if req.name and (body.get("metadata") or {}).get("name") not in (None, req.name):
+            raise bad_request("the name of the Binding does not match the pod name on the URL")
+        target = body.get("target") or {}
+        bind_pod(self.server.store, name, req.namespace or "", target.get("name") or "",
+                 dry_run=self._write_opts(req.query)["dry_run"])
+        out = {"apiVersion": "v1", "kind": "Binding",
+               "metadata": {"name": name, "namespace": req.namespace}, "target": target}
+        self._send_json(201, out)
+
+    def _log(self, req: _Request) -> None:
+        store = self.server.store
+        pod = store.get_raw("pods", req.name or "", req.namespace)
+        containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+        container = req.query.get("container")
+        if not container:
+            if len(containers) != 1:
+                raise bad_request(f"a container name must be specified for pod {req.name}, choose one of: "
+                                  f"{containers}")
+            container = containers[0]
+        elif container not in containers:
+            raise bad_request(f"container {container} is not valid for pod {req.name}")
+        provider = store.log_provider
+        node = (pod.get("spec") or {}).get("nodeName")
+        if provider is None or not node:
+            raise bad_request(f'container "{container}" in pod "{req.name}" is waiting to start: '
+                              "no kubelet serves logs for this pod")
+        data = provider(req.namespace or "", req.name or "", container)
+        tail = _int(req.query, "tailLines")
+        if tail is not None:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-tail:]) if tail > 0 else b""
+        limit = _int(req.query, "limitBytes")
+        if limit is not None:
+            data = data[:limit]
+        self._send(200, data, "text/plain")
+
+    # ---- watch ----
+
+    def _watch(self, req: _Request) -> None:
+        store = self.server.store
+        rt = req.rt
+        assert rt is not None
+        q = req.query
+        rv_raw = q.get("resourceVersion", "")
+        send_initial_events = _bool(q.get("sendInitialEvents"))
+        bookmarks = _bool(q.get("allowWatchBookmarks"))
+        timeout = _int(q, "timeoutSeconds")
+        deadline = time.monotonic() + (timeout if timeout is not None else DEFAULT_WATCH_TIMEOUT)
+        since: int | None = None
+        initial = rv_raw in ("", "0") or send_initial_events
+        if rv_raw not in ("", "0"):
+            try:
+                since = int(rv_raw)
+            except ValueError:
+                raise bad_request(f"resourceVersion={rv_raw!r} must be an integer") from None
+        try:
+            w = store.watch([rt.name], None if initial else since, namespace=req.namespace if rt.namespaced else None,
+                            label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"),
+                            send_initial=initial)
+        except ApiError as e:
+            if e.code != 410:
+                raise
+            self._start_stream()
+            self._chunk({"type": "ERROR", "object": e.status()})
+            self._end_stream()
+            return
+        self._start_stream()
+        try:
+            start_rv = w.last_rv
+            if send_initial_events:
+                pass  # the initial ADDED events are already queued; the bookmark follows them
+            initial_pending = send_initial_events and bookmarks
+            while not self.server.stopping.is_set():
+                if initial_pending and w._queue.empty():
+                    self._bookmark(rt, start_rv, initial_end=True)
+                    initial_pending = False
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ev = w.get_raw(timeout=min(remaining, IDLE_CHECK_SECONDS))
+                if ev is None:
+                    if w.closed or self._client_gone():
+                        break
+                    if bookmarks:
+                        self._bookmark(rt, store.resource_version)
+                    continue
+                self._chunk({"type": ev.type, "object": ev.object})
+            self._end_stream()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self.close_connection = True
+        finally:
+            w.close()
+
+    def _bookmark(self, rt: ResourceType, rv: int, initial_end: bool = False) -> None:
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if initial_end:
+            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+        self._chunk({"type": "BOOKMARK", "object": {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": meta}})
+
+    def _client_gone(self) -> bool:
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if readable:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
+        return False
+
+    def _start_stream(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        self.wfile.flush()
+
+    def _chunk(self, event: dict[str, Any]) -> None:
+        data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _end_stream(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+class ApiServer:
+    """Owns the HTTP server thread. start() returns once the socket is listening."""
+
+    def __init__(self, store: Store, port: int = 0) -> None:
+        self.store = store
+        self._httpd = ApiHTTPServer(store, port)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return self._httpd.url
+
+    @property
+    def port(self) -> int:
+        return self._httpd.port
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                                        name="sim-apiserver", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.stopping.set()
+        self.store.close_watches()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __repr__(self) -> str:
+        return f"ApiServer({self.url})"
+
+
+HTTP_STATUS_TEXT = {s.value: s.phrase for s in HTTPStatus}

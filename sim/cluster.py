@@ -1,0 +1,144 @@
+"""Cluster: owns the Store, the HTTP API server and the control-plane/node components.
+
+Adding a component is two lines in sim/__main__.py (or a test):
+
+    cluster = Cluster(config, nodes=["node-1"])
+    cluster.add(MyComponent(cluster))      # anything with start() and stop()
+
+start() brings up the API server, creates the Node objects, then starts components in order;
+stop() stops them in reverse order, then the server. Components get the cluster and use
+`cluster.store` in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import yaml
+
+from .apiserver.server import ApiServer
+from .apiserver.store import LogProvider, Store, now_rfc3339
+from .config import SimConfig
+
+log = logging.getLogger("sim.cluster")
+
+
+class Component(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+C = TypeVar("C", bound=Component)
+
+
+def node_object(name: str, config: SimConfig) -> dict[str, Any]:
+    now = now_rfc3339()
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                              "kubernetes.io/arch": "amd64"}},
+        "spec": {},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "simulated node is ready", "lastHeartbeatTime": now,
+                            "lastTransitionTime": now}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+            "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "sim://1.0",
+                         "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": config.git_version,
+                         "machineID": "", "operatingSystem": "linux", "osImage": "sim", "systemUUID": ""},
+        },
+    }
+
+
+def kubeconfig_text(url: str) -> str:
+    doc = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "sim", "cluster": {"server": url}}],
+        "users": [{"name": "sim", "user": {}}],
+        "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": "sim", "namespace": "default"}}],
+        "current-context": "sim",
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def write_kubeconfig(path: str | os.PathLike[str], url: str) -> Path:
+    """Atomic write, so a reader that sees the file sees a whole kubeconfig."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".kubeconfig-", dir=target.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(kubeconfig_text(url))
+    os.replace(tmp, target)
+    return target
+
+
+class Cluster:
+    def __init__(self, config: SimConfig | None = None, nodes: list[str] | tuple[str, ...] = (),
+                 port: int = 0) -> None:
+        self.config = config or SimConfig()
+        self.store = Store(self.config)
+        self.server = ApiServer(self.store, port)
+        self.nodes = list(nodes)
+        self.components: list[Component] = []
+        self._started: list[Component] = []
+        self._serving = False
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def add(self, component: C) -> C:
+        self.components.append(component)
+        if self._serving:
+            component.start()
+            self._started.append(component)
+        return component
+
+    def set_log_provider(self, provider: LogProvider | None) -> None:
+        """The kubelet registers provider(namespace, pod, container) -> bytes for GET pods/<p>/log."""
+        self.store.log_provider = provider
+
+    def start(self) -> None:
+        self.server.start()
+        self._serving = True
+        try:
+            for name in self.nodes:
+                self.store.create("nodes", node_object(name, self.config))
+            for c in self.components:
+                c.start()
+                self._started.append(c)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        errors = []
+        while self._started:
+            c = self._started.pop()
+            try:
+                c.stop()
+            except Exception as e:  # keep stopping the rest; report at the end
+                log.exception("stopping %r failed", c)
+                errors.append(e)
+        if self._serving:
+            self._serving = False
+            self.server.stop()
+        if errors:
+            raise RuntimeError(f"{len(errors)} component(s) failed to stop: {errors}")
+
+    def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
+        return write_kubeconfig(path, self.url)
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

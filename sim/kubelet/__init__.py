@@ -1,0 +1,1 @@
+"""Simulated kubelet: plugin registration, DRA gRPC client, CDI resolution and pod processes (issue 7)."""

@@ -1,0 +1,299 @@
+"""The simulated kubelet of one node: wires registration, the DRA manager, pod workers and the driver."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.apiserver.errors import ApiError
+from sim.kubelet.cdi import Registry
+from sim.kubelet.claims import ClaimCache
+from sim.kubelet.driverproc import DriverSupervisor
+from sim.kubelet.events import EventRecorder
+from sim.kubelet.nodedirs import NodeDirs
+from sim.kubelet.podworker import PodWorker
+from sim.kubelet.registration import PluginManager
+
+log = logging.getLogger(__name__)
+
+SLICES = "resourceslices.resource.k8s.io"
+DEFAULT_DRIVER_NAME = "gpu.sharing.example.dev"
+DEFAULT_SLICE_WIPE_DELAY_S = 30.0  # the kubelet's defaultWipingDelay
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DriverConfig:
+    """How the kubelet starts this node's reference driver (``--gpus``, ``--driver-command``, "
+      "``--driver-arg``)."""
+
+    gpus: str
+    kubeconfig: Path
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "driver"])
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def driver_name(self) -> str:
+        for i, a in enumerate(self.args):
+            if a == "--driver-name" and i + 1 < len(self.args):
+                return self.args[i + 1]
+            if a.startswith("--driver-name="):
+                return a.split("=", 1)[1]
+        return DEFAULT_DRIVER_NAME
+
+    @staticmethod
+    def parse_command(text: str | None) -> list[str]:
+        return shlex.split(text) if text else [sys.executable, "-m", "driver"]
+
+
+class Kubelet:
+    def __init__(self, store: Any, node_name: str, state_dir: Path, *, driver: DriverConfig | None = None,
+                 slice_wipe_delay: float = DEFAULT_SLICE_WIPE_DELAY_S, crash_backoff_s: float = 10.0,
+                 shutdown_grace_s: float = 2.0):
+        self.store = store
+        self.node_name = node_name
+        self.dirs = NodeDirs(Path(state_dir) / node_name)
+        self.driver_config = driver
+        self.slice_wipe_delay = slice_wipe_delay
+        self.crash_backoff_s = crash_backoff_s
+        self.shutdown_grace_s = shutdown_grace_s
+        if driver is not None:
+            self.dirs.check_socket_room(driver.driver_name)
+        self.dirs.create()
+        self.events = EventRecorder(store, node_name)
+        self.plugins = PluginManager(self.dirs.plugins_registry, self._driver_reachability)
+        self.claims = ClaimCache(self.plugins)
+        self.cdi = Registry([self.dirs.cdi])
+        self.driver: DriverSupervisor | None = None
+        self._lock = threading.Lock()
+        self._workers: dict[str, PodWorker] = {}
+        self._by_key: dict[tuple[str, str], PodWorker] = {}
+        self._wipes: dict[str, threading.Event] = {}
+        self._stop = threading.Event()
+        self._watch: Any = None
+        self._watch_thread = threading.Thread(target=self._watch_pods, name=f"kubelet:{node_name}",
+                                              daemon=True)
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> Kubelet:
+        self.store.register_kubelet(self.node_name)
+        self._wipe_slices(driver=None)  # the kubelet deletes its node's slices when it starts
+        self.plugins.start()
+        pods, rv = self.store.list("pods", field_selector=f"spec.nodeName={self.node_name}")
+        self._watch = self.store.watch(["pods"], since=rv, field_selector=f"spec.nodeName={self.node_name}")
+        for pod in pods:
+            self._on_pod("ADDED", pod)
+        self._watch_thread.start()
+        if self.driver_config is not None:
+            self._start_driver(self.driver_config)
+        return self
+
+    def stop(self) -> None:
+        """Stop pods, the driver and the watchers; no process started here outlives this call."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.close()
+        if self._watch_thread.is_alive():
+            self._watch_thread.join(timeout=10)
+        with self._lock:
+            workers = list(self._workers.values())
+            for e in self._wipes.values():
+                e.set()
+        for w in workers:
+            w.stop_for_shutdown()
+        for w in workers:
+            w.thread.join(timeout=self.shutdown_grace_s + 10)
+        if self.driver is not None:
+            self.driver.stop()
+        self.plugins.stop()
+        self.store.unregister_kubelet(self.node_name)
+
+    # -- driver ---------------------------------------------------------------------------------------
+    def _start_driver(self, cfg: DriverConfig) -> None:
+        d = self.dirs
+        argv = [*cfg.command, "--node-name", self.node_name, "--kubeconfig", str(cfg.kubeconfig),
+                "--gpus", cfg.gpus, "--registry-dir", str(d.plugins_registry),
+                "--plugin-dir", str(d.plugin_dir(cfg.driver_name)), "--cdi-dir", str(d.cdi),
+                "--state-dir", str(d.driver_state), *cfg.args]  # fmt: skip
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        self.driver = DriverSupervisor(argv, log_path=d.root / "driver.log", pid_path=d.root / "driver.pid",
+                                       cwd=REPO_ROOT, env=env, on_exit=self._driver_exited,
+                                       name=f"{cfg.driver_name}@{self.node_name}").start()
+
+    @property
+    def driver_pid(self) -> int | None:
+        return self.driver.pid if self.driver else None
+
+    def kill_driver(self, sig: int = signal.SIGKILL) -> int:
+        """Crash the driver on purpose (tests, the lifecycle scenario); it is restarted like a "
+          "DaemonSet pod."""
+        if self.driver is None:
+            raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
+        return self.driver.kill(sig)
+
+    def restart_driver(self) -> None:
+        """SIGTERM the driver and start a new one at once."""
+        if self.driver is None:
+            raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
+        self.driver.restart()
+
+    def wait_driver_registered(self, timeout: float = 30.0, newer_than: Any = None) -> Any:
+        name = self.driver_config.driver_name if self.driver_config else DEFAULT_DRIVER_NAME
+        return self.plugins.wait_registered(name, timeout, newer_than=newer_than)
+
+    def _driver_exited(self, code: int) -> None:
+        if self.driver_config is not None:
+            self._driver_reachability(self.driver_config.driver_name, False)
+
+    def _driver_reachability(self, driver_name: str, reachable: bool) -> None:
+        """Schedule (or cancel) wiping the driver's slices for this node, as the kubelet does after 30 s."""
+        with self._lock:
+            pending = self._wipes.pop(driver_name, None)
+            if pending is not None:
+                pending.set()  # cancels the pending wipe
+            if reachable:
+                workers = list(self._workers.values())
+            else:
+                cancel = threading.Event()
+                self._wipes[driver_name] = cancel
+                workers = []
+        if reachable:
+            for w in workers:
+                w.poke()  # pods waiting for this driver retry now
+            return
+        threading.Thread(target=self._wipe_after_delay, args=(driver_name, cancel),
+                         name=f"wipe:{driver_name}@{self.node_name}", daemon=True).start()
+
+    def _wipe_after_delay(self, driver_name: str, cancel: threading.Event) -> None:
+        if cancel.wait(self.slice_wipe_delay) or self._stop.is_set():
+            return
+        with self._lock:
+            if self._wipes.get(driver_name) is not cancel:
+                return
+            del self._wipes[driver_name]
+        log.info("DRA driver %s unreachable for %ss: wiping its slices on %s", driver_name,
+                 self.slice_wipe_delay, self.node_name)
+        self._wipe_slices(driver=driver_name)
+
+    def _wipe_slices(self, driver: str | None) -> None:
+        selector = f"spec.nodeName={self.node_name}" + (f",spec.driver={driver}" if driver else "")
+        slices, _ = self.store.list(SLICES, field_selector=selector)
+        for s in slices:
+            try:
+                self.store.delete(SLICES, s["metadata"]["name"])
+            except ApiError as e:
+                if e.code != 404:
+                    raise
+
+    # -- pods -----------------------------------------------------------------------------------------
+    def _watch_pods(self) -> None:
+        while not self._stop.is_set():
+            ev = self._watch.get(timeout=None)
+            if ev is None:
+                if self._stop.is_set():
+                    return
+                self._relist()
+                continue
+            self._on_pod(ev.type, ev.object)
+
+    def _relist(self) -> None:
+        """The watch ended on its own: list again and resume, as an informer does."""
+        pods, rv = self.store.list("pods", field_selector=f"spec.nodeName={self.node_name}")
+        self._watch = self.store.watch(["pods"], since=rv, field_selector=f"spec.nodeName={self.node_name}")
+        seen = set()
+        for pod in pods:
+            seen.add(pod["metadata"]["uid"])
+            self._on_pod("MODIFIED", pod)
+        with self._lock:
+            gone = [w for uid, w in self._workers.items() if uid not in seen]
+        for w in gone:
+            w.deleted()
+
+    def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
+        uid = pod["metadata"]["uid"]
+        with self._lock:
+            worker = self._workers.get(uid)
+            if worker is None and kind != "DELETED" and not self._stop.is_set():
+                worker = PodWorker(self, pod)
+                self._workers[uid] = worker
+                self._by_key[worker.key] = worker
+                worker.thread.start()
+                return
+        if worker is None:
+            return
+        if kind == "DELETED":
+            worker.deleted()
+        else:
+            worker.update(pod)
+
+    def worker_done(self, worker: PodWorker) -> None:
+        with self._lock:
+            if self._workers.get(worker.uid) is worker:
+                del self._workers[worker.uid]
+            if self._by_key.get(worker.key) is worker:
+                del self._by_key[worker.key]
+        self.events.forget(worker.uid)
+
+    def patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        try:
+            self.store.patch("pods", meta["name"], {"status": status}, "merge",
+                             namespace=meta.get("namespace", "default"), subresource="status")
+        except ApiError as e:
+            if e.code not in (404, 409):
+                raise
+
+    def final_delete(self, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        try:
+            self.store.delete("pods", meta["name"], namespace=meta.get("namespace", "default"),
+                              grace_period_seconds=0)
+        except ApiError as e:
+            if e.code != 404:
+                raise
+
+    def lookup_config(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.store.get(resource, name, namespace=namespace)
+        except ApiError as e:
+            if e.code == 404:
+                return None
+            raise
+
+    def pods(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return sorted(self._by_key)
+
+    # -- logs -----------------------------------------------------------------------------------------
+    def read_log(self, namespace: str, name: str, container: str | None = None,
+                 previous: bool = False) -> bytes:
+        with self._lock:
+            worker = self._by_key.get((namespace, name))
+        if worker is None:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found on node {self.node_name}')
+        names = [c.name for c in worker.containers]
+        if container is None:
+            if len(names) != 1:
+                raise ApiError(400, "BadRequest", f"a container name must be specified for pod {name}, "
+                                                  f"choose one of: [{' '.join(names)}]")
+            container = names[0]
+        if container not in names:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        path = worker.log_path(container, previous)
+        if path is None:
+            state = next(c for c in worker.containers if c.name == container).state
+            if previous:
+                raise ApiError(400, "BadRequest",
+                               f'previous terminated container "{container}" in pod "{name}" not found')
+            reason = state.get("waiting", {}).get("reason", "ContainerCreating")
+            raise ApiError(400, "BadRequest",
+                           f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+        return path.read_bytes()
