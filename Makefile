@@ -20,6 +20,7 @@ help:
 	@echo "make test          lint + the project's own tests (builds .venv first)"
 	@echo "make bench         run the benchmarks (prints figures)"
 	@echo "make image         build the reference driver image (see deployments/container)"
+	@echo "make chart         lint and package the reference driver's Helm chart into dist/"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,13 +44,16 @@ bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 conformance: $(STAMP)
-	$(BIN)/python -m pytest -p conformance.plugin conformance/scenarios \
+	$(BIN)/python -m pytest conformance/scenarios \
 		--cluster=$(CLUSTER) --driver-profile=$(DRIVER_PROFILE) \
 		$(if $(GPUS),--gpus=$(GPUS)) $(if $(KUBECONFIG_PATH),--kubeconfig=$(KUBECONFIG_PATH)) \
 		--report-dir=$(REPORT_DIR) --junitxml=$(REPORT_DIR)/junit.xml $(CONFORMANCE_ARGS)
 
 image:
 	$(MAKE) -C deployments/container build
+
+chart: $(STAMP)
+	$(BIN)/python deployments/helm/package_chart.py --destination dist
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache reports .hypothesis

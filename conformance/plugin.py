@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,11 +45,13 @@ _STATE = pytest.StashKey["ConformanceRun"]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "GPU-sharing DRA conformance")
     group.addoption("--cluster", choices=("auto", "kind", "existing", "sim"), default="auto",
-                    help="where to run: kind, an existing cluster (--kubeconfig), sim, or auto (existing when "
+                    help="where to run: kind, an existing cluster (--kubeconfig), sim, or auto "
+                         "(existing when "
                          "--kubeconfig is given, kind when a container engine answers, else sim)")
     group.addoption("--driver-profile", default="reference",
                     help="driver profile: a name in fixtures/drivers or a path (default: reference)")
-    group.addoption("--gpus", default=None, help="mock GPU profile for kind/sim (name in fixtures/gpus or path)")
+    group.addoption("--gpus", default=None, help="mock GPU profile for kind/sim (name in "
+                                                 "fixtures/gpus or path)")
     group.addoption("--report-dir", default="reports", help="where report.json and report.md go")
     group.addoption("--claim-templates", default=str(CLAIMS_DIR),
                     help="directory of ResourceClaimTemplates to validate and use (default: the seed's)")
@@ -62,7 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="existing: run even if GPUs under test already hold allocations")
     group.addoption("--nodes", default="node-1,node-2", help="sim: node names (comma separated)")
     group.addoption("--sim-driver-command", default=None,
-                    help="sim: command that starts the driver instead of 'python -m driver' (broken variants)")
+                    help="sim: command that starts the driver instead of 'python -m driver' (broken "
+                         "variants)")
     group.addoption("--sim-feature-gates", default="",
                     help="sim: apiserver/scheduler feature gates, e.g. DRAConsumableCapacity=false")
     group.addoption("--sim-kube-version", default=None, help="sim: Kubernetes version to emulate")
@@ -130,10 +132,12 @@ class ConformanceRun:
         kubeconfig = self.opt("kubeconfig")
         if name == "existing":
             if not kubeconfig:
-                self.fail_early("--cluster existing needs --kubeconfig PATH; pass the kubeconfig of the cluster "
+                self.fail_early("--cluster existing needs --kubeconfig PATH; pass the kubeconfig of "
+                                "the cluster "
                                 "to test.")
             if not Path(kubeconfig).is_file():
-                self.fail_early(f"kubeconfig {kubeconfig} does not exist; pass --kubeconfig with the path of an "
+                self.fail_early(f"kubeconfig {kubeconfig} does not exist; pass --kubeconfig with "
+                                f"the path of an "
                                 "existing kubeconfig file.")
         simulated = name == "sim"
         wait_timeout = self.opt("wait_timeout") or (20.0 if simulated else 120.0)
@@ -163,8 +167,6 @@ class ConformanceRun:
         self.meta.update(provider=handle.provider, kubernetes_version=handle.kubernetes_version,
                          simulated=handle.simulated, kubeconfig=str(handle.kubeconfig),
                          nodes=list(handle.nodes), cluster_details=handle.details)
-        if handle.simulated:
-            self._banner(report_mod.SIMULATED_BANNER)
         kube = Kube.from_kubeconfig(handle.kubeconfig)
         try:
             version = raw(kube.version.get_code)
@@ -193,7 +195,8 @@ class ConformanceRun:
         preflight = run_preflight(kube, self.profile, handle.nodes, slice_timeout=wait_timeout,
                                   own_namespace_prefix=NAMESPACE_PREFIX)
         if preflight.busy and not config.allow_busy_gpus:
-            self.fail_early(f"GPUs under test already hold allocations ({'; '.join(preflight.busy)}); free them "
+            busy = "; ".join(preflight.busy)
+            self.fail_early(f"GPUs under test already hold allocations ({busy}); free them "
                             "or pass --allow-busy-gpus to test only the idle ones.")
         self.meta["gpus"] = by_node(preflight.gpus)
         self.meta["gate"] = preflight.gate_detail
@@ -202,16 +205,6 @@ class ConformanceRun:
                            wait_timeout=wait_timeout, settle_seconds=settle,
                            gpu_profile=_load_gpu_profile(config.gpus) if config.gpus or simulated else None)
         return self.suite
-
-    def _banner(self, text: str) -> None:
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        line = "!" * 100
-        if tr is not None:
-            tr.write_line(line, red=True, bold=True)
-            tr.write_line(text, red=True, bold=True)
-            tr.write_line(line, red=True, bold=True)
-        else:
-            print(f"{line}\n{text}\n{line}", file=sys.stderr)
 
     # ---- shutdown -------------------------------------------------------------------------------
     def finish(self) -> None:
@@ -234,6 +227,19 @@ class ConformanceRun:
         rejections = self.suite.rejections if self.suite else []
         data = report_mod.build(self.meta, self.checks, rejections, self.error)
         return report_mod.write(self.report_dir, data)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if _STATE not in config.stash:
+        return []
+    run = _run(config)
+    lines = [f"conformance: driver profile {run.profile.name} ({run.profile.driver})"]
+    cluster = config.getoption("cluster")
+    no_engine = not shutil.which("docker") and not shutil.which("podman")
+    if cluster == "sim" or (cluster == "auto" and not config.getoption("kubeconfig") and no_engine):
+        bar = "!" * 100
+        lines += [bar, report_mod.SIMULATED_BANNER, bar]
+    return lines
 
 
 def _container_engine_answers() -> bool:
@@ -304,25 +310,30 @@ _DIAG = pytest.StashKey[dict]()
 
 def collect_diagnostics(sc: Scenario) -> dict[str, Any]:
     """Slices, claims, pods, events and driver logs at the moment of a failure."""
-    kube, out = sc.kube, {}
-    with contextlib.suppress(Exception):
-        slices = raw(kube.resource.list_resource_slice).get("items") or []
-        out["resourceslices"] = [s for s in slices if (s.get("spec") or {}).get("driver") == sc.profile.driver]
+    kube, driver, out = sc.kube, sc.profile.driver, {}
+
+    def listing(call: Any, *args: Any) -> list[dict[str, Any]]:
+        try:
+            return raw(call, *args).get("items") or []
+        except Exception as exc:  # diagnostics must never hide the failure itself
+            return [{"error": f"{type(exc).__name__}: {exc}"}]
+
+    out["resourceslices"] = [s for s in listing(kube.resource.list_resource_slice)
+                             if (s.get("spec") or {}).get("driver") == driver]
     for ns in sc.namespaces:
-        with contextlib.suppress(Exception):
-            out[f"claims {ns}"] = [{"name": c["metadata"]["name"], "status": c.get("status")}
-                                   for c in raw(kube.resource.list_namespaced_resource_claim, ns).get("items") or []]
-        with contextlib.suppress(Exception):
-            out[f"pods {ns}"] = [{"name": p["metadata"]["name"], "nodeName": (p.get("spec") or {}).get("nodeName"),
-                                  "status": p.get("status")}
-                                 for p in raw(kube.core.list_namespaced_pod, ns).get("items") or []]
-        with contextlib.suppress(Exception):
-            out[f"events {ns}"] = [f"{e.get('type')} {(e.get('involvedObject') or {}).get('name')} "
-                                   f"{e.get('reason')}: {e.get('message')}"
-                                   for e in raw(kube.core.list_namespaced_event, ns).get("items") or []]
-    with contextlib.suppress(Exception):
+        out[f"claims {ns}"] = [{"name": (c.get("metadata") or {}).get("name"), "status": c.get("status")}
+                               for c in listing(kube.resource.list_namespaced_resource_claim, ns)]
+        out[f"pods {ns}"] = [{"name": (p.get("metadata") or {}).get("name"),
+                              "nodeName": (p.get("spec") or {}).get("nodeName"), "status": p.get("status")}
+                             for p in listing(kube.core.list_namespaced_pod, ns)]
+        out[f"events {ns}"] = [f"{e.get('type')} {(e.get('involvedObject') or {}).get('name')} "
+                               f"{e.get('reason')}: {e.get('message')}"
+                               for e in listing(kube.core.list_namespaced_event, ns)]
+    try:
         for node, text in sc.suite.provider.driver_logs(tail=80).items():
             out[f"driver log {node}"] = text
+    except Exception as exc:
+        out["driver logs"] = f"unavailable: {type(exc).__name__}: {exc}"
     return out
 
 

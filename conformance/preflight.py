@@ -127,7 +127,10 @@ def run_preflight(kube: Kube, profile: DriverProfile, nodes: tuple[str, ...], sl
     result = PreflightResult()
     check_dra_api(kube)
     result.gate_on, result.gate_detail = probe_consumable_capacity(kube)
-    result.nodes_without_slices = wait_for_slices(kube, profile, nodes, slice_timeout)
+    # With the gate off the diagnosis is known already: a driver that checks what the server stored
+    # never publishes, so waiting out the bound would only delay the verdict.
+    wait = slice_timeout if result.gate_on is not False else 0.0
+    result.nodes_without_slices = wait_for_slices(kube, profile, nodes, wait)
     slices, _ = items(kube.resource.list_resource_slice)
     result.gpus = gpus_from_slices(slices, profile)
     if result.nodes_without_slices:

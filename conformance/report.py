@@ -118,7 +118,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## Rejections (scheduler decision to verdict)", "",
                   "| scenario | pod | signal seen after (s) | verdict after (s) |", "|---|---|---|---|"]
         for r in report["rejections"]:
-            lines.append(f"| {r['scenario']} | {r['pod']} | {r['signal_after']:.2f} | {r['verdict_after']:.2f} |")
+            lines.append(f"| {r['scenario']} | {r['pod']} | {r['signal_after']:.2f} | "
+                         f"{r['verdict_after']:.2f} |")
         lines.append("")
     if report.get("failures"):
         lines += ["## Failures and diagnostics", ""]

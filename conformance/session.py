@@ -86,7 +86,8 @@ class Suite:
         wanted = set(namespaces)
         try:
             wait_for(self.kube.core.list_namespace, lambda st: True if not wanted & set(st) else None,
-                     timeout=self.wait_timeout, what=f"namespace(s) {', '.join(sorted(wanted))} to be deleted",
+                     timeout=self.wait_timeout, what=f"namespace(s) {', '.join(sorted(wanted))} to "
+                                                     f"be deleted",
                      describe=lambda st: ", ".join(sorted(wanted & set(st))))
         except (WaitTimeout, ApiException) as exc:
             problems.append(str(exc))

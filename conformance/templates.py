@@ -74,7 +74,8 @@ def load_templates(directory: Path, version: str) -> list[ClaimTemplate]:
                                 "ResourceClaimTemplate per file.")
         validate_object(body, version, str(path))
         if body.get("kind") != "ResourceClaimTemplate":
-            raise TemplateError(f"claim template {path} is a {body.get('kind')}, not a ResourceClaimTemplate; "
+            raise TemplateError(f"claim template {path} is a {body.get('kind')}, not a "
+                                f"ResourceClaimTemplate; "
                                 "move it out of the claim templates directory.")
         out.append(ClaimTemplate(path, body))
     return out

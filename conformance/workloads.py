@@ -173,7 +173,8 @@ class Scenario:
             return state if all(k in state and is_running(state[k]) for k in wanted) else None
 
         def describe(state: State) -> str:
-            return "; ".join(f"{k}: {pod_summary(state[k]) if k in state else 'absent'}" for k in sorted(wanted))
+            return "; ".join(f"{k}: {pod_summary(state[k]) if k in state else 'absent'}"
+                             for k in sorted(wanted))
 
         try:
             return wait_for(self._list_pods, check, timeout=timeout or self.suite.wait_timeout,
@@ -189,7 +190,8 @@ class Scenario:
             if not obj:
                 return None
             if (obj.get("spec") or {}).get("nodeName"):
-                raise AssertionError(f"pod {pod.key} was scheduled to {obj['spec']['nodeName']} but had to be "
+                raise AssertionError(f"pod {pod.key} was scheduled to {obj['spec']['nodeName']} but "
+                                     f"had to be "
                                      f"rejected ({pod_summary(obj)})")
             cond = condition(obj, "PodScheduled") or {}
             if cond.get("status") == "False" and cond.get("reason") == "Unschedulable" and \
@@ -232,15 +234,18 @@ class Scenario:
              label_selector=self._selector())
 
     def _pod_events(self, pods: list[PodRef]) -> str:
-        lines = []
+        """Distinct warning events of these pods (the kubelet's or scheduler's own words)."""
+        names = {p.name for p in pods}
+        lines: list[str] = []
         for ns in sorted({p.namespace for p in pods}):
             with contextlib.suppress(ApiException):
                 events, _ = items(self.kube.core.list_namespaced_event, ns)
-                for e in events[-20:]:
-                    if e.get("type") == "Warning":
-                        lines.append(f"{(e.get('involvedObject') or {}).get('name')}: {e.get('reason')}: "
-                                     f"{e.get('message')}")
-        return ("; warning events: " + " | ".join(lines)) if lines else ""
+                for e in events:
+                    who = (e.get("involvedObject") or {}).get("name")
+                    line = f"{who}: {e.get('reason')}: {e.get('message')}"
+                    if e.get("type") == "Warning" and who in names and line not in lines:
+                        lines.append(line)
+        return ("; warning events: " + " | ".join(lines[-10:])) if lines else ""
 
     # ---- reading results ------------------------------------------------------------------------
     def read_pod(self, pod: PodRef) -> dict[str, Any]:
@@ -294,7 +299,8 @@ class Scenario:
             if done(text):
                 return text
             if time.monotonic() >= deadline:
-                raise WaitTimeout(f"gave up after {self.suite.wait_timeout:.0f}s waiting for {what} in the log "
+                raise WaitTimeout(f"gave up after {self.suite.wait_timeout:.0f}s waiting for {what} "
+                                  f"in the log "
                                   f"of {pod.key}; log was: {text[-2000:]!r}")
             # A server that does not follow closed the stream early: wait for the pod to change or 1 s.
             with contextlib.suppress(WaitTimeout):
@@ -309,7 +315,8 @@ class Scenario:
         if wait:
             wanted = {p.key for p in pods}
             wait_for(self._list_pods, lambda st: True if not wanted & set(st) else None,
-                     timeout=self.suite.wait_timeout, what=f"pod(s) {', '.join(sorted(wanted))} to be deleted",
+                     timeout=self.suite.wait_timeout, what=f"pod(s) {', '.join(sorted(wanted))} to "
+                                                           f"be deleted",
                      label_selector=self._selector())
             self.wait_claims_gone(pods)
 
@@ -322,8 +329,9 @@ class Scenario:
             out = []
             for k, c in state.items():
                 meta = c.get("metadata") or {}
+                refs = meta.get("ownerReferences") or ()
                 if meta.get("namespace") in namespaces and any(
-                        o.get("kind") == "Pod" and o.get("name") in owners for o in meta.get("ownerReferences") or ()):
+                        o.get("kind") == "Pod" and o.get("name") in owners for o in refs):
                     out.append(k)
             return out
 

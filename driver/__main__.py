@@ -58,7 +58,7 @@ def run(cfg: Config) -> int:
     publisher.publish()  # fails fast (before registering) when the server drops the sharing fields
 
     metrics = Metrics()
-    metrics.prepared.set(len(state.prepared_claims()))
+    metrics.prepared.set(state.prepared_count())
     plugin = KubeletPlugin(state, metrics, cfg.driver_name, cfg.dra_socket, cfg.registration_socket)
     try:
         plugin.start()
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return run(cfg)
-    except (InventoryError, SlicePolicyError, CheckpointError) as err:
+    except (ConfigError, InventoryError, SlicePolicyError, CheckpointError) as err:
         log.error("%s", err)
         return EXIT_CONFIG
     except (DroppedFieldsError, ApiCallError, OSError) as err:

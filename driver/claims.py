@@ -108,4 +108,9 @@ def plan_claim(ref: ClaimRef, claim: dict[str, Any] | None, driver_name: str, no
             "cdiName": cdi.device_name(ref.uid, gpu.index, share_id),
             "env": cdi.container_env(gpu.index, gpu.uuid, memory, share_id, real_gpu),
         }
+    if not planned:
+        # The kubelet only asks a driver about claims with devices from it; anything else is a mix-up.
+        others = sorted({str(r.get("driver")) for r in results})
+        raise ClaimError(f"{ref}: no device in status.allocation is from driver {driver_name} "
+                         f"(allocated by: {', '.join(others) or 'nobody'})")
     return list(planned.values())

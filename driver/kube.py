@@ -9,6 +9,8 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from driver.config import ConfigError
+
 
 class ApiCallError(RuntimeError):
     pass
@@ -18,7 +20,12 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
     """From a kubeconfig file, or the in-cluster service account when none is given."""
     configuration = client.Configuration()
     if kubeconfig:
-        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        try:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        except (config.ConfigException, OSError, ValueError) as err:
+            raise ConfigError(f"--kubeconfig {kubeconfig}: cannot be used ({err}); pass a kubeconfig file "
+                              "for this cluster, or leave --kubeconfig and KUBECONFIG unset in a pod") \
+                from err
     else:
         try:
             config.load_incluster_config(client_configuration=configuration)

@@ -56,7 +56,7 @@ class _DRAService:
                         device.share_id = d["share_id"]
             self.metrics.claims.labels("prepare").inc(len(results))
             self.metrics.claim_errors.labels("prepare").inc(sum(1 for r in results.values() if r.error))
-            self.metrics.prepared.set(len(self.state.prepared_claims()))
+            self.metrics.prepared.set(self.state.prepared_count())
             return response
 
     def NodeUnprepareResources(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -70,7 +70,7 @@ class _DRAService:
                     log.warning("unprepare failed: %s", error)
             self.metrics.claims.labels("unprepare").inc(len(errors))
             self.metrics.claim_errors.labels("unprepare").inc(sum(1 for e in errors.values() if e))
-            self.metrics.prepared.set(len(self.state.prepared_claims()))
+            self.metrics.prepared.set(self.state.prepared_count())
             return response
 
 

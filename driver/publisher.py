@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +54,11 @@ def dropped_paths(want: Any, got: Any, path: str = "") -> list[str]:
     return [path]
 
 
+def same(a: Any, b: Any) -> bool:
+    """Equal up to how quantities are printed."""
+    return not dropped_paths(a, b) and not dropped_paths(b, a)
+
+
 def _gate_advice(paths: list[str]) -> str:
     gated = [p for p in paths if p.endswith("allowMultipleAllocations") or ".requestPolicy" in p]
     if not gated:
@@ -71,7 +77,8 @@ class SlicePublisher:
         self.settings = settings
         self.timeout = request_timeout
         self.generation = 0
-        self.published: dict[str, dict[str, Any]] = {}  # slice name -> spec as we last wrote it
+        self.published: dict[str, dict[str, Any]] = {}  # slice name -> spec as the server stored it
+        self._wanted: dict[str, dict[str, Any]] = {}  # slice name -> spec as we built it
         self.publish_count = 0
         self._lock = threading.Lock()
         self._watch: watch.Watch | None = None
@@ -96,8 +103,22 @@ class SlicePublisher:
         return items, (data.get("metadata") or {}).get("resourceVersion", "")
 
     def _current(self, obj: dict[str, Any]) -> bool:
-        want = self.published.get(obj["metadata"]["name"])
-        return want is not None and not dropped_paths(want, obj.get("spec"))
+        """True when `obj` is exactly what the server stored from our last write."""
+        stored = self.published.get(obj["metadata"]["name"])
+        return stored is not None and same(stored, obj.get("spec"))
+
+    def _unchanged(self, desired: list[dict[str, Any]], existing: dict[str, dict[str, Any]]) -> bool:
+        if set(existing) != {d["metadata"]["name"] for d in desired}:
+            return False
+        for d in desired:
+            name, got = d["metadata"]["name"], existing[d["metadata"]["name"]].get("spec")
+            if name in self.published:
+                # Compared with what the server stored, so fields it defaults never look like a change.
+                if not (same(got, self.published[name]) and same(d["spec"], self._wanted[name])):
+                    return False
+            elif not same(got, d["spec"]):  # a predecessor's slice we could adopt
+                return False
+        return True
 
     # -- publishing ------------------------------------------------------------------------------------
 
@@ -107,23 +128,27 @@ class SlicePublisher:
         with self._lock:
             existing, _ = self.list_own()
             by_name = {o["metadata"]["name"]: o for o in existing}
-            desired = build_slices(self.gpus, self.settings, self.generation or 1)
-            unchanged = (self.generation > 0 and len(existing) == len(desired)
-                         and all(d["metadata"]["name"] in by_name
-                                 and not dropped_paths(d["spec"], by_name[d["metadata"]["name"]].get("spec"))
-                                 for d in desired))
-            if unchanged:
+            seen = {int(((o.get("spec") or {}).get("pool") or {}).get("generation", 0)) for o in existing}
+            # A restarted driver adopts identical slices of its predecessor instead of rewriting them.
+            current = self.generation or (min(seen) if len(seen) == 1 else 1)
+            desired = build_slices(self.gpus, self.settings, current)
+            if self._unchanged(desired, by_name):
+                if not self.published:
+                    log.info("adopted %d existing ResourceSlice(s) of pool %s, generation %d", len(desired),
+                             self.settings.node_name, current)
+                self.generation = current
+                self.published = {name: copy.deepcopy(o["spec"]) for name, o in by_name.items()}
+                self._wanted = {d["metadata"]["name"]: d["spec"] for d in desired}
                 return False
             # Any change is a new pool generation, so the scheduler never mixes old and new slices.
-            seen = [int(((o.get("spec") or {}).get("pool") or {}).get("generation", 0)) for o in existing]
             self.generation = max([self.generation, *seen]) + 1
             desired = build_slices(self.gpus, self.settings, self.generation)
-            written: list[str] = []
+            written: dict[str, dict[str, Any]] = {}
             try:
                 for want in desired:
                     name = want["metadata"]["name"]
                     stored = self._write(want, by_name.get(name))
-                    written.append(name)
+                    written[name] = stored.get("spec") or {}
                     # The write's response is the object as stored (after defaulting and gate dropping).
                     missing = dropped_paths(want["spec"], stored.get("spec"))
                     if missing:
@@ -133,11 +158,12 @@ class SlicePublisher:
             except DroppedFieldsError:
                 for name in written:
                     self._delete(name)
-                self.published = {}
+                self.published, self._wanted = {}, {}
                 raise
-            for name in set(by_name) - {d["metadata"]["name"] for d in desired}:
+            for name in set(by_name) - set(written):
                 self._delete(name)
-            self.published = {d["metadata"]["name"]: copy.deepcopy(d["spec"]) for d in desired}
+            self.published = written
+            self._wanted = {d["metadata"]["name"]: d["spec"] for d in desired}
             self.publish_count += 1
             log.info("published %d GPU(s) in %d ResourceSlice(s) for pool %s, generation %d (sharing %s, "
                      "memory policy %s)", len(self.gpus), len(desired), self.settings.node_name,
@@ -166,7 +192,7 @@ class SlicePublisher:
             existing, _ = self.list_own()
             for obj in existing:
                 self._delete(obj["metadata"]["name"])
-            self.published = {}
+            self.published, self._wanted = {}, {}
             log.info("removed %d ResourceSlice(s) of pool %s", len(existing), self.settings.node_name)
             return len(existing)
 
@@ -178,13 +204,19 @@ class SlicePublisher:
 
     def stop_watching(self, timeout: float = 10.0) -> None:
         self._stop.set()
-        w = self._watch
-        if w is not None:
-            w.stop()  # shuts the socket down, so a blocked read returns now
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
+        if self._thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        while self._thread.is_alive():
+            # Watch.stop() shuts the socket down, so a blocked read returns now. The watcher may be between
+            # two watches (no socket yet), hence stop again until the thread is gone.
+            w = self._watch
+            if w is not None:
+                w.stop()
+            self._thread.join(0.1)
+            if time.monotonic() > deadline:
                 log.warning("slice watch did not stop within %.0fs", timeout)
+                return
 
     def _watch_loop(self) -> None:
         backoff = 0.1
@@ -207,13 +239,15 @@ class SlicePublisher:
                 backoff = min(backoff * 2, 5.0)
 
     def _watch_once(self) -> None:
-        items, resource_version = self.list_own()
-        names = {o["metadata"]["name"] for o in items}
-        if names != set(self.published) or not all(self._current(o) for o in items):
+        # Watch from a list that shows the slices as published, so no wipe falls between list and watch.
+        while True:
+            items, resource_version = self.list_own()
+            names = {o["metadata"]["name"] for o in items}
+            if names == set(self.published) and all(self._current(o) for o in items):
+                break
             log.info("ResourceSlices of pool %s differ from what was published; republishing",
                      self.settings.node_name)
             self.publish()
-            items, resource_version = self.list_own()
         w = watch.Watch()
         self._watch = w
         try:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,12 @@ from driver.inventory import Inventory
 log = logging.getLogger(__name__)
 
 ClaimReader = Callable[[str, str], "dict[str, Any] | None"]
+
+
+@dataclass
+class _ClaimLock:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    users: int = 0
 
 
 @dataclass
@@ -47,7 +53,7 @@ class DeviceState:
         self._claims: dict[str, dict[str, Any]] = {}
         self._save_lock = threading.Lock()  # guards _claims and the checkpoint file
         self._locks_lock = threading.Lock()
-        self._claim_locks: dict[str, threading.Lock] = {}
+        self._claim_locks: dict[str, _ClaimLock] = {}
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -75,12 +81,35 @@ class DeviceState:
         with self._save_lock:
             return copy.deepcopy(self._claims)
 
+    def prepared_count(self) -> int:
+        with self._save_lock:
+            return len(self._claims)
+
     # -- helpers ----------------------------------------------------------------------------------------
 
-    def _locks_for(self, uids: Iterable[str]) -> list[threading.Lock]:
+    @contextmanager
+    def _holding(self, uids: Iterable[str]) -> Iterator[None]:
+        """Hold the lock of every claim in `uids`. Locks are taken in sorted order, so two batches that
+        share claims cannot deadlock, and dropped when unused, so the table does not grow forever."""
+        keys = sorted(set(uids))
         with self._locks_lock:
-            # Sorted order: two batches that share claims cannot deadlock.
-            return [self._claim_locks.setdefault(uid, threading.Lock()) for uid in sorted(set(uids))]
+            entries = [self._claim_locks.setdefault(uid, _ClaimLock()) for uid in keys]
+            for entry in entries:
+                entry.users += 1
+        held: list[_ClaimLock] = []
+        try:
+            for entry in entries:
+                entry.lock.acquire()
+                held.append(entry)
+            yield
+        finally:
+            for entry in reversed(held):
+                entry.lock.release()
+            with self._locks_lock:
+                for uid, entry in zip(keys, entries, strict=True):
+                    entry.users -= 1
+                    if entry.users == 0:
+                        del self._claim_locks[uid]
 
     def _write_spec(self, uid: str, devices: list[dict[str, Any]]) -> None:
         spec = cdi.build_spec(self.driver_name, [{"name": d["cdiName"], "env": d["env"]} for d in devices])
@@ -99,9 +128,7 @@ class DeviceState:
 
     def prepare(self, refs: list[ClaimRef]) -> dict[str, PrepareResult]:
         results: dict[str, PrepareResult] = {}
-        with ExitStack() as stack:
-            for lock in self._locks_for(r.uid for r in refs):
-                stack.enter_context(lock)
+        with self._holding(r.uid for r in refs):
             fresh: dict[str, dict[str, Any]] = {}
             for ref in {r.uid: r for r in refs}.values():
                 with self._save_lock:
@@ -122,7 +149,8 @@ class DeviceState:
                     results[ref.uid] = PrepareResult(error=str(err))
                     continue
                 except OSError as err:
-                    cdi.remove_spec(self.cdi_dir, self.driver_name, ref.uid)
+                    with suppress(OSError):  # if this fails too, the next start removes the leftover
+                        cdi.remove_spec(self.cdi_dir, self.driver_name, ref.uid)
                     results[ref.uid] = PrepareResult(error=f"{ref}: writing the CDI spec failed: {err}")
                     continue
                 fresh[ref.uid] = {"namespace": ref.namespace, "name": ref.name, "state": PREPARE_COMPLETED,
@@ -131,30 +159,29 @@ class DeviceState:
                 try:
                     self._commit(add=fresh)
                 except OSError as err:
-                    for uid in fresh:
-                        cdi.remove_spec(self.cdi_dir, self.driver_name, uid)
-                        results[uid] = PrepareResult(
-                            error=f"claim {uid}: writing the checkpoint failed: {err}")
+                    for uid, entry in fresh.items():
+                        with suppress(OSError):  # if this fails too, the next start removes the leftover
+                            cdi.remove_spec(self.cdi_dir, self.driver_name, uid)
+                        ref = ClaimRef(entry["namespace"], uid, entry["name"])
+                        results[uid] = PrepareResult(error=f"{ref}: writing the checkpoint failed: {err}")
                     return results
                 for uid, entry in fresh.items():
                     results[uid] = PrepareResult(self._response_devices(entry["devices"]))
                     log.info("prepared claim %s/%s: %s", entry["namespace"], entry["name"],
                              ", ".join(f"{d['device']}" + (f" share {d['shareID']}" if d["shareID"] else "")
-                                       for d in entry["devices"]) or "no devices of this driver")
+                                       for d in entry["devices"]))
         return results
 
     def unprepare(self, refs: list[ClaimRef]) -> dict[str, str]:
         """Error text per claim UID ("" on success). Works from the checkpoint only."""
         errors: dict[str, str] = {}
-        with ExitStack() as stack:
-            for lock in self._locks_for(r.uid for r in refs):
-                stack.enter_context(lock)
+        with self._holding(r.uid for r in refs):
             uids = [r.uid for r in {r.uid: r for r in refs}.values()]
             with self._save_lock:
-                known = [uid for uid in uids if uid in self._claims]
+                known = {uid: self._claims[uid] for uid in uids if uid in self._claims}
             try:
                 if known:
-                    self._commit(remove=known)
+                    self._commit(remove=list(known))
             except OSError as err:
                 return {uid: f"claim {uid}: writing the checkpoint failed: {err}" for uid in uids}
             for uid in uids:
@@ -164,8 +191,8 @@ class DeviceState:
                 except OSError as err:
                     # The checkpoint no longer lists it, so a restart deletes this spec as a leftover.
                     errors[uid] = f"claim {uid}: removing the CDI spec failed: {err}"
-            for uid in known:
-                log.info("unprepared claim %s", uid)
+            for uid, entry in known.items():
+                log.info("unprepared claim %s/%s (uid %s)", entry["namespace"], entry["name"], uid)
         return errors
 
     def _commit(self, add: dict[str, dict[str, Any]] | None = None, remove: Iterable[str] = ()) -> None:

@@ -28,6 +28,20 @@ def short_tmp_dir(prefix: str = "drv") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _requests_for(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Claim requests that match the results' request names ("main" or "main/sub"), so the API server
+    accepts the allocation."""
+    subs: dict[str, list[str]] = {}
+    for r in results or [{"request": "gpu"}]:
+        main, _, sub = r["request"].partition("/")
+        names = subs.setdefault(main, [])
+        if sub and sub not in names:
+            names.append(sub)
+    return [{"name": main, "firstAvailable": [{"name": n, "deviceClassName": "gpu"} for n in names]}
+            if names else {"name": main, "exactly": {"deviceClassName": "gpu"}}
+            for main, names in subs.items()]
+
+
 def allocated_claim(name: str, namespace: str = "default", *, uid: str | None = None,
                     results: list[dict[str, Any]] | None = None, node: str = "node-1",
                     config: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -36,7 +50,7 @@ def allocated_claim(name: str, namespace: str = "default", *, uid: str | None = 
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
         "metadata": {"name": name, "namespace": namespace, "uid": uid or str(uuid.uuid4())},
-        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu"}}]}},
+        "spec": {"devices": {"requests": _requests_for(results or [])}},
     }
     if results is not None:
         claim["status"] = {"allocation": {
@@ -157,3 +171,100 @@ def sim_api(kube_version: str = "1.36", gates: dict[str, bool] | None = None) ->
             yield api
         finally:
             api.close()
+
+
+class DriverProcess:
+    """`python -m driver` as a real child process; its stderr is collected so tests can wait for log lines.
+    Always stopped on exit (SIGTERM, then SIGKILL after 10 s)."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        import threading
+
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen([sys.executable, "-m", "driver", *args], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, **(env or {})},
+                                     cwd=Path(__file__).resolve().parent.parent)
+        self._reader = threading.Thread(target=self._read, name="driver-log", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def log(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def wait_for_log(self, text: str, timeout: float = 20.0) -> str:
+        """Wait until a log line contains `text` (or the process ends); returns the line."""
+        def found() -> str | None:
+            return next((line for line in self.lines if text in line), None)
+
+        with self._cond:
+            ok = self._cond.wait_for(lambda: found() is not None or (self.proc.poll() is not None
+                                                                     and not self._reader.is_alive()),
+                                     timeout)
+            line = found()
+        if line is None:
+            state = "still running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
+            raise AssertionError(f"driver log never showed {text!r} within {timeout}s "
+                                 f"({'process ended' if ok else 'timed out'}, {state}); log:\n{self.log}")
+        return line
+
+    def stop(self, sig: int | None = None, timeout: float = 10.0) -> int:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(timeout)
+        return self.proc.returncode
+
+    def __enter__(self) -> DriverProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        self.stop(signal.SIGKILL if exc[0] is not None else None)
+
+
+def wait_for_file(directory: Path, name: str, timeout: float = 20.0, what: str = "") -> Path:
+    """Wait (inotify, bounded) until `directory/name` exists."""
+    import threading
+
+    from sim.kubelet.inotify import DirectoryWatcher
+
+    directory.mkdir(parents=True, exist_ok=True)
+    seen = threading.Event()
+    watcher = DirectoryWatcher(directory, lambda n, created: created and n == name and seen.set()).start()
+    try:
+        if not seen.wait(timeout):
+            raise AssertionError(f"{directory / name} did not appear within {timeout}s ({what})")
+    finally:
+        watcher.stop()
+    return directory / name
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

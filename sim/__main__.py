@@ -13,13 +13,24 @@ from .config import DEFAULT_VERSION, SUPPORTED_VERSIONS, SimConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sim", description="Simulated Kubernetes cluster for DRA tests")
+    p = argparse.ArgumentParser(prog="python -m sim",
+                                description="Simulated Kubernetes cluster for DRA tests")
     p.add_argument("--kubeconfig", required=True, help="where to write the kubeconfig once the API serves")
     p.add_argument("--nodes", default="", help="comma-separated node names, e.g. node-1,node-2")
     p.add_argument("--feature-gates", default="", help="K=V,... overrides of the emulated version's defaults")
     p.add_argument("--kube-version", default=DEFAULT_VERSION, choices=SUPPORTED_VERSIONS)
     p.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (0 picks a free one)")
     p.add_argument("--log-level", default="WARNING", help="Python logging level (DEBUG, INFO, WARNING)")
+    # Nodes (sim/kubelet, issue 7): with --gpus every node gets a kubelet and a reference driver process.
+    p.add_argument("--gpus", default="", help="PROFILE for every node, or node-1=PROFILE,node-2=PROFILE")
+    p.add_argument("--state-dir", default=None,
+                   help="per-node dirs DIR/<node>/{plugins_registry,plugins,cdi,driver-state}")
+    p.add_argument("--driver-command", default=None,
+                   help='driver command line (default "<python> -m driver")')
+    p.add_argument("--driver-arg", action="append", default=[],
+                   help="extra argument for every driver process (repeatable)")
+    p.add_argument("--slice-wipe-delay", type=float, default=30.0,
+                   help="seconds before the kubelet deletes an unreachable driver's slices")
     return p
 
 
@@ -42,8 +53,25 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = Cluster(config, nodes=nodes, port=args.port)
+    try:
+        cluster = Cluster(config, nodes=nodes, port=args.port)
+    except OSError as e:  # the port is taken: say so before anything else starts
+        print(f"sim: cannot start the API server on 127.0.0.1:{args.port}: {e}; pick a free --port or 0",
+              file=sys.stderr)
+        return 1
     # Components are wired here, e.g.: cluster.add(Scheduler(cluster))
+    from .scheduler import add_control_plane
+
+    add_control_plane(cluster)  # claim controller + scheduler (issue 3)
+    if args.gpus:
+        from .kubelet.fleet import add_kubelets
+
+        try:
+            add_kubelets(cluster, args.gpus, state_dir=args.state_dir, driver_command=args.driver_command,
+                         driver_args=args.driver_arg, slice_wipe_delay=args.slice_wipe_delay)
+        except ValueError as e:
+            print(f"sim: {e}", file=sys.stderr)
+            return 2
     try:
         cluster.start()
     except OSError as e:

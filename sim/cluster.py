@@ -47,7 +47,8 @@ def node_object(name: str, config: SimConfig) -> dict[str, Any]:
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                             "message": "simulated node is ready", "lastHeartbeatTime": now,
                             "lastTransitionTime": now}],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}, {"type": "Hostname", "address": name}],
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                          {"type": "Hostname", "address": name}],
             "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
             "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
             "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "sim://1.0",
@@ -89,6 +90,8 @@ class Cluster:
         self.components: list[Component] = []
         self._started: list[Component] = []
         self._serving = False
+        # node name -> sim.kubelet.Kubelet, filled by sim.kubelet.fleet.add_kubelets (python -m sim --gpus).
+        self.kubelets: dict[str, Any] = {}
 
     @property
     def url(self) -> str:

@@ -31,7 +31,9 @@ _GATE_DEFAULTS: dict[str, dict[str, bool]] = {
 
 def gate_defaults(version: str) -> dict[str, bool]:
     if version not in SUPPORTED_VERSIONS:
-        raise ValueError(f"--kube-version {version!r} is not supported; use one of {', '.join(SUPPORTED_VERSIONS)}")
+        raise ValueError(
+            f"--kube-version {version!r} is not supported; use one of {', '.join(SUPPORTED_VERSIONS)}"
+        )
     out: dict[str, bool] = {}
     for gate, row in _GATE_DEFAULTS.items():
         value = False
@@ -56,7 +58,9 @@ def parse_feature_gates(text: str) -> dict[str, bool]:
         name, _, value = item.partition("=")
         name, value = name.strip(), value.strip().lower()
         if name not in _GATE_DEFAULTS:
-            raise ValueError(f"--feature-gates: unknown feature gate {name!r}; known: {', '.join(sorted(_GATE_DEFAULTS))}")
+            raise ValueError(
+                f"--feature-gates: unknown feature gate {name!r}; known: {', '.join(sorted(_GATE_DEFAULTS))}"
+            )
         if value not in ("true", "false"):
             raise ValueError(f"--feature-gates: {name} must be true or false, got {value!r}")
         out[name] = value == "true"
@@ -72,7 +76,9 @@ class SimConfig:
         self._effective = gate_defaults(self.kube_version)
         for name, value in self.feature_gates.items():
             if name not in self._effective:
-                raise ValueError(f"unknown feature gate {name!r}; known: {', '.join(sorted(self._effective))}")
+                raise ValueError(
+                    f"unknown feature gate {name!r}; known: {', '.join(sorted(self._effective))}"
+                )
             self._effective[name] = bool(value)
 
     @classmethod
@@ -83,7 +89,9 @@ class SimConfig:
         try:
             return self._effective[name]
         except KeyError:
-            raise KeyError(f"unknown feature gate {name!r}; known: {', '.join(sorted(self._effective))}") from None
+            raise KeyError(
+                f"unknown feature gate {name!r}; known: {', '.join(sorted(self._effective))}"
+            ) from None
 
     @property
     def gates(self) -> dict[str, bool]:

@@ -1,4 +1,5 @@
-"""The kubelet plugin over real unix sockets, with a kubelet-side client built from the same protos:
+"""The kubelet plugin over real unix sockets, with a kubelet-side client built from the same protos and
+claims read from the simulated API server:
 registration answers, v1 and v1beta1 prepare/unprepare, batches with per-claim errors, idempotency and
 concurrent calls, and the metrics those calls produce."""
 
@@ -16,20 +17,23 @@ import pytest
 
 from driver.api import pluginregistration_pb2, pluginregistration_pb2_grpc
 from driver.inventory import load_inventory
+from driver.kube import ClaimReader, api_client
 from driver.metrics import Metrics
 from driver.plugin import KubeletPlugin
 from driver.state import DeviceState
-from driver.testing import DRIVER, DRAClient, allocated_claim, result, short_tmp_dir
+from driver.testing import DRIVER, DRAClient, SimApi, allocated_claim, result, short_tmp_dir, sim_api
 
 
 class Plugin:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.claims: dict[tuple[str, str], dict[str, Any]] = {}
+    """The plugin in this process, reading claims from the simulated API server with the official client."""
+
+    def __init__(self, root: Path, api: SimApi) -> None:
+        self.root, self.api = root, api
+        self.api_client = api_client(str(api.kubeconfig))
         self.state = DeviceState(driver_name=DRIVER, node_name="node-1",
                                  inventory=load_inventory("rtx3090x2", "node-1"), cdi_dir=root / "cdi",
                                  state_dir=root / "state",
-                                 read_claim=lambda ns, name: self.claims.get((ns, name)))
+                                 read_claim=ClaimReader(self.api_client))
         self.state.restore()
         self.metrics = Metrics()
         self.plugin = KubeletPlugin(self.state, self.metrics, DRIVER, root / "plugins" / "dra.sock",
@@ -38,19 +42,19 @@ class Plugin:
         self.client = DRAClient(root / "plugins" / "dra.sock")
 
     def add(self, claim: dict[str, Any]) -> dict[str, Any]:
-        self.claims[(claim["metadata"]["namespace"], claim["metadata"]["name"])] = claim
-        return claim
+        return self.api.add_claim(claim)
 
     def close(self) -> None:
         self.client.close()
         self.plugin.stop()
         self.metrics.close()
+        self.api_client.close()
 
 
 @pytest.fixture
 def plugin() -> Iterator[Plugin]:
-    with short_tmp_dir() as root:
-        p = Plugin(root)
+    with short_tmp_dir() as root, sim_api() as api:
+        p = Plugin(root, api)
         try:
             yield p
         finally:

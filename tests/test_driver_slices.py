@@ -7,9 +7,12 @@ import dataclasses
 
 import kubernetes_validate
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from driver.inventory import load_inventory
 from driver.inventory.mock import load_profile
+from driver.quantities import parse_bytes
 from driver.slices import MAX_DEVICES_PER_SLICE, PublishSettings, SlicePolicyError, build_slices, semver
 
 MiB = 1 << 20
@@ -105,3 +108,24 @@ EXCLUSIVE = dataclasses.replace(SHARED, sharing=False, memory_policy="none")
 def test_built_slices_pass_the_kubernetes_1_34_schema_strictly(settings: PublishSettings) -> None:
     for s in build_slices(load_inventory("mixed", "node-1").gpus, settings, 1):
         kubernetes_validate.validate(s, "1.34", strict=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(memory_mib=st.integers(2, 200 * 1024), extra_bytes=st.sampled_from([0, 1, 4095]),
+       min_mib=st.sampled_from([1, 7, 256, 1024]), step_mib=st.sampled_from([1, 3, 512, 1024, 4096]))
+def test_every_range_policy_built_is_accepted_by_api_validation(
+        memory_mib: int, extra_bytes: int, min_mib: int, step_mib: int) -> None:
+    from sim.apiserver.store import Store
+
+    memory = memory_mib * MiB + extra_bytes
+    gpu = dataclasses.replace(load_profile("odd16380", "node-1")[0], memory_bytes=memory)
+    chosen = dataclasses.replace(SHARED, memory_min=min_mib * MiB, memory_step=step_mib * MiB)
+    try:
+        [s] = build_slices([gpu], chosen, 1)
+    except SlicePolicyError:
+        assert (min_mib + step_mib) * MiB > gpu.memory_bytes
+        return
+    policy = s["spec"]["devices"][0]["capacity"]["memory"]["requestPolicy"]
+    top = parse_bytes(policy["validRange"]["max"], "max")
+    assert gpu.memory_bytes - step_mib * MiB < top <= gpu.memory_bytes  # the largest grid point that fits
+    Store().create("resourceslices.resource.k8s.io", s)  # validation as the API server does it

@@ -129,12 +129,33 @@ def test_a_bad_claim_fails_alone_with_an_error_naming_it_and_leaves_nothing_on_d
     assert set(Checkpoint(tmp_path / "state").load()) == {good.uid}
 
 
-def test_a_claim_of_another_driver_only_prepares_with_no_devices(tmp_path: Path) -> None:
+def test_a_claim_with_no_device_of_ours_is_an_error_naming_the_other_driver(tmp_path: Path) -> None:
     claims = Claims()
     state = make_state(tmp_path, claims)
     ref = claims.add(allocated_claim("n", results=[result("nic-0", driver="net.example.com")]))
     [r] = state.prepare([ref]).values()
-    assert (r.error, r.devices) == ("", [])
+    assert r.devices == []
+    assert f"no device in status.allocation is from driver {DRIVER}" in r.error
+    assert "(allocated by: net.example.com)" in r.error
+    assert cdi.list_spec_claims(tmp_path / "cdi", DRIVER) == set()
+
+
+def test_written_specs_load_in_the_sim_kubelets_strict_cdi_parser(tmp_path: Path) -> None:
+    from sim.kubelet.cdi import load_spec_file
+
+    claims = Claims()
+    state = make_state(tmp_path, claims)
+    ref = claims.add(
+        allocated_claim(
+            "k", results=[result("gpu-0", share_id=S1, memory="1Gi"), result("gpu-1", request="other")]
+        )
+    )
+    [r] = state.prepare([ref]).values()
+    spec = load_spec_file(cdi.spec_path(tmp_path / "cdi", DRIVER, ref.uid), 0)
+    assert spec.kind == f"k8s.{DRIVER}/gpu"
+    assert sorted(f"{spec.kind}={name}" for name in spec.devices) == sorted(
+        i for d in r.devices for i in d["cdi_device_ids"]
+    )
 
 
 def test_prepare_is_idempotent_and_unprepare_works_after_the_claim_is_gone(tmp_path: Path) -> None:
@@ -220,3 +241,19 @@ def test_concurrent_prepares_and_unprepares_of_many_claims_stay_consistent(tmp_p
     assert cdi.list_spec_claims(tmp_path / "cdi", DRIVER) == set(on_disk)
     state.prepare(refs)
     assert len(cdi.list_spec_claims(tmp_path / "cdi", DRIVER)) == 24
+    assert state._claim_locks == {}  # per-claim locks do not pile up
+
+
+def test_a_failed_checkpoint_write_fails_the_batch_and_leaves_no_spec(tmp_path: Path) -> None:
+    claims = Claims()
+    state = make_state(tmp_path, claims)
+    refs = [claims.add(allocated_claim(f"w{i}", results=[result(f"gpu-{i}")])) for i in range(2)]
+    # A directory where the checkpoint's temporary file must go: the write fails like a full disk would.
+    blocker = tmp_path / "state" / ".checkpoint.json.tmp"
+    blocker.mkdir()
+    res = state.prepare(refs)
+    assert all("writing the checkpoint failed" in res[r.uid].error for r in refs)
+    assert cdi.list_spec_claims(tmp_path / "cdi", DRIVER) == set()
+    assert state.prepared_claims() == {}
+    blocker.rmdir()
+    assert all(not r.error for r in state.prepare(refs).values())  # the kubelet's retry then succeeds

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conformance.profiles import parse_profile
+from conformance.profiles import load_profile, parse_profile
 from conformance.providers.base import ProviderConfig, ProviderError
 from conformance.providers.kind import (
     CONTAINER_DIR,
@@ -260,6 +260,10 @@ def test_keep_cluster_leaves_the_cluster_after_a_failure(tools: Tools) -> None:
 
 
 def test_chart_value_of_the_wrong_type_stops_naming_the_field_and_the_cluster_goes(tools: Tools) -> None:
+    pytest.importorskip(
+        "helm_python",
+        reason="the helm stand-in renders with helm-python-sdk (linux x86_64, macOS arm64 only)",
+    )
     profile = {**REFERENCE_PROFILE, "install": {**REFERENCE_PROFILE["install"], "values": {"sharing": "yes"}}}
     provider = KindProvider(make_config(tools.tmp, profile))
     provider.start()
@@ -398,3 +402,25 @@ def test_paths_the_provider_uses_exist() -> None:
     assert MOCK_GPUS_CONFIG.is_file()
     assert (REFERENCE_CHART / "Chart.yaml").is_file()
     assert (CONTAINER_DIR / "Makefile").is_file()
+
+
+def test_reference_profile_builds_and_loads_the_image_it_names(tools: Tools) -> None:
+    profile = load_profile("reference")
+    config = ProviderConfig(profile=profile, work_dir=tools.tmp / "work")
+    image = f"{profile.install.image_repository}:{profile.install.image_tag}"
+    with KindProvider(config) as provider:
+        provider.start()
+        deployment = provider.deploy_driver()
+    assert deployment.image == image
+    commands = tools.commands()
+    assert any(c.startswith("docker build ") and f" -t {image} " in c for c in commands)
+    assert f"kind load docker-image --name {CLUSTER} {image}" in commands
+    assert commands[-1] == DELETE[0]
+
+
+def test_image_name_from_the_environment_wins(tools: Tools, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGE_NAME", "ghcr.io/me/driver")
+    monkeypatch.setenv("IMAGE_TAG", "pr-7")
+    with KindProvider(make_config(tools.tmp)) as provider:
+        provider.start()
+        assert provider.deploy_driver().image == "ghcr.io/me/driver:pr-7"

@@ -14,13 +14,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-import helm_python as hp
 import kubernetes.client
 import kubernetes_validate
 import pytest
 import yaml
 
 from driver.config import parse_config
+
+hp = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk (Helm's engine) has wheels only for linux x86_64 and macOS arm64"
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "deployments" / "helm" / "gpu-sharing-dra-driver"
@@ -174,6 +177,8 @@ def test_sockets_cdi_and_checkpoint_live_on_host_paths_at_the_same_path(
         "/var/run/cdi",
         "/var/lib/gpu.sharing.example.dev",
     }
+    probe = pod["containers"][0]["readinessProbe"]["exec"]["command"]
+    assert probe == ["test", "-S", str(config.registration_socket)]
     for needed in (
         config.registration_socket.parent,
         config.dra_socket.parent,

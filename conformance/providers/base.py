@@ -22,7 +22,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from conformance.profiles import DriverProfile
@@ -115,9 +115,9 @@ class Provider(abc.ABC):
     def driver_logs(self, node: str | None = None, tail: int = 200) -> dict[str, str]:
         """Recent driver log lines per node (all nodes when ``node`` is None), for diagnostics."""
 
-    def node_cdi_specs(self, node: str) -> list[str] | None:
-        """Names of the CDI spec files on ``node``'s CDI directory, or None when the provider cannot
-        look (the lifecycle check for leftover specs is then skipped with that reason)."""
+    def node_cdi_specs(self, node: str) -> dict[str, dict[str, Any]] | None:
+        """The CDI spec files in ``node``'s CDI directory (file name -> parsed spec), or None when the
+        provider cannot look; the checks that read them then skip with that reason. Optional."""
         return None
 
     @abc.abstractmethod

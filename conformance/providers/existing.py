@@ -71,13 +71,16 @@ class ExistingProvider(Provider):
         try:
             nodes, _ = items(self._kube.core.list_node)
         except ApiException as exc:
-            raise ProviderError(f"listing the cluster's nodes failed ({exc.status} {exc.reason}); the kubeconfig "
+            raise ProviderError(f"listing the cluster's nodes failed ({exc.status} {exc.reason}); "
+                                f"the kubeconfig "
                                 "needs rights to list nodes.") from None
         except Exception as exc:
-            raise ProviderError(f"cannot reach the cluster in {kc} ({type(exc).__name__}); check that it runs "
+            raise ProviderError(f"cannot reach the cluster in {kc} ({type(exc).__name__}); check "
+                                f"that it runs "
                                 "and that the kubeconfig points at it.") from None
         names = tuple(n["metadata"]["name"] for n in nodes
-                      if not any(t.get("effect") == "NoSchedule" for t in (n.get("spec") or {}).get("taints") or ()))
+                      if not any(t.get("effect") == "NoSchedule"
+                                 for t in (n.get("spec") or {}).get("taints") or ()))
         return ClusterHandle(provider=self.name, kubeconfig=Path(kc), kubernetes_version="",
                              simulated=False, nodes=names)
 
@@ -87,7 +90,8 @@ class ExistingProvider(Provider):
             return DriverDeployment(driver_name=self.config.profile.driver, installed_by_suite=False)
         helm = shutil.which("helm")
         if not helm:
-            raise ProviderError(f"driver profile {self.config.profile.name!r} installs a chart but helm is not on "
+            raise ProviderError(f"driver profile {self.config.profile.name!r} installs a chart but "
+                                f"helm is not on "
                                 "PATH; install helm, or install the driver yourself and set install.method: "
                                 "preinstalled.")
         proc = subprocess.run([helm, "--kubeconfig", str(self.config.kubeconfig), *helm_args(self.config)],
@@ -116,7 +120,8 @@ class ExistingProvider(Provider):
 
         inst = self.config.profile.install
         if not inst.pod_selector:
-            raise ProviderError(f"driver profile {self.config.profile.name!r} has no install.podSelector; add "
+            raise ProviderError(f"driver profile {self.config.profile.name!r} has no "
+                                f"install.podSelector; add "
                                 "the label selector of the driver's kubelet-plugin pods.")
         kw: dict[str, Any] = {"label_selector": inst.pod_selector}
         if node:

@@ -166,13 +166,13 @@ class KindProvider(Provider):
             if self.ours
             else ""
         )
-        # Our chart: build the image here unless the profile names a published one.
-        self.build_image = self.ours and not install.image_repository
-        if self.build_image:
-            self.image = (
-                f"{os.environ.get('IMAGE_NAME') or LOCAL_IMAGE_NAME}:"
-                f"{os.environ.get('IMAGE_TAG') or LOCAL_IMAGE_TAG}"
-            )
+        # Our chart: the image is built from this checkout (named by IMAGE_NAME/IMAGE_TAG, else the
+        # profile's install.image, else a local name) and loaded into the nodes.
+        self.build_image = self.ours
+        if self.ours:
+            repo = os.environ.get("IMAGE_NAME") or install.image_repository or LOCAL_IMAGE_NAME
+            tag = os.environ.get("IMAGE_TAG") or install.image_tag or LOCAL_IMAGE_TAG
+            self.image = f"{repo}:{tag}"
         elif install.image_repository:
             self.image = (
                 f"{install.image_repository}:{install.image_tag}"
@@ -245,6 +245,11 @@ class KindProvider(Provider):
             needed.append("nvidia-smi")
         for tool in needed:
             self._tools[tool] = _find_tool(tool)
+        try:
+            import pytest_kind  # noqa: F401  (the `kind` extra)
+        except ImportError as exc:
+            raise ProviderError(f"pytest-kind-ng is not installed ({exc}); run `make setup`, which installs "
+                                "the project with its kind extra.") from exc
         self._run(
             [self._tools["docker"], "info", "--format", "{{.ServerVersion}}"],
             "docker info (is the Docker daemon running?)",

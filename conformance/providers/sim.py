@@ -15,6 +15,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from conformance.providers.base import (
     ClusterHandle,
@@ -53,7 +56,8 @@ class SimProvider(Provider):
         for arg in cfg.profile.sim_driver_args:
             cmd.append(f"--driver-arg={arg}")
         if cfg.feature_gates:
-            cmd += ["--feature-gates", ",".join(f"{k}={str(v).lower()}" for k, v in cfg.feature_gates.items())]
+            gates = ",".join(f"{k}={str(v).lower()}" for k, v in cfg.feature_gates.items())
+            cmd += ["--feature-gates", gates]
         if cfg.kube_version:
             cmd += ["--kube-version", cfg.kube_version]
         if cfg.slice_wipe_delay is not None:
@@ -62,7 +66,8 @@ class SimProvider(Provider):
 
     def start(self) -> ClusterHandle:
         if self.config.profile.install.method != "chart" or not self.config.profile.sim_driver_args:
-            raise ProviderError(f"driver profile {self.config.profile.name!r} cannot run on sim (sim runs the "
+            raise ProviderError(f"driver profile {self.config.profile.name!r} cannot run on sim "
+                                f"(sim runs the "
                                 "reference driver only); use --cluster kind or existing for it.")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
@@ -72,10 +77,12 @@ class SimProvider(Provider):
         self._reader = threading.Thread(target=self._pump, name="sim-log", daemon=True)
         self._reader.start()
         if not self._serving.wait(START_TIMEOUT) or not self.kubeconfig.is_file():
+            code = self.proc.poll()
             tail = self._log_tail()
             self.stop()
-            raise ProviderError(f"the sim did not start within {START_TIMEOUT:.0f}s ({shlex.join(cmd)}); its "
-                                f"output ends with: {tail!r}")
+            what = (f"exited with code {code}" if code is not None
+                    else f"did not serve within {START_TIMEOUT:.0f}s")
+            raise ProviderError(f"the sim {what} ({shlex.join(cmd)}); its output ends with: {tail!r}")
         version = self.config.kube_version or ""
         return ClusterHandle(provider=self.name, kubeconfig=self.kubeconfig,
                              kubernetes_version=version, simulated=True, nodes=tuple(self.config.nodes),
@@ -99,55 +106,73 @@ class SimProvider(Provider):
         return ""
 
     def deploy_driver(self) -> DriverDeployment:
-        # The sim's kubelets start the driver processes with the cluster; nothing to install.
+        # The sim's kubelets start the driver processes with the cluster; what the chart would add on
+        # a real cluster is the DeviceClass, so create it here unless the sim already has one.
+        self._ensure_device_class()
         cmd = self.config.driver_command or f"{Path(sys.executable).name} -m driver"
         return DriverDeployment(driver_name=self.config.profile.driver, image="(local process)",
                                 version=cmd, installed_by_suite=True,
                                 details={"driver_args": shlex.join(self.config.profile.sim_driver_args)})
 
-    def teardown_driver(self) -> None:
-        """The drivers stop with the sim."""
+    def _ensure_device_class(self) -> None:
+        from kubernetes import client, config
 
-    def driver_pids(self, node: str | None = None) -> dict[int, str]:
-        """Driver processes under the sim: pid -> node, found from their command lines."""
+        profile = self.config.profile
+        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        try:
+            resource = client.ResourceV1Api(api)
+            names = {c.metadata.name for c in resource.list_device_class().items}
+            if profile.device_class not in names:
+                resource.create_device_class({
+                    "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
+                    "metadata": {"name": profile.device_class},
+                    "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{profile.driver}"'}}]}})
+        finally:
+            api.close()
+
+    def teardown_driver(self) -> None:
+        """The drivers and the DeviceClass go with the sim."""
+
+    def driver_pid(self, node: str) -> int | None:
+        """The running driver of ``node``: the sim kubelet's pid file, else a search of its children."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.state_dir / node / "driver.pid").read_text().strip())
+            if Path(f"/proc/{pid}").exists():
+                return pid
         if self.proc is None:
-            return {}
-        children = _descendants(self.proc.pid)
-        out = {}
-        for pid in children:
+            return None
+        for pid in _descendants(self.proc.pid):
             argv = _cmdline(pid)
-            if "--node-name" in argv and "-m" in argv:
-                idx = argv.index("--node-name")
-                name = argv[idx + 1] if idx + 1 < len(argv) else ""
-                if node is None or name == node:
-                    out[pid] = name
-        return out
+            if "--node-name" in argv and argv[argv.index("--node-name") + 1:][:1] == [node]:
+                return pid
+        return None
 
     def restart_driver(self, node: str) -> None:
-        pids = self.driver_pids(node)
-        if not pids:
-            raise ProviderError(f"no driver process for node {node} runs under the sim; check the sim log "
-                                f"{self.log_path}.")
-        for pid in pids:
-            _kill_and_wait(pid, signal.SIGKILL, timeout=10.0)
+        pid = self.driver_pid(node)
+        if pid is None:
+            raise ProviderError(f"no driver process for node {node} runs under the sim; check "
+                                f"{self.state_dir / node / 'driver.log'}.")
+        # A crash, not a clean stop: the sim kubelet starts a new driver as a DaemonSet would.
+        _kill_and_wait(pid, signal.SIGKILL, timeout=10.0)
 
     def driver_logs(self, node: str | None = None, tail: int = 200) -> dict[str, str]:
         logs: dict[str, str] = {}
-        nodes = [node] if node else list(self.config.nodes)
-        for n in nodes:
-            files = sorted((self.state_dir / n).glob("**/*.log")) if (self.state_dir / n).is_dir() else []
-            text = "".join(f.read_text(errors="replace") for f in files)
-            if not text:
-                # Drivers inherit the sim's output when the kubelet keeps no per-node log.
-                text = "\n".join(line for line in self._log_tail(200_000).splitlines() if n in line)
+        for n in [node] if node else list(self.config.nodes):
+            path = self.state_dir / n / "driver.log"
+            text = path.read_text(errors="replace") if path.is_file() else f"(no {path})"
             logs[n] = "\n".join(text.splitlines()[-tail:])
         return logs
 
-    def node_cdi_specs(self, node: str) -> list[str] | None:
+    def node_cdi_specs(self, node: str) -> dict[str, dict[str, Any]] | None:
         cdi = self.state_dir / node / "cdi"
         if not cdi.is_dir():
             return None
-        return sorted(p.name for p in cdi.iterdir() if p.suffix in (".json", ".yaml"))
+        specs: dict[str, dict[str, Any]] = {}
+        for path in sorted(cdi.iterdir()):
+            if path.suffix in (".json", ".yaml"):
+                with contextlib.suppress(OSError, yaml.YAMLError):  # a spec being replaced right now
+                    specs[path.name] = yaml.safe_load(path.read_text()) or {}
+        return specs
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

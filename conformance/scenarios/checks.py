@@ -26,7 +26,8 @@ def assert_consumed(sc: Scenario, pod: PodRef, gpu: Gpu, result: dict[str, Any])
     asked = "no capacity request" if pod.request is None else f"a request of {format_bytes(pod.request)}"
     assert got == expected, (
         f"{pod.key} ({asked}) has consumedCapacity {sc.profile.capacity}="
-        f"{'absent' if got is None else format_bytes(got)}; the published policy says {format_bytes(expected)}")
+        f"{'absent' if got is None else format_bytes(got)}; the published policy says "
+        f"{format_bytes(expected)}")
     return got
 
 
@@ -42,3 +43,20 @@ def share_plan(gpu: Gpu, parts: int = 4) -> tuple[int, int]:
     assert gpu.capacity is not None
     r = gpu.capacity.share_size(parts)
     return r, gpu.capacity.sharers_that_fit(r)
+
+
+def assert_unique_cdi_devices(sc: Scenario, gpu: Gpu) -> str:
+    """Every CDI device on the node is defined once: two shares must never map to one CDI id
+    (container runtimes refuse conflicting devices; kubernetes#134519). Returns a note when the
+    provider cannot read the node's CDI directory."""
+    specs = sc.suite.provider.node_cdi_specs(gpu.node)
+    if specs is None:
+        return f"CDI specs on {gpu.node} are not readable through the {sc.suite.handle.provider} provider"
+    defined: dict[str, list[str]] = {}
+    for fname, spec in specs.items():
+        for dev in spec.get("devices") or ():
+            defined.setdefault(f"{spec.get('kind')}={dev.get('name')}", []).append(fname)
+    clashes = {cdi_id: files for cdi_id, files in defined.items() if len(files) > 1}
+    assert not clashes, ("CDI device ids defined by more than one spec on "
+                         f"{gpu.node} (two shares would get the same device): {clashes}")
+    return ""

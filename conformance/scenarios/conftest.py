@@ -4,6 +4,7 @@ from conformance.plugin import (  # noqa: F401  (pytest finds hooks and fixtures
     pytest_addoption,
     pytest_collection_modifyitems,
     pytest_configure,
+    pytest_report_header,
     pytest_runtest_makereport,
     pytest_runtest_protocol,
     pytest_sessionfinish,

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
+from conformance.inventory import Gpu
 from conformance.scenarios.checks import assert_consumed, assert_on_gpu, share_plan
 from conformance.workloads import Scenario
 
 pytestmark = pytest.mark.exclusivity
 
 
-def _whole_then_sharer(sc: Scenario, request: int | None) -> None:
-    (gpu,) = sc.suite.pick_gpus(1)
+def _whole_then_sharer(sc: Scenario, gpu: Gpu, request: int | None) -> None:
     assert gpu.capacity is not None
     ns = sc.namespace("a")
     first = sc.sharer(ns, "whole", gpu, request)
@@ -31,14 +31,14 @@ def _whole_then_sharer(sc: Scenario, request: int | None) -> None:
 
 
 def test_claim_without_capacity_request_takes_whole_gpu(scenario: Scenario) -> None:
-    _whole_then_sharer(scenario, None)
+    (gpu,) = scenario.suite.pick_gpus(1)
+    _whole_then_sharer(scenario, gpu, None)
 
 
 def test_claim_for_all_memory_takes_whole_gpu(scenario: Scenario) -> None:
     (gpu,) = scenario.suite.pick_gpus(1)
     assert gpu.capacity is not None
-    scenario.suite._next_gpu -= 1  # the helper picks again: keep the same card
-    _whole_then_sharer(scenario, gpu.capacity.largest_request())
+    _whole_then_sharer(scenario, gpu, gpu.capacity.largest_request())
 
 
 def test_two_exclusive_claims_land_on_different_gpus(scenario: Scenario) -> None:

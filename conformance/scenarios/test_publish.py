@@ -31,7 +31,8 @@ def test_each_gpu_appears_once_with_identity_and_product(suite: Suite) -> None:
     no_id = [g.device for g in gpus if not g.identity]
     assert not no_id, f"devices without the identity attribute {suite.profile.identity_attribute!r}: {no_id}"
     no_product = [g.device for g in gpus if not g.product]
-    assert not no_product, f"devices without the product attribute {suite.profile.product_attribute!r}: {no_product}"
+    assert not no_product, (f"devices without the product attribute "
+                            f"{suite.profile.product_attribute!r}: {no_product}")
     twice = [ident for ident, n in Counter(g.identity for g in gpus).items() if n > 1]
     assert not twice, f"GPUs published more than once (same {suite.profile.identity_attribute}): {twice}"
 

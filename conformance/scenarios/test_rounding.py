@@ -11,7 +11,7 @@ from conformance.workloads import Scenario
 pytestmark = pytest.mark.rounding
 
 
-def _policy_gpu(sc: Scenario):  # noqa: ANN202
+def _policy_gpu(sc: Scenario):
     for gpu in sc.suite.usable_gpus():
         if gpu.capacity is not None and gpu.capacity.policy is not None and (
                 gpu.capacity.policy.step or gpu.capacity.policy.valid_values):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from conformance.capacity import format_bytes
-from conformance.scenarios.checks import assert_consumed, assert_distinct_share_ids, assert_on_gpu, share_plan
+from conformance.observe import WaitTimeout
+from conformance.scenarios.checks import (
+    assert_consumed,
+    assert_distinct_share_ids,
+    assert_on_gpu,
+    assert_unique_cdi_devices,
+    share_plan,
+)
 from conformance.workloads import Scenario
 
 pytestmark = pytest.mark.sharing
@@ -16,12 +23,18 @@ def test_sharers_from_two_namespaces_pack_one_gpu(scenario: Scenario) -> None:
     (gpu,) = sc.suite.pick_gpus(1)
     r, k = share_plan(gpu)
     if k < 2:
-        pytest.skip(f"{gpu.label}: a request of {format_bytes(r)} leaves room for {k} sharer(s); nothing to share")
+        pytest.skip(f"{gpu.label}: a request of {format_bytes(r)} leaves room for {k} sharer(s); "
+                    f"nothing to share")
     ns = [sc.namespace("a"), sc.namespace("b")]
     pods = [sc.sharer(ns[i % 2], f"sharer-{i}", gpu, r) for i in range(k)]
-    sc.wait_running(pods)
+    try:
+        sc.wait_running(pods)
+    except WaitTimeout:
+        assert_unique_cdi_devices(sc, gpu)  # the likelier cause, named precisely when it is the cause
+        raise
     results = {}
     for p in pods:
         results[p.key] = assert_on_gpu(sc, p, gpu)
         assert_consumed(sc, p, gpu, results[p.key])
     assert_distinct_share_ids(sc, results)
+    assert_unique_cdi_devices(sc, gpu)

@@ -14,16 +14,26 @@ _VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "updat
 def version_info(config: SimConfig) -> dict[str, Any]:
     major, minor = config.kube_version.split(".")
     return {
-        "major": major, "minor": minor, "emulationMajor": major, "emulationMinor": minor,
-        "gitVersion": f"v{config.kube_version}.0-sim", "gitCommit": "0000000000000000000000000000000000000000",
-        "gitTreeState": "clean", "buildDate": _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "goVersion": "sim", "compiler": "gc", "platform": "linux/amd64",
+        "major": major,
+        "minor": minor,
+        "emulationMajor": major,
+        "emulationMinor": minor,
+        "gitVersion": f"v{config.kube_version}.0-sim",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "goVersion": "sim",
+        "compiler": "gc",
+        "platform": "linux/amd64",
     }
 
 
 def api_versions(server_address: str) -> dict[str, Any]:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    }
 
 
 def _group_entry(group: str, versions: list[str]) -> dict[str, Any]:
@@ -44,8 +54,13 @@ def api_group(group: str) -> dict[str, Any] | None:
 
 
 def _resource_entry(rt: ResourceType) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": rt.plural, "singularName": rt.singular_name, "namespaced": rt.namespaced,
-                             "kind": rt.kind, "verbs": list(_VERBS)}
+    entry: dict[str, Any] = {
+        "name": rt.plural,
+        "singularName": rt.singular_name,
+        "namespaced": rt.namespaced,
+        "kind": rt.kind,
+        "verbs": list(_VERBS),
+    }
     if rt.short_names:
         entry["shortNames"] = list(rt.short_names)
     if rt.categories:
@@ -57,14 +72,35 @@ def _subresource_entries(rt: ResourceType) -> list[dict[str, Any]]:
     out = []
     for sub in rt.subresources:
         if sub == "status":
-            out.append({"name": f"{rt.plural}/status", "singularName": "", "namespaced": rt.namespaced,
-                        "kind": rt.kind, "verbs": ["get", "patch", "update"]})
+            out.append(
+                {
+                    "name": f"{rt.plural}/status",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         elif sub == "binding":
-            out.append({"name": f"{rt.plural}/binding", "singularName": "", "namespaced": rt.namespaced,
-                        "kind": "Binding", "verbs": ["create"]})
+            out.append(
+                {
+                    "name": f"{rt.plural}/binding",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": "Binding",
+                    "verbs": ["create"],
+                }
+            )
         elif sub == "log":
-            out.append({"name": f"{rt.plural}/log", "singularName": "", "namespaced": rt.namespaced,
-                        "kind": rt.kind, "verbs": ["get"]})
+            out.append(
+                {
+                    "name": f"{rt.plural}/log",
+                    "singularName": "",
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": ["get"],
+                }
+            )
     return out
 
 
@@ -77,7 +113,14 @@ def api_resource_list(group: str, version: str) -> dict[str, Any] | None:
         resources.append(_resource_entry(rt))
         resources.extend(_subresource_entries(rt))
     if group == "" and version == "v1":
-        resources.append({"name": "bindings", "singularName": "binding", "namespaced": True, "kind": "Binding",
-                          "verbs": ["create"]})
+        resources.append(
+            {
+                "name": "bindings",
+                "singularName": "binding",
+                "namespaced": True,
+                "kind": "Binding",
+                "verbs": ["create"],
+            }
+        )
     gv = f"{group}/{version}" if group else version
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}

@@ -11,8 +11,14 @@ class ApiError(Exception):
     `causes` are metav1.StatusCause dicts: {"reason": "FieldValueInvalid", "message": ..., "field": ...}.
     """
 
-    def __init__(self, code: int, reason: str, message: str, causes: list[dict[str, str]] | None = None,
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        causes: list[dict[str, str]] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
@@ -43,21 +49,33 @@ class ApiError(Exception):
 
 def not_found(kind_plural: str, name: str, group: str = "") -> ApiError:
     qualified = f"{kind_plural}.{group}" if group else kind_plural
-    return ApiError(404, "NotFound", f'{qualified} "{name}" not found',
-                    details={"name": name, "group": group, "kind": kind_plural})
+    return ApiError(
+        404,
+        "NotFound",
+        f'{qualified} "{name}" not found',
+        details={"name": name, "group": group, "kind": kind_plural},
+    )
 
 
 def already_exists(kind_plural: str, name: str, group: str = "") -> ApiError:
     qualified = f"{kind_plural}.{group}" if group else kind_plural
-    return ApiError(409, "AlreadyExists", f'{qualified} "{name}" already exists',
-                    details={"name": name, "group": group, "kind": kind_plural})
+    return ApiError(
+        409,
+        "AlreadyExists",
+        f'{qualified} "{name}" already exists',
+        details={"name": name, "group": group, "kind": kind_plural},
+    )
 
 
 def conflict(kind_plural: str, name: str, group: str = "", why: str = "") -> ApiError:
     qualified = f"{kind_plural}.{group}" if group else kind_plural
     why = why or "the object has been modified; please apply your changes to the latest version and try again"
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {qualified} "{name}": {why}',
-                    details={"name": name, "group": group, "kind": kind_plural})
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {qualified} "{name}": {why}',
+        details={"name": name, "group": group, "kind": kind_plural},
+    )
 
 
 def bad_request(message: str) -> ApiError:
@@ -68,12 +86,14 @@ def invalid(kind: str, name: str, group: str, causes: list[dict[str, str]]) -> A
     """422 Invalid listing every bad field, formatted like apimachinery's NewInvalid."""
     qualified = f"{kind}.{group}" if group else kind
     parts = [f"{c['field']}: {c['message']}" if c.get("field") else c["message"] for c in causes]
-    if len(parts) == 1:
-        summary = parts[0]
-    else:
-        summary = "[" + ", ".join(parts) + "]"
-    return ApiError(422, "Invalid", f'{qualified} "{name}" is invalid: {summary}', causes,
-                    details={"name": name, "group": group, "kind": kind})
+    summary = parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
+    return ApiError(
+        422,
+        "Invalid",
+        f'{qualified} "{name}" is invalid: {summary}',
+        causes,
+        details={"name": name, "group": group, "kind": kind},
+    )
 
 
 def field_cause(path: str, message: str, reason: str = "FieldValueInvalid") -> dict[str, str]:

@@ -25,9 +25,12 @@ ALIASES = {"merge": MERGE, "json": JSON_PATCH, "strategic": STRATEGIC, "apply": 
 def normalize_patch_type(patch_type: str) -> str:
     pt = ALIASES.get(patch_type, patch_type).split(";")[0].strip()
     if pt not in PATCH_TYPES:
-        raise ApiError(415, "UnsupportedMediaType",
-                       f"the body of the request was in an unknown format - accepted media types include: "
-                       f"{', '.join(PATCH_TYPES)}")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted media types include: "
+            f"{', '.join(PATCH_TYPES)}",
+        )
     return pt
 
 
@@ -107,7 +110,9 @@ def json_patch(doc: Any, ops: Any) -> Any:
             doc = _remove(doc, parts, path)
             doc = _add(doc, parts, copy.deepcopy(op["value"]), path)
         else:
-            raise bad_request(f"json patch operation {n}: unknown op {kind!r} (add, remove, replace, move, copy, test)")
+            raise bad_request(
+                f"json patch operation {n}: unknown op {kind!r} (add, remove, replace, move, copy, test)"
+            )
     return doc
 
 
@@ -140,6 +145,7 @@ def _remove(doc: Any, parts: list[str], path: str) -> Any:
 
 
 # ---- strategic merge patch ----
+
 
 def strategic_merge(target: Any, patch: Any, node: SchemaNode) -> Any:
     """Apply a strategic merge patch (the subset kubectl apply and client patch calls produce).
@@ -202,7 +208,9 @@ def _merge_list(current: Any, patch: list[Any], node: SchemaNode) -> list[Any]:
     for element in patch:
         if not isinstance(element, dict) or key not in element:
             raise bad_request(f"strategic merge patch: list element {element!r} lacks merge key {key!r}")
-        index = next((i for i, x in enumerate(current) if isinstance(x, dict) and x.get(key) == element[key]), None)
+        index = next(
+            (i for i, x in enumerate(current) if isinstance(x, dict) and x.get(key) == element[key]), None
+        )
         if element.get("$patch") == "delete":
             if index is not None:
                 del current[index]
@@ -215,6 +223,7 @@ def _merge_list(current: Any, patch: list[Any], node: SchemaNode) -> list[Any]:
 
 
 # ---- server-side apply (simplified) ----
+
 
 def apply_merge(target: Any, applied: Any, node: SchemaNode) -> Any:
     """Merge an applied configuration into the live object.
@@ -247,8 +256,14 @@ def _apply_list(current: Any, applied: list[Any], node: SchemaNode) -> list[Any]
     items = node.items()
     for element in applied:
         ident = tuple(element.get(k) for k in keys) if isinstance(element, dict) else None
-        index = next((i for i, x in enumerate(current)
-                      if isinstance(x, dict) and tuple(x.get(k) for k in keys) == ident), None)
+        index = next(
+            (
+                i
+                for i, x in enumerate(current)
+                if isinstance(x, dict) and tuple(x.get(k) for k in keys) == ident
+            ),
+            None,
+        )
         if index is None:
             current.append(copy.deepcopy(element))
         else:

@@ -47,18 +47,46 @@ class ResourceType:
 
 
 _EVENT_FIELDS = (
-    "involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid",
-    "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath",
-    "reason", "reportingComponent", "source", "type",
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
 )
 
 RESOURCES: tuple[ResourceType, ...] = (
     # core/v1
-    ResourceType("namespaces", "", "v1", "Namespace", False, ("ns",), ("status",), field_labels=("status.phase",)),
-    ResourceType("nodes", "", "v1", "Node", False, ("no",), ("status",), field_labels=("spec.unschedulable",)),
-    ResourceType("pods", "", "v1", "Pod", True, ("po",), ("status", "binding", "log"), ("all",),
-                 field_labels=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-                               "spec.serviceAccountName", "status.phase", "status.podIP", "status.nominatedNodeName")),
+    ResourceType(
+        "namespaces", "", "v1", "Namespace", False, ("ns",), ("status",), field_labels=("status.phase",)
+    ),
+    ResourceType(
+        "nodes", "", "v1", "Node", False, ("no",), ("status",), field_labels=("spec.unschedulable",)
+    ),
+    ResourceType(
+        "pods",
+        "",
+        "v1",
+        "Pod",
+        True,
+        ("po",),
+        ("status", "binding", "log"),
+        ("all",),
+        field_labels=(
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ),
+    ),
     ResourceType("events", "", "v1", "Event", True, ("ev",), field_labels=_EVENT_FIELDS),
     ResourceType("serviceaccounts", "", "v1", "ServiceAccount", True, ("sa",)),
     ResourceType("configmaps", "", "v1", "ConfigMap", True, ("cm",)),
@@ -70,8 +98,14 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("limitranges", "", "v1", "LimitRange", True, ("limits",)),
     # resource.k8s.io/v1
     ResourceType("deviceclasses", "resource.k8s.io", "v1", "DeviceClass", False),
-    ResourceType("resourceslices", "resource.k8s.io", "v1", "ResourceSlice", False,
-                 field_labels=("spec.driver", "spec.nodeName", "spec.pool.name")),
+    ResourceType(
+        "resourceslices",
+        "resource.k8s.io",
+        "v1",
+        "ResourceSlice",
+        False,
+        field_labels=("spec.driver", "spec.nodeName", "spec.pool.name"),
+    ),
     ResourceType("resourceclaims", "resource.k8s.io", "v1", "ResourceClaim", True, (), ("status",)),
     ResourceType("resourceclaimtemplates", "resource.k8s.io", "v1", "ResourceClaimTemplate", True),
     # what a DRA driver's Helm chart renders: stored, validated, never run
@@ -84,16 +118,45 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("rolebindings", "rbac.authorization.k8s.io", "v1", "RoleBinding", True),
     ResourceType("clusterroles", "rbac.authorization.k8s.io", "v1", "ClusterRole", False),
     ResourceType("clusterrolebindings", "rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", False),
-    ResourceType("validatingadmissionpolicies", "admissionregistration.k8s.io", "v1",
-                 "ValidatingAdmissionPolicy", False, (), ("status",)),
-    ResourceType("validatingadmissionpolicybindings", "admissionregistration.k8s.io", "v1",
-                 "ValidatingAdmissionPolicyBinding", False),
-    ResourceType("validatingwebhookconfigurations", "admissionregistration.k8s.io", "v1",
-                 "ValidatingWebhookConfiguration", False),
-    ResourceType("mutatingwebhookconfigurations", "admissionregistration.k8s.io", "v1",
-                 "MutatingWebhookConfiguration", False),
-    ResourceType("customresourcedefinitions", "apiextensions.k8s.io", "v1", "CustomResourceDefinition", False,
-                 ("crd", "crds"), ("status",)),
+    ResourceType(
+        "validatingadmissionpolicies",
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicy",
+        False,
+        (),
+        ("status",),
+    ),
+    ResourceType(
+        "validatingadmissionpolicybindings",
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        False,
+    ),
+    ResourceType(
+        "validatingwebhookconfigurations",
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        False,
+    ),
+    ResourceType(
+        "mutatingwebhookconfigurations",
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        False,
+    ),
+    ResourceType(
+        "customresourcedefinitions",
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        False,
+        ("crd", "crds"),
+        ("status",),
+    ),
     ResourceType("priorityclasses", "scheduling.k8s.io", "v1", "PriorityClass", False, ("pc",)),
     ResourceType("poddisruptionbudgets", "policy", "v1", "PodDisruptionBudget", True, ("pdb",), ("status",)),
     ResourceType("leases", "coordination.k8s.io", "v1", "Lease", True),
@@ -111,8 +174,12 @@ def lookup(resource: str) -> ResourceType:
     """Resolve a Store resource name ("pods", "resourceclaims.resource.k8s.io")."""
     rt = BY_NAME.get(resource)
     if rt is None:
-        raise ApiError(404, "NotFound", f"the server could not find the requested resource ({resource}); "
-                       f"known resources: {', '.join(sorted(BY_NAME))}")
+        raise ApiError(
+            404,
+            "NotFound",
+            f"the server could not find the requested resource ({resource}); "
+            f"known resources: {', '.join(sorted(BY_NAME))}",
+        )
     return rt
 
 

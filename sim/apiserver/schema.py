@@ -28,7 +28,9 @@ _UNEXPECTED = re.compile(r"'([^']+)'")
 def _definitions(kube_version: str) -> dict[str, Any]:
     path = _SCHEMA_ROOT / f"v{kube_version}.0-local-strict" / "_definitions.json"
     if not path.exists():
-        raise ValueError(f"kubernetes-validate ships no schema for Kubernetes {kube_version} ({path} missing)")
+        raise ValueError(
+            f"kubernetes-validate ships no schema for Kubernetes {kube_version} ({path} missing)"
+        )
     return json.loads(path.read_text())["$defs"]
 
 
@@ -51,8 +53,11 @@ class Schemas:
     def definition_for(self, rt: ResourceType) -> str:
         name = self._gvk.get((rt.group, rt.version, rt.kind))
         if name is None:
-            raise ApiError(500, "InternalError", f"no OpenAPI schema for {rt.api_version} {rt.kind} "
-                           f"in Kubernetes {self.kube_version}")
+            raise ApiError(
+                500,
+                "InternalError",
+                f"no OpenAPI schema for {rt.api_version} {rt.kind} in Kubernetes {self.kube_version}",
+            )
         return name
 
     def _validator(self, rt: ResourceType) -> Any:
@@ -62,8 +67,11 @@ class Schemas:
             with self._lock:
                 v = self._validators.get(name)
                 if v is None:
-                    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                              "$ref": f"#/$defs/{name}", "$defs": self.defs}
+                    schema = {
+                        "$schema": "https://json-schema.org/draft/2020-12/schema",
+                        "$ref": f"#/$defs/{name}",
+                        "$defs": self.defs,
+                    }
                     v = jsonschema_rs.Draft202012Validator(schema)
                     self._validators[name] = v
         return v
@@ -93,19 +101,35 @@ class Schemas:
                 for field in _UNEXPECTED.findall(err.message.split("(", 1)[-1]):
                     unknown.append((path, field))
             elif kind == "Type":
-                decode.append(field_cause(format_path(root, path),
-                                          f"Invalid value: {_short(err.instance)}: {err.message}",
-                                          "FieldValueTypeInvalid"))
+                decode.append(
+                    field_cause(
+                        format_path(root, path),
+                        f"Invalid value: {_short(err.instance)}: {err.message}",
+                        "FieldValueTypeInvalid",
+                    )
+                )
             elif kind == "Required":
-                invalid_causes.append(field_cause(format_path(root, path + [_missing(err.message)]),
-                                                  "Required value", "FieldValueRequired"))
+                invalid_causes.append(
+                    field_cause(
+                        format_path(root, [*path, _missing(err.message)]),
+                        "Required value",
+                        "FieldValueRequired",
+                    )
+                )
             elif kind == "Enum":
-                invalid_causes.append(field_cause(format_path(root, path),
-                                                  f"Unsupported value: {_short(err.instance)}: {err.message}",
-                                                  "FieldValueNotSupported"))
+                invalid_causes.append(
+                    field_cause(
+                        format_path(root, path),
+                        f"Unsupported value: {_short(err.instance)}: {err.message}",
+                        "FieldValueNotSupported",
+                    )
+                )
             else:
-                invalid_causes.append(field_cause(format_path(root, path),
-                                                  f"Invalid value: {_short(err.instance)}: {err.message}"))
+                invalid_causes.append(
+                    field_cause(
+                        format_path(root, path), f"Invalid value: {_short(err.instance)}: {err.message}"
+                    )
+                )
         warnings: list[str] = []
         if unknown and unknown_fields != "Strict":
             for path, field in unknown:
@@ -115,14 +139,27 @@ class Schemas:
                 warnings = []
             unknown = []
         if unknown or decode:
-            causes = [field_cause(format_path(root, [*p, f]), f'unknown field "{format_path(root, [*p, f])}"',
-                                  "FieldValueUnknown") for p, f in unknown] + decode
+            causes = [
+                field_cause(
+                    format_path(root, [*p, f]),
+                    f'unknown field "{format_path(root, [*p, f])}"',
+                    "FieldValueUnknown",
+                )
+                for p, f in unknown
+            ] + decode
             detail = "; ".join(
-                f'unknown field "{c["field"]}"' if c["reason"] == "FieldValueUnknown" else f"{c['field']}: {c['message']}"
-                for c in causes)
-            raise ApiError(400, "BadRequest",
-                           f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
-                           f"strict decoding error: {detail}", causes)
+                f'unknown field "{c["field"]}"'
+                if c["reason"] == "FieldValueUnknown"
+                else f"{c['field']}: {c['message']}"
+                for c in causes
+            )
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+                f"strict decoding error: {detail}",
+                causes,
+            )
         if invalid_causes:
             raise invalid(rt.kind, name, rt.group, invalid_causes)
         return warnings
@@ -220,3 +257,107 @@ def schemas_for(kube_version: str) -> Schemas:
         if s is None:
             s = _by_version[kube_version] = Schemas(kube_version)
         return s
+
+
+# ---- quantity canonicalisation ----
+# A real apiserver decodes every resource.Quantity and stores its canonical form ("1024Mi" -> "1Gi",
+# "0.5Gi" -> "512Mi"); a string that is not a quantity fails decoding. The plan below lists, per
+# definition, only the paths that can hold a Quantity, so writes of kinds without any cost nothing.
+
+_QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
+_Plan = tuple[Any, ...] | None
+
+
+class _Planner:
+    def __init__(self, defs: dict[str, Any]) -> None:
+        self.defs = defs
+        self.memo: dict[str, _Plan] = {}
+        self.active: set[str] = set()
+
+    def for_ref(self, ref: str) -> _Plan:
+        name = ref.rsplit("/", 1)[-1]
+        if name == _QUANTITY:
+            return ("q",)
+        if name in self.memo:
+            return self.memo[name]
+        if name in self.active:  # recursive definitions (JSONSchemaProps) hold no quantities
+            return None
+        self.active.add(name)
+        plan = self.for_schema(self.defs.get(name, {}))
+        self.active.discard(name)
+        self.memo[name] = plan
+        return plan
+
+    def for_schema(self, schema: dict[str, Any]) -> _Plan:
+        if "$ref" in schema:
+            return self.for_ref(schema["$ref"])
+        if "items" in schema and isinstance(schema["items"], dict):
+            item = self.for_schema(schema["items"])
+            return ("arr", item) if item else None
+        props = {}
+        for key, sub in (schema.get("properties") or {}).items():
+            p = self.for_schema(sub)
+            if p:
+                props[key] = p
+        extra = schema.get("additionalProperties")
+        extra_plan = self.for_schema(extra) if isinstance(extra, dict) else None
+        if props or extra_plan:
+            return ("obj", props, extra_plan)
+        return None
+
+
+def _canonicalize(value: Any, plan: _Plan, path: list[Any], bad: list[tuple[list[Any], Any, str]]) -> Any:
+    from ..quantity import QuantityError, canonical  # sim/quantity.py: the one home for quantity maths
+
+    if plan is None or value is None:
+        return value
+    kind = plan[0]
+    if kind == "q":
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return value  # a wrong JSON type is reported by the schema check
+        try:
+            return canonical(value)
+        except QuantityError as e:
+            bad.append((path, value, str(e)))
+            return value
+    if kind == "arr":
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                value[i] = _canonicalize(item, plan[1], [*path, i], bad)
+        return value
+    if isinstance(value, dict):
+        props, extra = plan[1], plan[2]
+        for key in list(value):
+            sub = props.get(key, extra if key not in props else None)
+            if sub:
+                value[key] = _canonicalize(value[key], sub, [*path, key], bad)
+    return value
+
+
+def canonicalize_quantities(schemas: Schemas, rt: ResourceType, obj: dict[str, Any]) -> None:
+    """Rewrite every Quantity in `obj` to its canonical form; 400 BadRequest naming fields that are not
+    quantities (as a real apiserver's decoder reports them)."""
+    planner = schemas.__dict__.setdefault("_planner", _Planner(schemas.defs))
+    plan = planner.for_ref(schemas.definition_for(rt))
+    if not plan:
+        return
+    bad: list[tuple[list[Any], Any, str]] = []
+    _canonicalize(obj, plan, [], bad)
+    if bad:
+        root = schemas.root(rt)
+        causes = [
+            field_cause(
+                format_path(root, p),
+                f"Invalid value: {_short(v)}: quantities must match the regular "
+                "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                "FieldValueInvalid",
+            )
+            for p, v, _ in bad
+        ]
+        detail = "; ".join(f"{c['field']}: {c['message']}" for c in causes)
+        raise ApiError(
+            400,
+            "BadRequest",
+            f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {detail}',
+            causes,
+        )

@@ -83,8 +83,10 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
                 reqs.append(Requirement(_check_key(key, part), "gt" if op == ">" else "lt", (value,)))
                 continue
             if not _VALUE.match(value):
-                raise bad_request(f"unable to parse requirement: invalid label value {value!r} in {part!r}: "
-                                  "must be 63 characters or less, alphanumerics, '-', '_' or '.'")
+                raise bad_request(
+                    f"unable to parse requirement: invalid label value {value!r} in {part!r}: "
+                    "must be 63 characters or less, alphanumerics, '-', '_' or '.'"
+                )
             reqs.append(Requirement(_check_key(key, part), "!=" if op == "!=" else "=", (value,)))
         elif part.startswith("!"):
             reqs.append(Requirement(_check_key(part[1:].strip(), part), "!"))
@@ -95,9 +97,11 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
 
 def _check_key(key: str, part: str) -> str:
     if not _KEY.match(key) or len(key.split("/")[-1]) > 63:
-        raise bad_request(f"unable to parse requirement: invalid label key {key!r} in {part!r}: "
-                          "name part must be 63 characters or less, alphanumerics, '-', '_' or '.', "
-                          "with an optional DNS subdomain prefix and '/'")
+        raise bad_request(
+            f"unable to parse requirement: invalid label key {key!r} in {part!r}: "
+            "name part must be 63 characters or less, alphanumerics, '-', '_' or '.', "
+            "with an optional DNS subdomain prefix and '/'"
+        )
     return key
 
 
@@ -109,6 +113,7 @@ def labels_match(reqs: list[Requirement], obj: dict[str, Any]) -> bool:
 
 
 # ---- field selectors ----
+
 
 @dataclass(frozen=True)
 class FieldRequirement:
@@ -154,8 +159,9 @@ def parse_field_selector(text: str | None, rt: ResourceType) -> list[FieldRequir
             raise bad_request(f"invalid selector: {part!r}; expected key=value, key==value or key!=value")
         path = path.strip()
         if path not in allowed:
-            raise bad_request(f'field label not supported: {path} (supported for {rt.name}: '
-                              f'{", ".join(sorted(allowed))})')
+            raise bad_request(
+                f"field label not supported: {path} (supported for {rt.name}: {', '.join(sorted(allowed))})"
+            )
         reqs.append(FieldRequirement(path, negate, value.strip()))
     return reqs
 
@@ -183,8 +189,9 @@ def fields_match(reqs: list[FieldRequirement], obj: dict[str, Any]) -> bool:
     return True
 
 
-def make_predicate(rt: ResourceType, label_selector: str | None, field_selector: str | None,
-                   namespace: str | None = None) -> Callable[[dict[str, Any]], bool] | None:
+def make_predicate(
+    rt: ResourceType, label_selector: str | None, field_selector: str | None, namespace: str | None = None
+) -> Callable[[dict[str, Any]], bool] | None:
     """A single predicate for list and watch; None when nothing filters (the fast path)."""
     labels = parse_label_selector(label_selector)
     fields = parse_field_selector(field_selector, rt)

@@ -6,6 +6,7 @@ WatchEvent per line with chunked transfer encoding, as kube-apiserver does.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import select
@@ -24,7 +25,7 @@ from . import discovery, openapi, tables
 from .errors import ApiError, bad_request
 from .patch import APPLY, JSON_PATCH, MERGE, STRATEGIC
 from .resources import BY_GROUP_VERSION_PLURAL, ResourceType
-from .store import Store, Watch, bind_pod
+from .store import Store, bind_pod
 
 log = logging.getLogger("sim.apiserver")
 
@@ -39,8 +40,35 @@ except AttributeError:  # pragma: no cover - pyyaml without libyaml
     _YAML_LOADER = yaml.SafeLoader
 
 
+def paginate(items: list[dict[str, Any]], limit: int | None, token: str | None) -> tuple[list[Any], str, int]:
+    """limit/continue over the key-sorted list. The continue token names the last key served; a later
+    page shows the current state after that key (a real apiserver serves the original snapshot)."""
+    if limit is not None and limit < 0:
+        raise bad_request(f"limit={limit} must not be negative")
+    if token:
+        try:
+            after = tuple(json.loads(base64.urlsafe_b64decode(token.encode()))["after"])
+        except (ValueError, KeyError, TypeError):
+            raise bad_request(
+                "the continue parameter is not a token this server issued; list again without it"
+            ) from None
+
+        def key(o: dict[str, Any]) -> tuple[str, str]:
+            return (o["metadata"].get("namespace", ""), o["metadata"]["name"])
+
+        items = [o for o in items if key(o) > after]
+    if not limit or len(items) <= limit:
+        return items, "", 0
+    page = items[:limit]
+    last = page[-1]["metadata"]
+    next_token = base64.urlsafe_b64encode(
+        json.dumps({"after": [last.get("namespace", ""), last["name"]]}).encode()
+    ).decode()
+    return page, next_token, len(items) - limit
+
+
 class _Request:
-    __slots__ = ("query", "rt", "namespace", "name", "subresource", "watch_path")
+    __slots__ = ("name", "namespace", "query", "rt", "subresource", "watch_path")
 
     def __init__(self) -> None:
         self.query: dict[str, str] = {}
@@ -90,7 +118,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "sim-apiserver"
     sys_version = ""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
     def setup(self) -> None:
@@ -114,8 +142,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ---- plumbing ----
 
-    def _send(self, code: int, body: bytes, content_type: str = "application/json",
-              headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self,
+        code: int,
+        body: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -148,16 +181,25 @@ class _Handler(BaseHTTPRequestHandler):
             return b""
         n = int(length)
         if n > MAX_BODY:
-            raise ApiError(413, "RequestEntityTooLarge", f"request body of {n} bytes is over the limit of {MAX_BODY}")
+            raise ApiError(
+                413, "RequestEntityTooLarge", f"request body of {n} bytes is over the limit of {MAX_BODY}"
+            )
         return self.rfile.read(n)
 
     def _parse_body(self, raw: bytes, content_type: str) -> Any:
         if not raw.strip():
             raise bad_request("the request needs a body")
         ctype = content_type.split(";")[0].strip().lower()
+        if "protobuf" in ctype or "cbor" in ctype:
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - "
+                f"accepted media types include: application/json, application/yaml (got {ctype})",
+            )
         try:
             if "yaml" in ctype:
-                return yaml.load(raw, Loader=_YAML_LOADER)  # noqa: S506 - safe loader
+                return yaml.load(raw, Loader=_YAML_LOADER)
             return json.loads(raw)
         except (ValueError, yaml.YAMLError) as e:
             kind = "YAML" if "yaml" in ctype else "JSON"
@@ -192,8 +234,22 @@ class _Handler(BaseHTTPRequestHandler):
         store = self.server.store
         parts = [p for p in path.split("/") if p]
         if not parts:
-            self._send_json(200, {"paths": ["/api", "/api/v1", "/apis", "/openapi/v2", "/openapi/v3", "/version",
-                                            "/healthz", "/readyz", "/livez"]})
+            self._send_json(
+                200,
+                {
+                    "paths": [
+                        "/api",
+                        "/api/v1",
+                        "/apis",
+                        "/openapi/v2",
+                        "/openapi/v3",
+                        "/version",
+                        "/healthz",
+                        "/readyz",
+                        "/livez",
+                    ]
+                },
+            )
             return
         head = parts[0]
         if head in ("healthz", "readyz", "livez"):
@@ -218,7 +274,9 @@ class _Handler(BaseHTTPRequestHandler):
             if len(parts) == 2:
                 doc = discovery.api_group(parts[1])
                 if doc is None:
-                    raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
+                    raise ApiError(
+                        404, "NotFound", f"the server could not find the requested resource ({path})"
+                    )
                 self._send_json(200, doc)
                 return
             group, version, rest = parts[1], parts[2], parts[3:]
@@ -229,7 +287,9 @@ class _Handler(BaseHTTPRequestHandler):
             if doc is None:
                 raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})")
             if method != "GET":
-                raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method ({method}) on {path}")
+                raise ApiError(
+                    405, "MethodNotAllowed", f"the server does not allow this method ({method}) on {path}"
+                )
             self._send_json(200, doc)
             return
         req = self._resolve(group, version, rest, path)
@@ -241,11 +301,11 @@ class _Handler(BaseHTTPRequestHandler):
         if rest[0] == "watch":
             req.watch_path = True
             rest = rest[1:]
-        if (len(rest) >= 3 and rest[0] == "namespaces"
-                and (group, version, rest[2]) in BY_GROUP_VERSION_PLURAL):
-            req.namespace = rest[1]
-            rest = rest[2:]
-        elif group == "" and len(rest) >= 3 and rest[0] == "namespaces" and rest[2] == "bindings":
+        if (
+            len(rest) >= 3
+            and rest[0] == "namespaces"
+            and (group, version, rest[2]) in BY_GROUP_VERSION_PLURAL
+        ) or (group == "" and len(rest) >= 3 and rest[0] == "namespaces" and rest[2] == "bindings"):
             req.namespace = rest[1]
             rest = rest[2:]
         if not rest:
@@ -263,14 +323,25 @@ class _Handler(BaseHTTPRequestHandler):
         if len(rest) > 2:
             req.subresource = "/".join(rest[2:])
         if rt.namespaced and req.name is not None and req.namespace is None:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path}): "
-                           f"{rt.name} is namespaced, use /namespaces/<namespace>/{rt.plural}/{req.name}")
+            raise ApiError(
+                404,
+                "NotFound",
+                f"the server could not find the requested resource ({path}): "
+                f"{rt.name} is namespaced, use /namespaces/<namespace>/{rt.plural}/{req.name}",
+            )
         if not rt.namespaced and req.namespace is not None:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path}): "
-                           f"{rt.name} is cluster-scoped")
+            raise ApiError(
+                404,
+                "NotFound",
+                f"the server could not find the requested resource ({path}): {rt.name} is cluster-scoped",
+            )
         if req.subresource and req.subresource not in rt.subresources:
-            raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path}): "
-                           f"{rt.name} has no subresource {req.subresource!r}")
+            raise ApiError(
+                404,
+                "NotFound",
+                f"the server could not find the requested resource ({path}): "
+                f"{rt.name} has no subresource {req.subresource!r}",
+            )
         return req
 
     # ---- resources ----
@@ -282,7 +353,11 @@ class _Handler(BaseHTTPRequestHandler):
         dry = q.get("dryRun")
         if dry not in (None, "", "All"):
             raise bad_request(f"dryRun={dry!r}: the only supported value is All")
-        return {"dry_run": dry == "All", "field_validation": validation, "field_manager": q.get("fieldManager")}
+        return {
+            "dry_run": dry == "All",
+            "field_validation": validation,
+            "field_manager": q.get("fieldManager"),
+        }
 
     def _serve_resource(self, method: str, req: _Request, raw: bytes) -> None:
         store = self.server.store
@@ -291,7 +366,9 @@ class _Handler(BaseHTTPRequestHandler):
         q = req.query
         if req.subresource == "bindings" or req.subresource == "binding":
             if method != "POST":
-                raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on pods/binding; POST a Binding")
+                raise ApiError(
+                    405, "MethodNotAllowed", f"{method} is not allowed on pods/binding; POST a Binding"
+                )
             self._bind(req, self._parse_body(raw, self.headers.get("Content-Type", "")))
             return
         if req.name is None:
@@ -308,12 +385,22 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(201, res.object, res.warnings)
             elif method == "DELETE":
                 opts = self._delete_opts(q, raw)
-                items = store.delete_collection(rt.name, req.namespace, q.get("labelSelector"),
-                                                q.get("fieldSelector"), **opts)
-                self._send_json(200, {"apiVersion": rt.api_version, "kind": rt.list_kind,
-                                      "metadata": {"resourceVersion": str(store.resource_version)}, "items": items})
+                items = store.delete_collection(
+                    rt.name, req.namespace, q.get("labelSelector"), q.get("fieldSelector"), **opts
+                )
+                self._send_json(
+                    200,
+                    {
+                        "apiVersion": rt.api_version,
+                        "kind": rt.list_kind,
+                        "metadata": {"resourceVersion": str(store.resource_version)},
+                        "items": items,
+                    },
+                )
             else:
-                raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on a collection of {rt.name}")
+                raise ApiError(
+                    405, "MethodNotAllowed", f"{method} is not allowed on a collection of {rt.name}"
+                )
             return
         if method == "GET" and req.subresource == "log":
             self._log(req)
@@ -321,7 +408,9 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET":
             if req.watch_path or _bool(q.get("watch")):
                 q.setdefault("fieldSelector", "")
-                q["fieldSelector"] = ",".join(x for x in (q["fieldSelector"], f"metadata.name={req.name}") if x)
+                q["fieldSelector"] = ",".join(
+                    x for x in (q["fieldSelector"], f"metadata.name={req.name}") if x
+                )
                 req.name = None
                 self._watch(req)
                 return
@@ -336,8 +425,9 @@ class _Handler(BaseHTTPRequestHandler):
                 raise bad_request("the body of an update must be a JSON object")
             body_name = (body.get("metadata") or {}).get("name")
             if body_name and body_name != req.name:
-                raise bad_request(f"the name of the object ({body_name}) does not match the name on the URL "
-                                  f"({req.name})")
+                raise bad_request(
+                    f"the name of the object ({body_name}) does not match the name on the URL ({req.name})"
+                )
             body.setdefault("metadata", {})["name"] = req.name
             res = store.update_ex(rt.name, body, req.subresource, req.namespace, **self._write_opts(q))
             self._send_json(200, res.object, res.warnings)
@@ -345,17 +435,33 @@ class _Handler(BaseHTTPRequestHandler):
             ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
             patch_body = self._parse_body(raw, "yaml" if ctype == APPLY else "json")
             if ctype not in (MERGE, JSON_PATCH, STRATEGIC, APPLY):
-                raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - "
-                               f"accepted media types include: {JSON_PATCH}, {MERGE}, {APPLY}, {STRATEGIC}")
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - "
+                    f"accepted media types include: {JSON_PATCH}, {MERGE}, {APPLY}, {STRATEGIC}",
+                )
             opts = self._write_opts(q)
             if ctype == APPLY and not q.get("fieldManager"):
-                raise bad_request("PATCH with application/apply-patch+yaml needs a fieldManager query parameter")
-            res = store.patch_ex(rt.name, req.name, patch_body, ctype, req.namespace, req.subresource,
-                                 force=_bool(q.get("force")), **opts)
+                raise bad_request(
+                    "PATCH with application/apply-patch+yaml needs a fieldManager query parameter"
+                )
+            res = store.patch_ex(
+                rt.name,
+                req.name,
+                patch_body,
+                ctype,
+                req.namespace,
+                req.subresource,
+                force=_bool(q.get("force")),
+                **opts,
+            )
             self._send_json(201 if res.created else 200, res.object, res.warnings)
         elif method == "DELETE":
             if req.subresource:
-                raise ApiError(405, "MethodNotAllowed", f"DELETE is not allowed on {rt.plural}/{req.subresource}")
+                raise ApiError(
+                    405, "MethodNotAllowed", f"DELETE is not allowed on {rt.plural}/{req.subresource}"
+                )
             opts = self._delete_opts(q, raw)
             obj = store.delete_ex(rt.name, req.name, req.namespace, **opts)
             self._send_json(200, obj)
@@ -382,22 +488,38 @@ class _Handler(BaseHTTPRequestHandler):
             "dry_run": "All" in dry,
         }
 
-    def _maybe_table(self, rt: ResourceType, items: list[dict[str, Any]], single: bool = False,
-                     rv: int | None = None) -> Any:
+    def _maybe_table(
+        self, rt: ResourceType, items: list[dict[str, Any]], single: bool = False, rv: int | None = None
+    ) -> Any:
         if "as=Table" in self.headers.get("Accept", ""):
             return tables.table(rt, items, rv)
         if single:
             return items[0]
-        return {"apiVersion": rt.api_version, "kind": rt.list_kind,
-                "metadata": {"resourceVersion": str(rv)}, "items": items}
+        return {
+            "apiVersion": rt.api_version,
+            "kind": rt.list_kind,
+            "metadata": {"resourceVersion": str(rv)},
+            "items": items,
+        }
 
     def _list(self, req: _Request) -> None:
         rt = req.rt
         assert rt is not None
         q = req.query
-        items, rv = self.server.store.list_raw(rt.name, req.namespace, q.get("labelSelector"),
-                                               q.get("fieldSelector"))
-        self._send_json(200, self._maybe_table(rt, items, rv=rv))
+        items, rv = self.server.store.list_raw(
+            rt.name, req.namespace, q.get("labelSelector"), q.get("fieldSelector")
+        )
+        limit = _int(q, "limit")
+        token = q.get("continue")
+        if not limit and not token:
+            self._send_json(200, self._maybe_table(rt, items, rv=rv))
+            return
+        page, next_token, remaining = paginate(items, limit, token)
+        body = self._maybe_table(rt, page, rv=rv)
+        if next_token:
+            body["metadata"]["continue"] = next_token
+            body["metadata"]["remainingItemCount"] = remaining
+        self._send_json(200, body)
 
     def _bind(self, req: _Request, body: Any) -> None:
         if not isinstance(body, dict) or body.get("kind") not in (None, "Binding"):
@@ -408,10 +530,19 @@ class _Handler(BaseHTTPRequestHandler):
         if req.name and (body.get("metadata") or {}).get("name") not in (None, req.name):
             raise bad_request("the name of the Binding does not match the pod name on the URL")
         target = body.get("target") or {}
-        bind_pod(self.server.store, name, req.namespace or "", target.get("name") or "",
-                 dry_run=self._write_opts(req.query)["dry_run"])
-        out = {"apiVersion": "v1", "kind": "Binding",
-               "metadata": {"name": name, "namespace": req.namespace}, "target": target}
+        bind_pod(
+            self.server.store,
+            name,
+            req.namespace or "",
+            target.get("name") or "",
+            dry_run=self._write_opts(req.query)["dry_run"],
+        )
+        out = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": req.namespace},
+            "target": target,
+        }
         self._send_json(201, out)
 
     def _log(self, req: _Request) -> None:
@@ -421,17 +552,23 @@ class _Handler(BaseHTTPRequestHandler):
         container = req.query.get("container")
         if not container:
             if len(containers) != 1:
-                raise bad_request(f"a container name must be specified for pod {req.name}, choose one of: "
-                                  f"{containers}")
+                raise bad_request(
+                    f"a container name must be specified for pod {req.name}, choose one of: {containers}"
+                )
             container = containers[0]
         elif container not in containers:
             raise bad_request(f"container {container} is not valid for pod {req.name}")
         provider = store.log_provider
         node = (pod.get("spec") or {}).get("nodeName")
         if provider is None or not node:
-            raise bad_request(f'container "{container}" in pod "{req.name}" is waiting to start: '
-                              "no kubelet serves logs for this pod")
-        data = provider(req.namespace or "", req.name or "", container)
+            raise bad_request(
+                f'container "{container}" in pod "{req.name}" is waiting to start: '
+                "no kubelet serves logs for this pod"
+            )
+        if _bool(req.query.get("previous")):  # the last terminated run of the container
+            data = provider(req.namespace or "", req.name or "", container, previous=True)
+        else:
+            data = provider(req.namespace or "", req.name or "", container)
         tail = _int(req.query, "tailLines")
         if tail is not None:
             lines = data.splitlines(keepends=True)
@@ -461,9 +598,14 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 raise bad_request(f"resourceVersion={rv_raw!r} must be an integer") from None
         try:
-            w = store.watch([rt.name], None if initial else since, namespace=req.namespace if rt.namespaced else None,
-                            label_selector=q.get("labelSelector"), field_selector=q.get("fieldSelector"),
-                            send_initial=initial)
+            w = store.watch(
+                [rt.name],
+                None if initial else since,
+                namespace=req.namespace if rt.namespaced else None,
+                label_selector=q.get("labelSelector"),
+                field_selector=q.get("fieldSelector"),
+                send_initial=initial,
+            )
         except ApiError as e:
             if e.code != 410:
                 raise
@@ -474,8 +616,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._start_stream()
         try:
             start_rv = w.last_rv
-            if send_initial_events:
-                pass  # the initial ADDED events are already queued; the bookmark follows them
+            # the initial ADDED events are already queued; the "initial-events-end" bookmark follows them
             initial_pending = send_initial_events and bookmarks
             while not self.server.stopping.is_set():
                 if initial_pending and w._queue.empty():
@@ -502,7 +643,9 @@ class _Handler(BaseHTTPRequestHandler):
         meta: dict[str, Any] = {"resourceVersion": str(rv)}
         if initial_end:
             meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        self._chunk({"type": "BOOKMARK", "object": {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": meta}})
+        self._chunk(
+            {"type": "BOOKMARK", "object": {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": meta}}
+        )
 
     def _client_gone(self) -> bool:
         try:
@@ -548,8 +691,12 @@ class ApiServer:
         return self._httpd.port
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="sim-apiserver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="sim-apiserver",
+            daemon=True,
+        )
         self._thread.start()
 
     def stop(self) -> None:

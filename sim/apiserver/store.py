@@ -34,13 +34,14 @@ from .patch import (
     strategic_merge,
 )
 from .resources import RESOURCES, ResourceType, lookup
-from .schema import schemas_for
+from .schema import canonicalize_quantities, schemas_for
 from .selectors import make_predicate
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DEFAULT_HISTORY = 50_000
-# LogProvider(namespace, pod, container) -> bytes; registered by the kubelet (see Store.log_provider).
-LogProvider = Callable[[str, str, str | None], bytes]
+# LogProvider(namespace, pod, container[, previous=True]) -> bytes; registered by the kubelet
+# (Cluster.set_log_provider). `previous=True` is passed only for GET pods/<p>/log?previous=true.
+LogProvider = Callable[..., bytes]
 
 
 class Event(NamedTuple):
@@ -90,8 +91,13 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
 class Watch:
     """A stream of events for some resources. get(timeout) -> Event | None; close() ends it."""
 
-    def __init__(self, store: Store, resources: set[str], predicates: dict[str, Callable[[dict], bool] | None],
-                 namespace: str | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        resources: set[str],
+        predicates: dict[str, Callable[[dict], bool] | None],
+        namespace: str | None,
+    ) -> None:
         self._store = store
         self.resources = resources
         self._predicates = predicates
@@ -193,32 +199,66 @@ class Store:
     def resource_version(self) -> int:
         return self._rv
 
-    def create(self, resource: str, obj: dict[str, Any], namespace: str | None = None, **opts: Any) -> dict[str, Any]:
+    def create(
+        self, resource: str, obj: dict[str, Any], namespace: str | None = None, **opts: Any
+    ) -> dict[str, Any]:
         return clone(self.create_ex(resource, obj, namespace, **opts).object)
 
     def get(self, resource: str, name: str, namespace: str | None = None) -> dict[str, Any]:
         return clone(self.get_raw(resource, name, namespace))
 
-    def list(self, resource: str, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    def list(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
         items, rv = self.list_raw(resource, namespace, label_selector, field_selector)
         return [clone(o) for o in items], rv
 
-    def update(self, resource: str, obj: dict[str, Any], subresource: str | None = None,
-               namespace: str | None = None, **opts: Any) -> dict[str, Any]:
+    def update(
+        self,
+        resource: str,
+        obj: dict[str, Any],
+        subresource: str | None = None,
+        namespace: str | None = None,
+        **opts: Any,
+    ) -> dict[str, Any]:
         return clone(self.update_ex(resource, obj, subresource, namespace, **opts).object)
 
-    def patch(self, resource: str, name: str, patch: Any, patch_type: str, namespace: str | None = None,
-              subresource: str | None = None, **opts: Any) -> dict[str, Any]:
+    def patch(
+        self,
+        resource: str,
+        name: str,
+        patch: Any,
+        patch_type: str,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        **opts: Any,
+    ) -> dict[str, Any]:
         return clone(self.patch_ex(resource, name, patch, patch_type, namespace, subresource, **opts).object)
 
-    def delete(self, resource: str, name: str, namespace: str | None = None,
-               grace_period_seconds: int | None = None, **opts: Any) -> dict[str, Any]:
+    def delete(
+        self,
+        resource: str,
+        name: str,
+        namespace: str | None = None,
+        grace_period_seconds: int | None = None,
+        **opts: Any,
+    ) -> dict[str, Any]:
         return clone(self.delete_ex(resource, name, namespace, grace_period_seconds, **opts))
 
-    def watch(self, resources: list[str] | str, since: int | None = None, *, namespace: str | None = None,
-              label_selector: str | None = None, field_selector: str | None = None,
-              send_initial: bool = False) -> Watch:
+    def watch(
+        self,
+        resources: list[str] | str,
+        since: int | None = None,
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        send_initial: bool = False,
+    ) -> Watch:
         """Events after resourceVersion `since` (replayed from history; 410 Expired when too old),
         or from now when since is None. send_initial=True first yields a synthetic ADDED per
         current object (what an HTTP watch with resourceVersion 0 or unset does)."""
@@ -279,8 +319,13 @@ class Store:
             raise not_found(rt.plural, name, rt.group)
         return obj
 
-    def list_raw(self, resource: str, namespace: str | None = None, label_selector: str | None = None,
-                 field_selector: str | None = None) -> tuple[list[dict[str, Any]], int]:
+    def list_raw(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
         rt = lookup(resource)
         pred = make_predicate(rt, label_selector, field_selector, namespace if rt.namespaced else None)
         with self._lock:
@@ -292,17 +337,32 @@ class Store:
             items = [o for o in items if pred(o)]
         return items, rv
 
-    def create_ex(self, resource: str, obj: dict[str, Any], namespace: str | None = None, *,
-                  dry_run: bool = False, field_validation: str = "Strict",
-                  field_manager: str | None = None) -> WriteResult:
+    def create_ex(
+        self,
+        resource: str,
+        obj: dict[str, Any],
+        namespace: str | None = None,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+        field_manager: str | None = None,
+    ) -> WriteResult:
         rt = lookup(resource)
         obj = clone(obj)
         with self._lock:
             return self._create(rt, obj, namespace, dry_run, field_validation)
 
-    def update_ex(self, resource: str, obj: dict[str, Any], subresource: str | None = None,
-                  namespace: str | None = None, *, dry_run: bool = False, field_validation: str = "Strict",
-                  field_manager: str | None = None) -> WriteResult:
+    def update_ex(
+        self,
+        resource: str,
+        obj: dict[str, Any],
+        subresource: str | None = None,
+        namespace: str | None = None,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+        field_manager: str | None = None,
+    ) -> WriteResult:
         rt = lookup(resource)
         obj = clone(obj)
         if not isinstance(obj, dict):
@@ -311,8 +371,12 @@ class Store:
         meta = _meta(obj)
         name = meta.get("name")
         if not name:
-            raise invalid(rt.kind, "", rt.group, [field_cause("metadata.name", "Required value: name is required",
-                                                              "FieldValueRequired")])
+            raise invalid(
+                rt.kind,
+                "",
+                rt.group,
+                [field_cause("metadata.name", "Required value: name is required", "FieldValueRequired")],
+            )
         ns = self._namespace_of(rt, meta, namespace)
         with self._lock:
             old = self._objects[rt.name].get((ns, name))
@@ -324,9 +388,20 @@ class Store:
             new = self._merge_for_update(rt, old, obj, subresource)
             return self._commit_update(rt, old, new, subresource, dry_run, field_validation)
 
-    def patch_ex(self, resource: str, name: str, patch: Any, patch_type: str, namespace: str | None = None,
-                 subresource: str | None = None, *, dry_run: bool = False, field_validation: str = "Strict",
-                 field_manager: str | None = None, force: bool = False) -> WriteResult:
+    def patch_ex(
+        self,
+        resource: str,
+        name: str,
+        patch: Any,
+        patch_type: str,
+        namespace: str | None = None,
+        subresource: str | None = None,
+        *,
+        dry_run: bool = False,
+        field_validation: str = "Strict",
+        field_manager: str | None = None,
+        force: bool = False,
+    ) -> WriteResult:
         rt = lookup(resource)
         ptype = normalize_patch_type(patch_type)
         ns = namespace or "" if rt.namespaced else ""
@@ -342,8 +417,10 @@ class Store:
                     self._check_type(rt, body)
                     _meta(body).setdefault("name", name)
                     if body["metadata"]["name"] != name:
-                        raise bad_request(f"the name of the object ({body['metadata']['name']}) does not "
-                                          f"match the name on the URL ({name})")
+                        raise bad_request(
+                            f"the name of the object ({body['metadata']['name']}) does not "
+                            f"match the name on the URL ({name})"
+                        )
                     return self._create(rt, body, ns or None, dry_run, field_validation)
                 raise not_found(rt.plural, name, rt.group)
             root = self.schemas.root(rt)
@@ -358,6 +435,8 @@ class Store:
                 patched = apply_merge(old, patch, root)
             if not isinstance(patched, dict):
                 raise bad_request("the patch did not produce an object")
+            # patch helpers share untouched subtrees with the stored object: copy before any mutation
+            patched = clone(patched)
             pmeta = _meta(patched)
             if pmeta.get("name") != name or (rt.namespaced and pmeta.get("namespace") != ns):
                 raise bad_request("a patch cannot change metadata.name or metadata.namespace")
@@ -368,35 +447,57 @@ class Store:
             new = self._merge_for_update(rt, old, patched, subresource)
             return self._commit_update(rt, old, new, subresource, dry_run, field_validation)
 
-    def delete_ex(self, resource: str, name: str, namespace: str | None = None,
-                  grace_period_seconds: int | None = None, *, propagation_policy: str | None = None,
-                  preconditions: dict[str, str] | None = None, dry_run: bool = False) -> dict[str, Any]:
+    def delete_ex(
+        self,
+        resource: str,
+        name: str,
+        namespace: str | None = None,
+        grace_period_seconds: int | None = None,
+        *,
+        propagation_policy: str | None = None,
+        preconditions: dict[str, str] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         rt = lookup(resource)
         ns = namespace or "" if rt.namespaced else ""
         if propagation_policy not in (None, "Orphan", "Background", "Foreground"):
-            raise bad_request(f"propagationPolicy {propagation_policy!r} must be Orphan, Background or Foreground")
+            raise bad_request(
+                f"propagationPolicy {propagation_policy!r} must be Orphan, Background or Foreground"
+            )
         with self._lock:
             old = self._objects[rt.name].get((ns, name))
             if old is None:
                 raise not_found(rt.plural, name, rt.group)
             for key, value in (preconditions or {}).items():
                 if value and old["metadata"].get(key) != value:
-                    raise conflict(rt.plural, name, rt.group,
-                                   f"Precondition failed: {key} in precondition: {value}, "
-                                   f"{key} in object meta: {old['metadata'].get(key)}")
+                    raise conflict(
+                        rt.plural,
+                        name,
+                        rt.group,
+                        f"Precondition failed: {key} in precondition: {value}, "
+                        f"{key} in object meta: {old['metadata'].get(key)}",
+                    )
             if dry_run:
                 return old
             return self._delete(rt, old, grace_period_seconds, propagation_policy)
 
-    def delete_collection(self, resource: str, namespace: str | None = None, label_selector: str | None = None,
-                          field_selector: str | None = None, grace_period_seconds: int | None = None,
-                          **opts: Any) -> list[dict[str, Any]]:
+    def delete_collection(
+        self,
+        resource: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        grace_period_seconds: int | None = None,
+        **opts: Any,
+    ) -> list[dict[str, Any]]:
         items, _ = self.list_raw(resource, namespace, label_selector, field_selector)
         out = []
         for obj in items:
             m = obj["metadata"]
             try:
-                out.append(self.delete_ex(resource, m["name"], m.get("namespace"), grace_period_seconds, **opts))
+                out.append(
+                    self.delete_ex(resource, m["name"], m.get("namespace"), grace_period_seconds, **opts)
+                )
             except ApiError as e:
                 if e.code != 404:  # deleted meanwhile: fine
                     raise
@@ -408,8 +509,10 @@ class Store:
         api_version = obj.setdefault("apiVersion", rt.api_version)
         kind = obj.setdefault("kind", rt.kind)
         if api_version != rt.api_version or kind != rt.kind:
-            raise bad_request(f"the body of the request was for {api_version}, Kind={kind} but the URL names "
-                              f"{rt.api_version}, Kind={rt.kind} ({rt.name}); send the object to its own resource")
+            raise bad_request(
+                f"the body of the request was for {api_version}, Kind={kind} but the URL names "
+                f"{rt.api_version}, Kind={rt.kind} ({rt.name}); send the object to its own resource"
+            )
 
     def _namespace_of(self, rt: ResourceType, meta: dict[str, Any], namespace: str | None) -> str:
         if not rt.namespaced:
@@ -417,16 +520,24 @@ class Store:
             return ""
         in_body = meta.get("namespace")
         if namespace and in_body and in_body != namespace:
-            raise bad_request("the namespace of the provided object does not match the namespace sent on the "
-                              f"request ({in_body!r} vs {namespace!r})")
+            raise bad_request(
+                "the namespace of the provided object does not match the namespace sent on the "
+                f"request ({in_body!r} vs {namespace!r})"
+            )
         ns = namespace or in_body
         if not ns:
             raise bad_request(f"{rt.name} is namespaced: pass a namespace or set metadata.namespace")
         meta["namespace"] = ns
         return ns
 
-    def _create(self, rt: ResourceType, obj: dict[str, Any], namespace: str | None, dry_run: bool,
-                field_validation: str) -> WriteResult:
+    def _create(
+        self,
+        rt: ResourceType,
+        obj: dict[str, Any],
+        namespace: str | None,
+        dry_run: bool,
+        field_validation: str,
+    ) -> WriteResult:
         if not isinstance(obj, dict):
             raise bad_request("the body of a create must be a JSON object")
         self._check_type(rt, obj)
@@ -435,8 +546,18 @@ class Store:
         if not meta.get("name"):
             prefix = meta.get("generateName")
             if not prefix:
-                raise invalid(rt.kind, "", rt.group, [field_cause(
-                    "metadata.name", "Required value: name or generateName is required", "FieldValueRequired")])
+                raise invalid(
+                    rt.kind,
+                    "",
+                    rt.group,
+                    [
+                        field_cause(
+                            "metadata.name",
+                            "Required value: name or generateName is required",
+                            "FieldValueRequired",
+                        )
+                    ],
+                )
             meta["name"] = prefix + "".join(random.choices(string.ascii_lowercase + string.digits, k=5))
         name = meta["name"]
         if rt.namespaced:
@@ -444,14 +565,19 @@ class Store:
             if ns_obj is None:
                 raise not_found("namespaces", ns)
             if ns_obj["metadata"].get("deletionTimestamp"):
-                raise ApiError(403, "Forbidden", f'{rt.plural} "{name}" is forbidden: unable to create new content '
-                               f"in namespace {ns} because it is being terminated")
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'{rt.plural} "{name}" is forbidden: unable to create new content '
+                    f"in namespace {ns} because it is being terminated",
+                )
         if (ns, name) in self._objects[rt.name]:
             raise already_exists(rt.plural, name, rt.group)
         for k in ("resourceVersion", "uid", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             meta.pop(k, None)
         strategy.prepare_create(rt, obj, self.config)
         warnings = self.schemas.validate(rt, obj, unknown_fields=field_validation)
+        canonicalize_quantities(self.schemas, rt, obj)
         causes = strategy.validate(rt, obj, None, self)
         if causes:
             raise invalid(rt.kind, name, rt.group, causes)
@@ -468,10 +594,13 @@ class Store:
         self._record("ADDED", rt, obj, None)
         return WriteResult(obj, warnings, True)
 
-    def _merge_for_update(self, rt: ResourceType, old: dict[str, Any], obj: dict[str, Any],
-                          subresource: str | None) -> dict[str, Any]:
+    def _merge_for_update(
+        self, rt: ResourceType, old: dict[str, Any], obj: dict[str, Any], subresource: str | None
+    ) -> dict[str, Any]:
         if subresource not in (None, "status"):
-            raise ApiError(405, "MethodNotAllowed", f"subresource {subresource!r} of {rt.name} cannot be updated")
+            raise ApiError(
+                405, "MethodNotAllowed", f"subresource {subresource!r} of {rt.name} cannot be updated"
+            )
         if subresource == "status":
             if not rt.has_status:
                 raise not_found(rt.plural + "/status", old["metadata"]["name"], rt.group)
@@ -484,8 +613,15 @@ class Store:
         new = obj
         meta = _meta(new)
         old_meta = old["metadata"]
-        for k in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
-                  "namespace", "name"):
+        for k in (
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ):
             if k in old_meta:
                 meta[k] = old_meta[k]
             else:
@@ -497,21 +633,39 @@ class Store:
                 new.pop("status", None)
         return new
 
-    def _commit_update(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], subresource: str | None,
-                       dry_run: bool, field_validation: str) -> WriteResult:
+    def _commit_update(
+        self,
+        rt: ResourceType,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        subresource: str | None,
+        dry_run: bool,
+        field_validation: str,
+    ) -> WriteResult:
         meta = new["metadata"]
         meta["resourceVersion"] = old["metadata"]["resourceVersion"]
         strategy.prepare_update(rt, new, old, self.config, subresource)
         warnings = self.schemas.validate(rt, new, unknown_fields=field_validation)
+        canonicalize_quantities(self.schemas, rt, new)
         causes = strategy.validate(rt, new, old, self)
         if causes:
             raise invalid(rt.kind, meta["name"], rt.group, causes)
         if old.get("metadata", {}).get("deletionTimestamp"):
             added = set(meta.get("finalizers") or []) - set(old["metadata"].get("finalizers") or [])
             if added:
-                raise invalid(rt.kind, meta["name"], rt.group, [field_cause(
-                    "metadata.finalizers", f"Forbidden: no new finalizers can be added if the object is being "
-                    f"deleted, found new finalizers {sorted(added)}", "FieldValueForbidden")])
+                raise invalid(
+                    rt.kind,
+                    meta["name"],
+                    rt.group,
+                    [
+                        field_cause(
+                            "metadata.finalizers",
+                            f"Forbidden: no new finalizers can be added if the object is being "
+                            f"deleted, found new finalizers {sorted(added)}",
+                            "FieldValueForbidden",
+                        )
+                    ],
+                )
         if new == old:
             return WriteResult(old, warnings)  # a no-op write keeps the resourceVersion, as upstream does
         if strategy.spec_changed(new, old):
@@ -525,13 +679,17 @@ class Store:
         self._objects[rt.name][key] = new
         self._index(rt, new)
         self._record("MODIFIED", rt, new, old)
-        if (meta.get("deletionTimestamp") and not meta.get("finalizers")
-                and not meta.get("deletionGracePeriodSeconds")):
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and not meta.get("deletionGracePeriodSeconds")
+        ):
             self._remove(rt, new)
         return WriteResult(new, warnings)
 
-    def _delete(self, rt: ResourceType, old: dict[str, Any], grace: int | None,
-                propagation: str | None) -> dict[str, Any]:
+    def _delete(
+        self, rt: ResourceType, old: dict[str, Any], grace: int | None, propagation: str | None
+    ) -> dict[str, Any]:
         meta = old["metadata"]
         if rt.name == "namespaces":
             return self._delete_namespace(old)
@@ -545,9 +703,18 @@ class Store:
         if propagation == "Orphan":
             finalizers = list(finalizers)  # dependents keep living: nothing else to do here
         if meta.get("deletionTimestamp"):
-            if finalizers or grace_s > 0:
-                return old  # deletion already under way
-            return self._remove(rt, old, propagation)
+            if not finalizers and grace_s == 0:
+                return self._remove(rt, old, propagation)
+            if grace_s == 0 and meta.get("deletionGracePeriodSeconds"):
+                # the kubelet is done: only the finalizers hold the object now
+                new = clone(old)
+                new["metadata"]["deletionGracePeriodSeconds"] = 0
+                self._rv += 1
+                new["metadata"]["resourceVersion"] = str(self._rv)
+                self._objects[rt.name][self._key(rt, new)] = new
+                self._record("MODIFIED", rt, new, old)
+                return new
+            return old  # deletion already under way
         if finalizers or grace_s > 0:
             new = clone(old)
             ts = _dt.datetime.now(_dt.UTC) + _dt.timedelta(seconds=grace_s)
@@ -560,7 +727,9 @@ class Store:
             return new
         return self._remove(rt, old, propagation)
 
-    def _remove(self, rt: ResourceType, obj: dict[str, Any], propagation: str | None = None) -> dict[str, Any]:
+    def _remove(
+        self, rt: ResourceType, obj: dict[str, Any], propagation: str | None = None
+    ) -> dict[str, Any]:
         key = self._key(rt, obj)
         if self._objects[rt.name].get(key) is None:
             return obj
@@ -592,7 +761,9 @@ class Store:
     def _delete_namespace(self, ns_obj: dict[str, Any]) -> dict[str, Any]:
         name = ns_obj["metadata"]["name"]
         if name in SYSTEM_NAMESPACES:
-            raise ApiError(403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted')
+            raise ApiError(
+                403, "Forbidden", f'namespaces "{name}" is forbidden: this namespace may not be deleted'
+            )
         if not ns_obj["metadata"].get("deletionTimestamp"):
             new = clone(ns_obj)
             new["metadata"]["deletionTimestamp"] = now_rfc3339()
@@ -655,23 +826,38 @@ class Store:
             self._watches.discard(w)
 
 
-def bind_pod(store: Store, name: str, namespace: str, node_name: str, *, dry_run: bool = False) -> dict[str, Any]:
+def bind_pod(
+    store: Store, name: str, namespace: str, node_name: str, *, dry_run: bool = False
+) -> dict[str, Any]:
     """The pods/binding subresource: set spec.nodeName once and mark PodScheduled=True."""
     if not node_name:
-        raise invalid("Binding", name, "", [field_cause("target.name", "Required value", "FieldValueRequired")])
+        raise invalid(
+            "Binding", name, "", [field_cause("target.name", "Required value", "FieldValueRequired")]
+        )
     with store._lock:
         pod = store.get_raw("pods", name, namespace)
         current = (pod.get("spec") or {}).get("nodeName")
         if current:
             raise conflict("pods/binding", name, "", f"pod {name} is already assigned to node {current!r}")
         if pod["metadata"].get("deletionTimestamp"):
-            raise conflict("pods/binding", name, "", f"pod {name} is being deleted, cannot be assigned to a host")
+            raise conflict(
+                "pods/binding", name, "", f"pod {name} is being deleted, cannot be assigned to a host"
+            )
         new = clone(pod)
         new.setdefault("spec", {})["nodeName"] = node_name
-        conditions = [c for c in (new.setdefault("status", {}).get("conditions") or [])
-                      if c.get("type") != "PodScheduled"]
-        conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                           "lastTransitionTime": now_rfc3339()})
+        conditions = [
+            c
+            for c in (new.setdefault("status", {}).get("conditions") or [])
+            if c.get("type") != "PodScheduled"
+        ]
+        conditions.append(
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": now_rfc3339(),
+            }
+        )
         new["status"]["conditions"] = conditions
         rt = lookup("pods")
         if dry_run:

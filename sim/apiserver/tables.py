@@ -12,9 +12,19 @@ Column = tuple[str, str, int, Callable[[dict[str, Any]], Any]]
 
 
 def _age(obj: dict[str, Any]) -> str:
-    ts = (obj.get("metadata") or {}).get("creationTimestamp")
+    return _since((obj.get("metadata") or {}).get("creationTimestamp"))
+
+
+def _last_seen(obj: dict[str, Any]) -> str:
+    return _since(
+        obj.get("lastTimestamp") or obj.get("eventTime") or obj["metadata"].get("creationTimestamp")
+    )
+
+
+def _since(ts: str | None) -> str:
     if not ts:
         return "<unknown>"
+    ts = ts.split(".")[0].rstrip("Z") + "Z"  # eventTime carries microseconds
     created = _dt.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC)
     secs = max(0, int((_dt.datetime.now(_dt.UTC) - created).total_seconds()))
     if secs < 120:
@@ -79,35 +89,69 @@ _NAME: Column = ("Name", "string", 0, _name)
 _AGE: Column = ("Age", "string", 0, _age)
 
 _COLUMNS: dict[str, list[Column]] = {
-    "pods": [_NAME, ("Ready", "string", 0, _pod_ready), ("Status", "string", 0, _pod_status),
-             ("Restarts", "integer", 0, _restarts), _AGE,
-             ("IP", "string", 1, lambda o: (o.get("status") or {}).get("podIP") or "<none>"),
-             ("Node", "string", 1, lambda o: (o.get("spec") or {}).get("nodeName") or "<none>")],
-    "nodes": [_NAME, ("Status", "string", 0, _node_status), ("Roles", "string", 0, lambda o: "<none>"), _AGE,
-              ("Version", "string", 0, lambda o: ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", ""))],
+    "pods": [
+        _NAME,
+        ("Ready", "string", 0, _pod_ready),
+        ("Status", "string", 0, _pod_status),
+        ("Restarts", "integer", 0, _restarts),
+        _AGE,
+        ("IP", "string", 1, lambda o: (o.get("status") or {}).get("podIP") or "<none>"),
+        ("Node", "string", 1, lambda o: (o.get("spec") or {}).get("nodeName") or "<none>"),
+    ],
+    "nodes": [
+        _NAME,
+        ("Status", "string", 0, _node_status),
+        ("Roles", "string", 0, lambda o: "<none>"),
+        _AGE,
+        (
+            "Version",
+            "string",
+            0,
+            lambda o: ((o.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion", ""),
+        ),
+    ],
     "namespaces": [_NAME, ("Status", "string", 0, lambda o: (o.get("status") or {}).get("phase", "")), _AGE],
     "resourceslices.resource.k8s.io": [
-        _NAME, ("Node", "string", 0, lambda o: (o.get("spec") or {}).get("nodeName") or "<none>"),
+        _NAME,
+        ("Node", "string", 0, lambda o: (o.get("spec") or {}).get("nodeName") or "<none>"),
         ("Driver", "string", 0, lambda o: (o.get("spec") or {}).get("driver", "")),
-        ("Pool", "string", 0, lambda o: ((o.get("spec") or {}).get("pool") or {}).get("name", "")), _AGE],
+        ("Pool", "string", 0, lambda o: ((o.get("spec") or {}).get("pool") or {}).get("name", "")),
+        _AGE,
+    ],
     "resourceclaims.resource.k8s.io": [_NAME, ("State", "string", 0, _claim_state), _AGE],
-    "events": [("Last Seen", "string", 0, lambda o: o.get("lastTimestamp") or o.get("eventTime") or ""),
-               ("Type", "string", 0, lambda o: o.get("type", "")),
-               ("Reason", "string", 0, lambda o: o.get("reason", "")),
-               ("Object", "string", 0, _involved),
-               ("Message", "string", 0, lambda o: o.get("message", ""))],
+    "events": [
+        ("Last Seen", "string", 0, _last_seen),
+        ("Type", "string", 0, lambda o: o.get("type", "")),
+        ("Reason", "string", 0, lambda o: o.get("reason", "")),
+        ("Object", "string", 0, _involved),
+        ("Message", "string", 0, lambda o: o.get("message", "")),
+    ],
 }
 
 
 def table(rt: ResourceType, items: list[dict[str, Any]], rv: int | None) -> dict[str, Any]:
     columns = _COLUMNS.get(rt.name, [_NAME, _AGE])
-    defs = [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n, "priority": p}
-            for n, t, p, _ in columns]
+    defs = [
+        {"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n, "priority": p}
+        for n, t, p, _ in columns
+    ]
     rows = []
     for obj in items:
-        rows.append({"cells": [f(obj) for _, _, _, f in columns],
-                     "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                                "metadata": obj["metadata"]}})
+        rows.append(
+            {
+                "cells": [f(obj) for _, _, _, f in columns],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": obj["metadata"],
+                },
+            }
+        )
     meta = {"resourceVersion": str(rv)} if rv is not None else {}
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": defs,
-            "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": defs,
+        "rows": rows,
+    }

@@ -92,7 +92,10 @@ class ClaimCache:
         with self._lock:
             for c in claims:
                 for driver in c.drivers:
-                    if driver not in self._prepared.get(c.ref.uid, {}):
+                    done = self._prepared.get(c.ref.uid, {}).get(driver)
+                    if done is not None:
+                        done.pods.add(pod_uid)
+                    else:
                         by_driver.setdefault(driver, []).append(c.ref)
         for driver, refs in sorted(by_driver.items()):
             client = self._plugins.client(driver)
@@ -112,14 +115,11 @@ class ClaimCache:
                                     f"{result.error}")
                 else:
                     with self._lock:
-                        prepared = PreparedClaim(ref, driver, result.devices)
+                        # Referenced at once, so that a pod that fails later still unprepares it.
+                        prepared = PreparedClaim(ref, driver, result.devices, pods={pod_uid})
                         self._prepared.setdefault(ref.uid, {})[driver] = prepared
             if failures:
                 raise PrepareError("; ".join(failures))
-        with self._lock:
-            for c in claims:
-                for p in self._prepared.get(c.ref.uid, {}).values():
-                    p.pods.add(pod_uid)
 
     def release(self, pod_uid: str) -> None:
         """Drop the pod's references and NodeUnprepareResources the claims no pod on this node uses."""

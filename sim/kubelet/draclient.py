@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -62,7 +61,6 @@ class DRAClient:
         self._pb2, pb2_grpc = SUPPORTED_SERVICES[service]
         self._channel = grpc.insecure_channel(f"unix://{endpoint}")
         self._stub = pb2_grpc.DRAPluginStub(self._channel)
-        self._watchers: list[Callable[[grpc.ChannelConnectivity], None]] = []
         self._closed = threading.Event()
 
     def wait_connected(self, timeout: float) -> None:
@@ -72,11 +70,6 @@ class DRAClient:
             raise DRACallError(
                 f"DRA driver {self.driver_name}: no connection to {self.endpoint} within {timeout:.0f}s"
             ) from e
-
-    def watch_connectivity(self, callback: Callable[[grpc.ChannelConnectivity], None]) -> None:
-        """Report channel state changes; the kubelet uses them to notice an unreachable driver."""
-        self._watchers.append(callback)
-        self._channel.subscribe(callback, try_to_connect=True)
 
     def _claims(self, claims: list[ClaimRef]) -> list:
         return [self._pb2.Claim(namespace=c.namespace, uid=c.uid, name=c.name) for c in claims]
@@ -122,8 +115,6 @@ class DRAClient:
         if self._closed.is_set():
             return
         self._closed.set()
-        for cb in self._watchers:
-            self._channel.unsubscribe(cb)
         self._channel.close()
 
 

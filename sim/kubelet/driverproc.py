@@ -34,6 +34,7 @@ class DriverSupervisor:
         self._starts = 0
         self._stopping = False
         self._restart_now = False
+        self._paused = False
         self._thread = threading.Thread(target=self._run, name=f"supervise:{name}", daemon=True)
         self.exit_codes: list[int] = []
 
@@ -79,6 +80,19 @@ class DriverSupervisor:
         if proc is not None and proc.poll() is None:
             _terminate(proc, STOP_GRACE_S)
 
+    def pause(self) -> None:
+        """Stop the driver with SIGTERM and keep it stopped until resume() (a driver taken away)."""
+        with self._cond:
+            self._paused = True
+            proc = self._proc
+        if proc is not None and proc.poll() is None:
+            _terminate(proc, STOP_GRACE_S)
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
@@ -119,10 +133,15 @@ class DriverSupervisor:
                 self._cond.notify_all()
                 if self._stopping:
                     return
-                intentional = self._restart_now
-            log.warning("driver %s exited with %s%s", self._name, code,
-                        " (restart requested)" if intentional else "")
+                intentional = self._restart_now or self._paused
+            log.warning("driver %s exited with %s%s; its output is in %s", self._name, code,
+                        " (restart requested)" if intentional else "", self._log_path)
             self._on_exit(code)
+            with self._cond:
+                # A paused driver stays down until resume() or stop().
+                self._cond.wait_for(lambda: not self._paused or self._stopping)
+                if self._stopping:
+                    return
             if intentional or time.monotonic() - started > _HEALTHY_AFTER_S:
                 crashes = 0
             delay = 0.0 if intentional else _RESTART_BACKOFF_S[min(crashes, len(_RESTART_BACKOFF_S) - 1)]

@@ -78,7 +78,10 @@ class DirectoryWatcher:
         if self._stop_w < 0:
             return
         os.write(self._stop_w, b"x")
-        if self._thread.is_alive():
+        if self._thread.ident is None:  # never started: its finally block will not close these
+            os.close(self._fd)
+            os.close(self._stop_r)
+        elif self._thread.is_alive():
             self._thread.join(timeout=10)
         os.close(self._stop_w)
         self._stop_w = -1

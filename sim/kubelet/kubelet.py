@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class Kubelet:
         self._workers: dict[str, PodWorker] = {}
         self._by_key: dict[tuple[str, str], PodWorker] = {}
         self._wipes: dict[str, threading.Event] = {}
+        self._wipe_threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._watch: Any = None
         self._watch_thread = threading.Thread(target=self._watch_pods, name=f"kubelet:{node_name}",
@@ -108,8 +110,9 @@ class Kubelet:
                 e.set()
         for w in workers:
             w.stop_for_shutdown()
+        deadline = time.monotonic() + self.shutdown_grace_s + 10
         for w in workers:
-            w.thread.join(timeout=self.shutdown_grace_s + 10)
+            w.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.driver is not None:
             self.driver.stop()
         self.plugins.stop()
@@ -145,6 +148,26 @@ class Kubelet:
             raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
         self.driver.restart()
 
+    def stop_driver(self) -> None:
+        """Take the driver away (SIGTERM, not restarted) until start_driver(): its slices are wiped after
+        the wipe delay, as for a driver that stays unreachable."""
+        if self.driver is None:
+            raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
+        self.driver.pause()
+
+    def start_driver(self) -> None:
+        if self.driver is None:
+            raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
+        self.driver.resume()
+
+    def cdi_devices(self, namespace: str, name: str, container: str) -> list[str]:
+        """The CDI device ids the container's current (or last) run received."""
+        with self._lock:
+            worker = self._by_key.get((namespace, name))
+        if worker is None:
+            raise KeyError(f"pod {namespace}/{name} is not on node {self.node_name}")
+        return worker.cdi_devices(container)
+
     def wait_driver_registered(self, timeout: float = 30.0, newer_than: Any = None) -> Any:
         name = self.driver_config.driver_name if self.driver_config else DEFAULT_DRIVER_NAME
         return self.plugins.wait_registered(name, timeout, newer_than=newer_than)
@@ -169,8 +192,21 @@ class Kubelet:
             for w in workers:
                 w.poke()  # pods waiting for this driver retry now
             return
-        threading.Thread(target=self._wipe_after_delay, args=(driver_name, cancel),
-                         name=f"wipe:{driver_name}@{self.node_name}", daemon=True).start()
+        t = threading.Thread(target=self._wipe_after_delay, args=(driver_name, cancel),
+                             name=f"wipe:{driver_name}@{self.node_name}", daemon=True)
+        with self._lock:
+            self._wipe_threads = [w for w in self._wipe_threads if w.is_alive()] + [t]
+        t.start()
+
+    def join_wipes(self, timeout: float) -> None:
+        """Wait until every scheduled slice wipe has either fired or been cancelled."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            threads = list(self._wipe_threads)
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                raise TimeoutError(f"slice wipe {t.name} still pending after {timeout:.0f}s")
 
     def _wipe_after_delay(self, driver_name: str, cancel: threading.Event) -> None:
         if cancel.wait(self.slice_wipe_delay) or self._stop.is_set():

@@ -84,7 +84,8 @@ def qos_class(pod: dict[str, Any]) -> str:
 
 
 def conditions(pod: dict[str, Any], containers: list[ContainerState], phase: str, sandbox_ready: bool,
-               now: str, previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+               now: str, previous: list[dict[str, Any]],
+               uninitialized: list[str] | None = None) -> list[dict[str, Any]]:
     old = {c["type"]: c for c in previous}
 
     def cond(ctype: str, ok: bool, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
@@ -113,7 +114,9 @@ def conditions(pod: dict[str, Any], containers: list[ContainerState], phase: str
         ready_reason, ready_msg = None, None
     out = [
         cond("PodReadyToStartContainers", sandbox_ready and phase not in ("Succeeded", "Failed")),
-        cond("Initialized", True, "PodCompleted" if phase == "Succeeded" else None),
+        cond("Initialized", True, "PodCompleted" if phase == "Succeeded" else None) if not uninitialized else
+        cond("Initialized", False, "ContainersNotInitialized",
+             f"containers with incomplete status: [{' '.join(uninitialized)}]"),
         cond("Ready", not unready, ready_reason, ready_msg),
         cond("ContainersReady", not unready, ready_reason, ready_msg),
     ]

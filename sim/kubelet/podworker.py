@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -61,6 +62,7 @@ class PodWorker:
         self._sandbox_ready = False
         self._phase = "Pending"
         self._last_status: dict[str, Any] | None = None
+        self._init_statuses: list[dict[str, Any]] | None = None
         self.log_dir = kubelet.dirs.pod_logs / f"{self.key[0]}_{self.key[1]}_{self.uid}"
         self.thread = threading.Thread(target=self._run, name=f"pod:{self.key[0]}/{self.key[1]}", daemon=True)
 
@@ -107,6 +109,17 @@ class PodWorker:
             self.kubelet.worker_done(self)
 
     def _sync_until_stopping(self) -> None:
+        if self.pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            # Finished before this kubelet saw it (e.g. the kubelet restarted): never run it again.
+            self._adopt_terminal_status()
+            while not self._stopping():
+                self._wait(None)
+            return
+        if self.pod["spec"].get("initContainers"):
+            self._refuse_init_containers()
+            while not self._stopping():
+                self._wait(None)
+            return
         self._publish()
         if not self._prepare_until_ready():
             return
@@ -151,6 +164,32 @@ class PodWorker:
             attempt += 1
             self._wait(delay)
         return False
+
+    def _refuse_init_containers(self) -> None:
+        """Init and sidecar containers are not simulated: say so on the pod instead of skipping them."""
+        msg = ("init containers are not supported by the simulated kubelet (sim/kubelet/README.md); "
+               "move the command into a container")
+        self._init_statuses = [
+            {**ContainerState(c["name"], c.get("image", ""), state={"waiting": {
+                "reason": "CreateContainerConfigError", "message": msg}}).to_status()}
+            for c in self.pod["spec"]["initContainers"]]
+        for c in self.containers:
+            c.state = {"waiting": {"reason": "PodInitializing"}}
+        first = self.pod["spec"]["initContainers"][0]["name"]
+        self.kubelet.events.emit(self.pod, "Warning", "Failed", f"Error: {msg}",
+                                 f"spec.initContainers{{{first}}}")
+        self._publish()
+
+    def _adopt_terminal_status(self) -> None:
+        by_name = {s["name"]: s for s in self.pod.get("status", {}).get("containerStatuses") or []}
+        for c in self.containers:
+            old = by_name.get(c.name, {})
+            c.state = old.get("state") or {"terminated": {"exitCode": 0, "reason": "Completed"}}
+            c.last_state = old.get("lastState") or {}
+            c.restart_count = old.get("restartCount", 0)
+            c.done = True
+        self._unprepared = True  # nothing of it is prepared on this kubelet
+        self._last_status = {}  # publish nothing until the deletion
 
     # -- containers ---------------------------------------------------------------------------------
     def _spec(self, name: str) -> dict[str, Any]:
@@ -317,7 +356,8 @@ class PodWorker:
             self.kubelet.final_delete(self.pod)
 
     def _release_claims(self, until_done: bool = False) -> None:
-        if not self._prepared or self._unprepared:
+        """Unprepare what this pod holds (also claims prepared before a later claim failed)."""
+        if self._unprepared:
             return
         attempt = 0
         while True:
@@ -357,7 +397,11 @@ class PodWorker:
             "qosClass": qos_class(self.pod),
             "containerStatuses": [c.to_status() for c in self.containers],
         }
-        conds = conditions(self.pod, self.containers, phase, self._sandbox_ready, now, previous)
+        if self._init_statuses is not None:
+            status["initContainerStatuses"] = self._init_statuses
+        uninitialized = [s["name"] for s in self._init_statuses or []]
+        conds = conditions(self.pod, self.containers, phase, self._sandbox_ready, now, previous,
+                           uninitialized)
         # Publish only real changes: timestamps alone do not make a new status.
         comparable = {**status, "conditions": [(x["type"], x["status"], x.get("reason")) for x in conds]}
         if comparable == self._last_status:
@@ -366,6 +410,14 @@ class PodWorker:
         self._last_status = comparable
         self._phase = phase
         self.kubelet.patch_status(self.pod, status)
+
+    def cdi_devices(self, container: str) -> list[str]:
+        if container not in {c.name for c in self.containers}:
+            raise KeyError(f"pod {self.key[0]}/{self.key[1]} has no container {container!r}")
+        runs = sorted(self.log_dir.glob(f"{container}/*.cdi.json"), key=lambda p: int(p.name.split(".")[0]))
+        if not runs:
+            return []
+        return list(json.loads(runs[-1].read_text())["cdiDevices"])
 
     # -- logs ---------------------------------------------------------------------------------------
     def log_path(self, container: str, previous: bool) -> Path | None:
@@ -382,8 +434,6 @@ class PodWorker:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    import json
-
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)

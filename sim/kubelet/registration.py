@@ -41,8 +41,9 @@ class RegisteredPlugin:
 class PluginManager:
     """Keeps the DRA drivers registered on one node.
 
-    ``on_change(driver_name, reachable)`` is called when a driver registers (True), and when it
-    deregisters or its connection fails (False); the kubelet uses it to schedule or cancel slice wiping.
+    ``on_change(driver_name, reachable)`` is called when a driver registers (True) and when its
+    registration socket goes away (False); the kubelet uses it to schedule or cancel slice wiping. The
+    kubelet also reports its own supervised driver unreachable when that process exits.
     """
 
     def __init__(self, registry_dir: Path, on_change: Callable[[str, bool], None] | None = None):
@@ -65,7 +66,8 @@ class PluginManager:
         self._stop.set()
         self._watcher.stop()
         self._queue.put(None)
-        self._worker.join(timeout=15)
+        if self._worker.ident is not None:
+            self._worker.join(timeout=15)
         with self._lock:
             plugins = list(self._plugins.values())
             self._plugins.clear()
@@ -177,7 +179,6 @@ class PluginManager:
                 self._rejections.pop(path.name, None)
             if old is not None and old.client is not client:
                 old.client.close()
-            client.watch_connectivity(lambda state, c=client: self._connectivity(c, state))
             stub.NotifyRegistrationStatus(
                 pluginregistration_pb2.RegistrationStatus(plugin_registered=True),
                 timeout=REGISTRATION_TIMEOUT_S,
@@ -223,17 +224,6 @@ class PluginManager:
             self._on_change(p.name, False)
         with self._lock:
             self._lock.notify_all()
-
-    def _connectivity(self, client: DRAClient, state: grpc.ChannelConnectivity) -> None:
-        with self._lock:
-            current = self._plugins.get(client.driver_name)
-            if current is None or current.client is not client:
-                return
-        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
-            self._on_change(client.driver_name, False)
-        elif state == grpc.ChannelConnectivity.READY:
-            self._on_change(client.driver_name, True)
-
 
 class _Rejected(Exception):
     pass

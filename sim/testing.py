@@ -1,0 +1,157 @@
+"""Helpers for tests: a running sim with its kubeconfig, in-process or as a `python -m sim` subprocess.
+
+with running_sim(nodes=["node-1"]) as sim:          # in-process: sim.store, sim.cluster available
+    api = sim.client()                              # a kubernetes.client.ApiClient for this sim
+    CoreV1Api(api).list_node()
+
+with running_sim(nodes=["node-1"], subprocess=True) as sim:   # a real process; sim.process
+    ...
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess as sp
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .cluster import Cluster
+from .config import DEFAULT_VERSION, SimConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SimHandle:
+    kubeconfig: Path
+    url: str
+    cluster: Cluster | None = None
+    process: sp.Popen[str] | None = None
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def store(self) -> Any:
+        if self.cluster is None:
+            raise RuntimeError("the Store is only reachable in-process; this sim runs as a subprocess")
+        return self.cluster.store
+
+    def client(self) -> Any:
+        """A fresh kubernetes.client.ApiClient for this sim (does not touch the global configuration)."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+
+def _wait_for(predicate: Callable[[], bool], timeout: float, what: str, cond: threading.Condition) -> None:
+    deadline = time.monotonic() + timeout
+    with cond:
+        while not predicate():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
+            cond.wait(remaining)
+
+
+@contextmanager
+def running_sim(
+    nodes: list[str] | tuple[str, ...] = ("node-1",),
+    *,
+    kube_version: str = DEFAULT_VERSION,
+    feature_gates: str = "",
+    subprocess: bool = False,
+    extra_args: list[str] | tuple[str, ...] = (),
+    workdir: str | os.PathLike[str] | None = None,
+    timeout: float = 60.0,
+    configure: Callable[[Cluster], None] | None = None,
+) -> Iterator[SimHandle]:
+    """Start a sim, yield its handle, and stop it (no thread or process left) on exit.
+
+    configure(cluster) runs before start in-process: tests add components there.
+    """
+    with tempfile.TemporaryDirectory(prefix="sim-", dir=workdir) as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        if not subprocess:
+            cluster = Cluster(SimConfig.from_flags(kube_version, feature_gates), nodes=list(nodes))
+            if configure is not None:
+                configure(cluster)
+            cluster.start()
+            try:
+                cluster.write_kubeconfig(kubeconfig)
+                yield SimHandle(kubeconfig=kubeconfig, url=cluster.url, cluster=cluster)
+            finally:
+                cluster.stop()
+            return
+        yield from _run_subprocess(kubeconfig, nodes, kube_version, feature_gates, extra_args, timeout)
+
+
+def _run_subprocess(
+    kubeconfig: Path, nodes: Any, kube_version: str, feature_gates: str, extra_args: Any, timeout: float
+) -> Iterator[SimHandle]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "sim",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--port",
+        "0",
+        "--kube-version",
+        kube_version,
+    ]
+    if nodes:
+        cmd += ["--nodes", ",".join(nodes)]
+    if feature_gates:
+        cmd += ["--feature-gates", feature_gates]
+    cmd += list(extra_args)
+    proc = sp.Popen(cmd, cwd=REPO_ROOT, stdout=sp.PIPE, stderr=sp.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    cond = threading.Condition()
+    url_box: queue.SimpleQueue[str] = queue.SimpleQueue()
+    finished = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with cond:
+                lines.append(line.rstrip("\n"))
+                if line.startswith("sim: serving "):
+                    url_box.put(line.split("sim: serving ", 1)[1].strip())
+                cond.notify_all()
+        with cond:
+            finished.set()
+            cond.notify_all()
+
+    reader = threading.Thread(target=pump, name="sim-output", daemon=True)
+    reader.start()
+    try:
+        _wait_for(
+            lambda: not url_box.empty() or finished.is_set(),
+            timeout,
+            f"`{' '.join(cmd)}` to print 'sim: serving'",
+            cond,
+        )
+        if url_box.empty():
+            raise RuntimeError(
+                f"python -m sim exited with {proc.wait()} before serving:\n" + "\n".join(lines)
+            )
+        yield SimHandle(kubeconfig=kubeconfig, url=url_box.get(), process=proc, output=lines)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except sp.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        reader.join(timeout=10)
