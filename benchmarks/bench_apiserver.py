@@ -122,6 +122,17 @@ def main() -> int:
             call("GET", f"{pods}/p-{(i * 7919) % args.objects}")
             lat.append(time.perf_counter() - t)
         report("get Pod", lat)
+        from kubernetes import client as k8s
+
+        api = sim.client()
+        core = k8s.CoreV1Api(api)
+        lat = []
+        for i in range(min(args.samples, 300)):
+            t = time.perf_counter()
+            core.create_namespaced_config_map(NS, {"metadata": {"name": f"k-{i}"}, "data": {"i": str(i)}})
+            lat.append(time.perf_counter() - t)
+        report("create ConfigMap (official client)", lat)
+        api.close()
         lat = []
         for _ in range(20):
             t = time.perf_counter()

@@ -164,6 +164,8 @@ class ConformanceRun:
             handle = self.provider.start()
         except ProviderError as exc:
             self.fail_early(str(exc))
+        if handle.simulated and self.opt("cluster") == "auto" and not _header_banner(self.config):
+            self._loud(report_mod.SIMULATED_BANNER + " (auto: no container engine answered, so no kind)")
         self.meta.update(provider=handle.provider, kubernetes_version=handle.kubernetes_version,
                          simulated=handle.simulated, kubeconfig=str(handle.kubeconfig),
                          nodes=list(handle.nodes), cluster_details=handle.details)
@@ -206,6 +208,17 @@ class ConformanceRun:
                            gpu_profile=_load_gpu_profile(config.gpus) if config.gpus or simulated else None)
         return self.suite
 
+    def _loud(self, text: str) -> None:
+        """Print past pytest's output capture: the user must see this even in the middle of a test."""
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        capman = self.config.pluginmanager.get_plugin("capturemanager")
+        if tr is None:
+            return
+        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
+            bar = "!" * 100
+            for line in ("", bar, text, bar):
+                tr.write_line(line, red=True, bold=True)
+
     # ---- shutdown -------------------------------------------------------------------------------
     def finish(self) -> None:
         if self.suite is not None:
@@ -234,12 +247,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     run = _run(config)
     lines = [f"conformance: driver profile {run.profile.name} ({run.profile.driver})"]
-    cluster = config.getoption("cluster")
-    no_engine = not shutil.which("docker") and not shutil.which("podman")
-    if cluster == "sim" or (cluster == "auto" and not config.getoption("kubeconfig") and no_engine):
+    if _header_banner(config):
         bar = "!" * 100
         lines += [bar, report_mod.SIMULATED_BANNER, bar]
     return lines
+
+
+def _header_banner(config: pytest.Config) -> bool:
+    """Whether the run is known to be simulated before it starts (then the header says so)."""
+    cluster = config.getoption("cluster")
+    no_engine = not shutil.which("docker") and not shutil.which("podman")
+    return cluster == "sim" or (cluster == "auto" and not config.getoption("kubeconfig") and no_engine)
 
 
 def _container_engine_answers() -> bool:

@@ -78,7 +78,8 @@ def build(meta: dict[str, Any], checks: list[CheckResult], rejections: list[Any]
         report["verdict"] = "error"
     elif any(v["verdict"] == "fail" for v in caps.values()):
         report["verdict"] = "fail"
-    elif caps and all(v["verdict"] == "pass" for v in caps.values()):
+    elif any(v["verdict"] == "pass" for v in caps.values()):
+        # Skipped capabilities (not claimed by the profile, or not selected) are listed with their reason.
         report["verdict"] = "pass"
     else:
         report["verdict"] = "incomplete"
@@ -116,6 +117,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines.append("")
     if report.get("rejections"):
         lines += ["## Rejections (scheduler decision to verdict)", "",
+                  "The decision time is the PodScheduled condition's lastTransitionTime, which has "
+                  "whole-second "
+                  "resolution; the verdict comes after the settle window.", "",
                   "| scenario | pod | signal seen after (s) | verdict after (s) |", "|---|---|---|---|"]
         for r in report["rejections"]:
             lines.append(f"| {r['scenario']} | {r['pod']} | {r['signal_after']:.2f} | "

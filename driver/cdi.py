@@ -43,14 +43,16 @@ def qualified_id(driver_name: str, name: str) -> str:
     return f"{cdi_kind(driver_name)}={name}"
 
 
-def container_env(gpu_index: int, uuid: str, memory: int, share_id: str | None, real_gpu: bool) -> list[str]:
-    env = [f"GPU_DEVICE_{gpu_index}={uuid}",
-           f"GPU_DEVICE_{gpu_index}_MEMORY={memory}",
-           f"GPU_DEVICE_{gpu_index}_SHARE_ID={share_id or ''}"]
-    if real_gpu:
-        # What the NVIDIA Container Toolkit needs with the nvidia runtime to expose this GPU.
-        env.append(f"NVIDIA_VISIBLE_DEVICES={uuid}")
-    return env
+def container_env(gpu_index: int, uuid: str, memory: int, share_id: str | None) -> list[str]:
+    """The env a container gets for one (GPU, share); see the contracts in docs/architecture.md."""
+    return [f"GPU_DEVICE_{gpu_index}={uuid}",
+            f"GPU_DEVICE_{gpu_index}_MEMORY={memory}",
+            f"GPU_DEVICE_{gpu_index}_SHARE_ID={share_id or ''}"]
+
+
+def visible_devices_env(uuids: list[str]) -> str:
+    """What the NVIDIA Container Toolkit (nvidia runtime) needs to expose these GPUs."""
+    return f"NVIDIA_VISIBLE_DEVICES={','.join(uuids)}"
 
 
 def build_spec(driver_name: str, devices: list[dict[str, Any]]) -> dict[str, Any]:

@@ -106,11 +106,26 @@ def plan_claim(ref: ClaimRef, claim: dict[str, Any] | None, driver_name: str, no
             "device": gpu.device_name,
             "shareID": share_id,
             "cdiName": cdi.device_name(ref.uid, gpu.index, share_id),
-            "env": cdi.container_env(gpu.index, gpu.uuid, memory, share_id, real_gpu),
+            "env": cdi.container_env(gpu.index, gpu.uuid, memory, share_id),
+            "uuid": gpu.uuid,
         }
     if not planned:
         # The kubelet only asks a driver about claims with devices from it; anything else is a mix-up.
         others = sorted({str(r.get("driver")) for r in results})
         raise ClaimError(f"{ref}: no device in status.allocation is from driver {driver_name} "
                          f"(allocated by: {', '.join(others) or 'nobody'})")
-    return list(planned.values())
+    devices = list(planned.values())
+    if real_gpu:
+        _add_visible_devices(devices)
+    for d in devices:
+        del d["uuid"]
+    return devices
+
+
+def _add_visible_devices(devices: list[dict[str, Any]]) -> None:
+    """NVIDIA_VISIBLE_DEVICES for each CDI device. A container that gets several GPUs of one request
+    (count: 2) gets one CDI device per GPU, and with equal env keys the last one wins; so each device names
+    every GPU that serves one of its requests, and all of them agree."""
+    for d in devices:
+        uuids = [o["uuid"] for o in devices if set(o["requests"]) & set(d["requests"])]
+        d["env"].append(cdi.visible_devices_env(list(dict.fromkeys(uuids))))

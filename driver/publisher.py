@@ -79,7 +79,6 @@ class SlicePublisher:
         self.generation = 0
         self.published: dict[str, dict[str, Any]] = {}  # slice name -> spec as the server stored it
         self._wanted: dict[str, dict[str, Any]] = {}  # slice name -> spec as we built it
-        self.publish_count = 0
         self._lock = threading.Lock()
         self._watch: watch.Watch | None = None
         self._stop = threading.Event()
@@ -164,7 +163,6 @@ class SlicePublisher:
                 self._delete(name)
             self.published = written
             self._wanted = {d["metadata"]["name"]: d["spec"] for d in desired}
-            self.publish_count += 1
             log.info("published %d GPU(s) in %d ResourceSlice(s) for pool %s, generation %d (sharing %s, "
                      "memory policy %s)", len(self.gpus), len(desired), self.settings.node_name,
                      self.generation, "on" if self.settings.sharing else "off", self.settings.memory_policy)

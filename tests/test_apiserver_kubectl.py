@@ -101,6 +101,24 @@ def test_apply_of_unknown_field_is_rejected_by_server_validation(sim: SimHandle)
     assert out.returncode != 0 and 'unknown field "datta"' in out.stderr
 
 
+def test_typed_generators_that_send_protobuf_work(sim: SimHandle) -> None:
+    assert kubectl(sim, "create", "namespace", "team").returncode == 0
+    out = kubectl(sim, "-n", "team", "create", "configmap", "cm", "--from-literal=a=b")
+    assert out.returncode == 0, out.stderr
+    out = kubectl(sim, "-n", "team", "create", "secret", "generic", "s", "--from-literal=user=admin")
+    assert out.returncode == 0, out.stderr
+    assert kubectl(sim, "-n", "team", "create", "serviceaccount", "sa").returncode == 0
+    store = sim.store
+    assert store.get("namespaces", "team")["status"]["phase"] == "Active"
+    cm = store.get("configmaps", "cm", "team")
+    assert cm["data"] == {"a": "b"} and "generateName" not in cm["metadata"]
+    secret = store.get("secrets", "s", "team")
+    assert (secret["data"], secret["type"]) == ({"user": "YWRtaW4="}, "Opaque")
+    assert store.get("serviceaccounts", "sa", "team")["metadata"]["namespace"] == "team"
+    out = kubectl(sim, "create", "deployment", "web", "--image=busybox")
+    assert out.returncode != 0 and "send JSON" in out.stderr
+
+
 def test_delete_namespace_with_kubectl(sim: SimHandle) -> None:
     objs = (
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: team}\n---\n"

@@ -45,3 +45,11 @@ def test_early_stop_is_an_error_verdict() -> None:
     report = build({"simulated": False}, [], [], error="the cluster does not serve the DRA API")
     assert report["verdict"] == "error" and "does not serve" in render_markdown(report)
     assert not render_markdown(report).startswith("# SIMULATED")
+
+
+def test_capability_not_claimed_does_not_spoil_a_pass() -> None:
+    checks = [CheckResult("t::a", "sharing", "passed", 1.0),
+              CheckResult("t::e", "enforcement", "skipped", 0.0, reason="profile does not claim it")]
+    report = build({"simulated": True}, checks, [])
+    assert report["verdict"] == "pass"
+    assert report["capabilities"]["enforcement"]["reason"] == "profile does not claim it"

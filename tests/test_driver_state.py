@@ -257,3 +257,17 @@ def test_a_failed_checkpoint_write_fails_the_batch_and_leaves_no_spec(tmp_path: 
     assert state.prepared_claims() == {}
     blocker.rmdir()
     assert all(not r.error for r in state.prepare(refs).values())  # the kubelet's retry then succeeds
+
+
+def test_on_real_gpus_every_device_of_a_request_names_all_its_gpus_for_the_nvidia_runtime() -> None:
+    from driver.claims import plan_claim
+
+    gpus = {g.device_name: g for g in load_inventory("h100x8", "node-1").gpus}
+    claim = allocated_claim("r", results=[result("gpu-0"), result("gpu-1"), result("gpu-5", request="other")])
+    ref = ClaimRef("default", claim["metadata"]["uid"], "r")
+    real = plan_claim(ref, claim, DRIVER, "node-1", gpus, real_gpu=True)
+    visible = [[e for e in d["env"] if e.startswith("NVIDIA_VISIBLE_DEVICES=")] for d in real]
+    both = f"NVIDIA_VISIBLE_DEVICES={gpus['gpu-0'].uuid},{gpus['gpu-1'].uuid}"
+    assert visible == [[both], [both], [f"NVIDIA_VISIBLE_DEVICES={gpus['gpu-5'].uuid}"]]
+    mock = plan_claim(ref, claim, DRIVER, "node-1", gpus, real_gpu=False)
+    assert not any(e.startswith("NVIDIA_VISIBLE_DEVICES") for d in mock for e in d["env"])

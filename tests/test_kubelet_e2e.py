@@ -334,6 +334,9 @@ def test_driver_that_refuses_prepare_leaves_the_pod_not_running_with_the_event()
         pod = sim.plain(sim.core.read_namespaced_pod("second", NS))
         assert pod["status"]["phase"] == "Pending"
         assert pod["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+        # A pod that never got its resources still goes away on deletion.
+        sim.core.delete_namespaced_pod("second", NS)
+        sim.wait_gone("second")
         sim.api.close()
 
 

@@ -556,20 +556,40 @@ def test_kubelet_start_wipes_the_nodes_slices(tmp_path):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def test_init_containers_are_refused_visibly_not_skipped(node):
+def test_init_containers_run_in_order_before_the_containers(node, tmp_path):
+    trace = tmp_path / "trace"
+    step = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + chr(10))"
+
+    def writer(name: str) -> dict:
+        return {"name": name, "image": "x", "command": [PY, "-c", step, str(trace), name]}
+
     node.core.create_namespaced_pod(NS, {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "init"},
-        "spec": {"restartPolicy": "Never",
-                 "initContainers": [{"name": "setup", "image": "x", "command": ["true"]}],
-                 "containers": [{"name": "c", "image": "x", "command": [PY, "-c", "pass"]}]}})
+        "spec": {"restartPolicy": "Never", "initContainers": [writer("i1"), writer("i2")],
+                 "containers": [writer("main")]}})
     node.bind("init")
-    pod = node.wait_pod("init", lambda o: bool(o.get("status", {}).get("initContainerStatuses")))
-    init = pod["status"]["initContainerStatuses"][0]["state"]["waiting"]
-    assert init["reason"] == "CreateContainerConfigError" and "not supported" in init["message"]
-    assert pod["status"]["phase"] == "Pending"
+    pod = node.wait_pod("init", phase("Succeeded"))
+    assert trace.read_text().split() == ["i1", "i2", "main"]
+    inits = pod["status"]["initContainerStatuses"]
+    assert [(s["name"], s["state"]["terminated"]["reason"], s["ready"]) for s in inits] == [
+        ("i1", "Completed", True), ("i2", "Completed", True)]
+    conds = {c["type"]: c for c in pod["status"]["conditions"]}
+    assert conds["Initialized"]["status"] == "True"
+
+
+def test_failing_init_container_fails_the_pod_and_main_never_starts(node):
+    node.core.create_namespaced_pod(NS, {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "badinit"},
+        "spec": {"restartPolicy": "Never",
+                 "initContainers": [{"name": "setup", "image": "x",
+                                     "command": [PY, "-c", "raise SystemExit(4)"]}],
+                 "containers": [{"name": "c", "image": "x", "command": [PY, "-c", "pass"]}]}})
+    node.bind("badinit")
+    pod = node.wait_pod("badinit", phase("Failed"))
+    init = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]
+    assert (init["exitCode"], init["reason"]) == (4, "Error")
     assert pod["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "PodInitializing"}}
     conds = {c["type"]: c for c in pod["status"]["conditions"]}
     assert conds["Initialized"]["status"] == "False"
     assert conds["Initialized"]["reason"] == "ContainersNotInitialized"
-    node.core.delete_namespaced_pod("init", NS)
-    node.wait_gone("init")
+    assert conds["Initialized"]["message"] == "containers with incomplete status: [setup]"

@@ -49,9 +49,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "gpus": {"source": "nvml"},
         "nvml": {"runtimeClassName": "nvidia"},
         "removeSlicesOnExit": True,
-        "extraArgs": ["--log-level=DEBUG"],
+        "logLevel": "DEBUG",
+        "extraArgs": ["--metrics-address=127.0.0.1"],
     },
-    "sharing-off": {"sharing": False, "memoryPolicy": {"type": "none"}},
+    "sharing-off": {"sharing": False},
     "gpus-disabled": {"resources": {"gpus": {"enabled": False}}},
 }
 
@@ -159,6 +160,7 @@ def test_the_driver_accepts_the_rendered_command_line(
         step,
     )
     assert config.driver_name == "gpu.sharing.example.dev"
+    assert config.log_level == ("DEBUG" if name == "nvml" else "INFO")
 
 
 def test_sockets_cdi_and_checkpoint_live_on_host_paths_at_the_same_path(

@@ -60,3 +60,45 @@ def test_make_targets_and_repository_paths_exist(guide: Path) -> None:
         r"(?<![\w/.-])\.?/?((?:deployments|kind-config|fixtures|conformance|\.github)/[\w./-]+\w)", code
     ):
         assert (REPO / path).exists() or "<" in path, f"{guide.name} names {path}, which does not exist"
+
+
+# Diagnoses the suite prints (key phrase, where it is printed): troubleshooting.md must explain each one.
+DIAGNOSES = [
+    ("was not found on PATH", "conformance/providers/kind.py"),
+    ("is the Docker daemon running?", "conformance/providers/kind.py"),
+    ("node images with Kubernetes 1.34+ need", "conformance/providers/kind.py"),
+    ("already exists", "conformance/providers/kind.py"),
+    ("building the driver image", "conformance/providers/kind.py"),
+    ("kind create cluster failed", "conformance/providers/kind.py"),
+    ("for every kind node to be Ready", "conformance/providers/kind.py"),
+    ("nvidia-smi -L (listing this machine's GPUs)", "conformance/providers/kind.py"),
+    ("listed no GPU", "conformance/providers/kind.py"),
+    ("installing the nvidia runtime in", "conformance/providers/kind.py"),
+    ("kind load docker-image", "conformance/providers/kind.py"),
+    ("helm install of", "conformance/providers/kind.py"),
+    ("says the driver is already installed", "conformance/providers/kind.py"),
+    (
+        "memoryPolicy.min/memoryPolicy.step need sharing=true",
+        "deployments/helm/gpu-sharing-dra-driver/templates/_helpers.tpl",
+    ),
+    ("kube-apiserver dropped allowMultipleAllocations/requestPolicy", "conformance/preflight.py"),
+    ("the cluster does not serve the DRA API (resource.k8s.io/v1)", "conformance/preflight.py"),
+    ("no ResourceSlice of driver", "conformance/preflight.py"),
+    ("GPUs under test already hold allocations", "conformance/plugin.py"),
+    ("cannot reach the cluster at", "conformance/plugin.py"),
+    (
+        "devices without allowMultipleAllocations: true although the profile says",
+        "conformance/scenarios/test_publish.py",
+    ),
+    ("shareIDs are not distinct", "conformance/scenarios/checks.py"),
+    ("instead of running", "conformance/workloads.py"),
+]
+
+
+@pytest.mark.parametrize("phrase, source", DIAGNOSES, ids=[p for p, _ in DIAGNOSES])
+def test_troubleshooting_explains_each_diagnosis_the_suite_prints(phrase: str, source: str) -> None:
+    printed = " ".join((REPO / source).read_text().split())
+    assert phrase in printed.replace('" "', "").replace("' '", ""), f"{source} no longer prints {phrase!r}"
+    assert phrase in (REPO / "docs" / "troubleshooting.md").read_text(), (
+        f"troubleshooting.md misses {phrase!r}"
+    )

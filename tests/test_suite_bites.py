@@ -121,7 +121,8 @@ def test_broken_driver_fails_the_capability_it_breaks(
 
 
 def test_reference_driver_passes_every_capability(tmp_path: Path) -> None:
-    report, output, wall = run_suite(tmp_path, "--nodes=node-1,node-2", timeout=180)
+    junit = tmp_path / "junit.xml"
+    report, output, wall = run_suite(tmp_path, "--nodes=node-1,node-2", f"--junitxml={junit}", timeout=180)
     caps = report["capabilities"]
     expected = {
         "publish",
@@ -141,4 +142,6 @@ def test_reference_driver_passes_every_capability(tmp_path: Path) -> None:
     # The reference driver does not claim enforcement (mock GPUs): reported as skipped, with why.
     assert caps["enforcement"]["verdict"] == "skipped" and "does not claim" in caps["enforcement"]["reason"]
     assert report["rejections"], "the over-capacity checks must record their rejection timings"
+    assert report["verdict"] == "pass" and report["simulated"] is True
+    assert 'property name="capability" value="overcapacity"' in junit.read_text()
     print(f"full sim run: {wall:.1f}s wall (suite's own figure {report['wall_seconds']}s)")

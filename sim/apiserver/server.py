@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-from . import discovery, openapi, tables
+from . import discovery, openapi, protobuf, tables
 from .errors import ApiError, bad_request
 from .patch import APPLY, JSON_PATCH, MERGE, STRATEGIC
 from .resources import BY_GROUP_VERSION_PLURAL, ResourceType
@@ -190,6 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not raw.strip():
             raise bad_request("the request needs a body")
         ctype = content_type.split(";")[0].strip().lower()
+        if ctype == "application/vnd.kubernetes.protobuf":
+            return protobuf.decode_body(raw)
         if "protobuf" in ctype or "cbor" in ctype:
             raise ApiError(
                 415,

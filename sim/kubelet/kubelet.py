@@ -321,11 +321,11 @@ class Kubelet:
                 raise ApiError(400, "BadRequest", f"a container name must be specified for pod {name}, "
                                                   f"choose one of: [{' '.join(names)}]")
             container = names[0]
-        if container not in names:
+        if container not in names + [c.name for c in worker.init_containers]:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
         path = worker.log_path(container, previous)
         if path is None:
-            state = next(c for c in worker.containers if c.name == container).state
+            state = next(c for c in worker.init_containers + worker.containers if c.name == container).state
             if previous:
                 raise ApiError(400, "BadRequest",
                                f'previous terminated container "{container}" in pod "{name}" not found')

@@ -16,6 +16,7 @@ class ContainerState:
     container_id: str = ""
     # True once this container will not run again (restart policy says so, or the pod is stopping).
     done: bool = False
+    init: bool = False
 
     @property
     def running(self) -> bool:
@@ -26,7 +27,8 @@ class ContainerState:
             "name": self.name,
             "image": self.image,
             "imageID": "",
-            "ready": self.running,
+            # A completed init container reads ready, as the kubelet reports it.
+            "ready": self.state.get("terminated", {}).get("exitCode") == 0 if self.init else self.running,
             "restartCount": self.restart_count,
             "started": self.running,
             "state": self.state,

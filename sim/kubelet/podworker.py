@@ -50,7 +50,12 @@ class PodWorker:
         self._dirty = False
         self._deleted = False  # the object is gone (forced delete)
         self._stop_kubelet = False
+        self.init_containers = [ContainerState(c["name"], c.get("image", ""), init=True)
+                                for c in pod["spec"].get("initContainers") or []]
         self.containers = [ContainerState(c["name"], c.get("image", "")) for c in pod["spec"]["containers"]]
+        if self.init_containers:
+            for c in self.containers:
+                c.state = {"waiting": {"reason": "PodInitializing"}}
         self._procs: dict[str, RunningProcess] = {}
         self._exited: dict[str, int] = {}
         self._next_start: dict[str, float] = {}
@@ -62,7 +67,6 @@ class PodWorker:
         self._sandbox_ready = False
         self._phase = "Pending"
         self._last_status: dict[str, Any] | None = None
-        self._init_statuses: list[dict[str, Any]] | None = None
         self.log_dir = kubelet.dirs.pod_logs / f"{self.key[0]}_{self.key[1]}_{self.uid}"
         self.thread = threading.Thread(target=self._run, name=f"pod:{self.key[0]}/{self.key[1]}", daemon=True)
 
@@ -115,11 +119,6 @@ class PodWorker:
             while not self._stopping():
                 self._wait(None)
             return
-        if self.pod["spec"].get("initContainers"):
-            self._refuse_init_containers()
-            while not self._stopping():
-                self._wait(None)
-            return
         self._publish()
         if not self._prepare_until_ready():
             return
@@ -165,21 +164,6 @@ class PodWorker:
             self._wait(delay)
         return False
 
-    def _refuse_init_containers(self) -> None:
-        """Init and sidecar containers are not simulated: say so on the pod instead of skipping them."""
-        msg = ("init containers are not supported by the simulated kubelet (sim/kubelet/README.md); "
-               "move the command into a container")
-        self._init_statuses = [
-            {**ContainerState(c["name"], c.get("image", ""), state={"waiting": {
-                "reason": "CreateContainerConfigError", "message": msg}}).to_status()}
-            for c in self.pod["spec"]["initContainers"]]
-        for c in self.containers:
-            c.state = {"waiting": {"reason": "PodInitializing"}}
-        first = self.pod["spec"]["initContainers"][0]["name"]
-        self.kubelet.events.emit(self.pod, "Warning", "Failed", f"Error: {msg}",
-                                 f"spec.initContainers{{{first}}}")
-        self._publish()
-
     def _adopt_terminal_status(self) -> None:
         by_name = {s["name"]: s for s in self.pod.get("status", {}).get("containerStatuses") or []}
         for c in self.containers:
@@ -193,7 +177,20 @@ class PodWorker:
 
     # -- containers ---------------------------------------------------------------------------------
     def _spec(self, name: str) -> dict[str, Any]:
-        return next(c for c in self.pod["spec"]["containers"] if c["name"] == name)
+        spec = self.pod["spec"]
+        return next(c for c in (spec.get("initContainers") or []) + spec["containers"] if c["name"] == name)
+
+    def _container(self, name: str) -> ContainerState:
+        return next(c for c in self.init_containers + self.containers if c.name == name)
+
+    def _init_succeeded(self, c: ContainerState) -> bool:
+        return c.done and c.state.get("terminated", {}).get("exitCode") == 0
+
+    def _init_failed(self) -> bool:
+        return any(c.done and not self._init_succeeded(c) for c in self.init_containers)
+
+    def _initialized(self) -> bool:
+        return all(self._init_succeeded(c) for c in self.init_containers)
 
     def _restart_policy(self) -> str:
         return self.pod["spec"].get("restartPolicy", "Always")
@@ -202,7 +199,12 @@ class PodWorker:
         """Start every container that should run now; True when one hit an error that is retried."""
         retry = False
         now = time.monotonic()
-        for c in self.containers:
+        if not self._initialized():
+            # Init containers run one at a time, in order, each to a successful exit.
+            pending = [c for c in self.init_containers if not self._init_succeeded(c)][:1]
+        else:
+            pending = self.containers
+        for c in pending:
             if c.done or c.running or self._next_start.get(c.name, 0) > now:
                 continue
             if not self._start_container(c):
@@ -211,8 +213,11 @@ class PodWorker:
 
     def _start_container(self, c: ContainerState) -> bool:
         spec = self._spec(c.name)
-        field_path = f"spec.containers{{{c.name}}}"
+        field_path = f"spec.{'initContainers' if c.init else 'containers'}{{{c.name}}}"
         try:
+            if c.init and spec.get("restartPolicy") == "Always":
+                raise ContainerConfigError("sidecar containers (initContainers[].restartPolicy: Always) "
+                                           "are not supported by the simulated kubelet; use a container")
             env = container_env(self.pod, spec, self.kubelet.node_name, self.kubelet.lookup_config)
             ids = container_cdi_ids(self.pod, spec, self._claims, self.kubelet.claims)
             resolution = self.kubelet.cdi.resolve(ids)
@@ -273,7 +278,7 @@ class PodWorker:
             for name in exited:
                 self._procs.pop(name, None)
         for name, code in exited.items():
-            c = next(x for x in self.containers if x.name == name)
+            c = self._container(name)
             started = c.state.get("running", {}).get("startedAt", now_rfc3339())
             c.state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
                                       "startedAt": started, "finishedAt": now_rfc3339(),
@@ -282,7 +287,9 @@ class PodWorker:
 
     def _after_exit(self, c: ContainerState, code: int) -> None:
         policy = self._restart_policy()
-        if self._stopping() or policy == "Never" or (policy == "OnFailure" and code == 0):
+        # An init container is finished by success; on failure it restarts unless the policy is Never.
+        finished = code == 0 if c.init else policy == "OnFailure" and code == 0
+        if self._stopping() or policy == "Never" or finished:
             c.done = True
             return
         # Restart: the terminated state moves to lastState and the container waits out the back-off.
@@ -301,15 +308,19 @@ class PodWorker:
                                    f"pod={self.key[1]}_{self.key[0]}({self.uid})"}}
             self.kubelet.events.emit(self.pod, "Warning", "BackOff", "Back-off restarting failed container "
                                      f"{c.name} in pod {self.key[1]}_{self.key[0]}({self.uid})",
-                                     f"spec.containers{{{c.name}}}")
+                                     f"spec.{'initContainers' if c.init else 'containers'}{{{c.name}}}")
 
     def _next_deadline(self) -> float | None:
         now = time.monotonic()
         pending = [t - now for n, t in self._next_start.items()
-                   if t > now and not next(c for c in self.containers if c.name == n).running]
+                   if t > now and not self._container(n).running]
         return max(min(pending), 0.0) if pending else None
 
     def _phase_now(self) -> str:
+        if self._init_failed():
+            return "Failed"
+        if not self._initialized():
+            return "Pending"
         return pod_phase(self.containers, self._restart_policy())
 
     # -- stop ---------------------------------------------------------------------------------------
@@ -340,7 +351,7 @@ class PodWorker:
 
     def _terminate(self) -> None:
         grace = self._grace_seconds()
-        for c in self.containers:
+        for c in self.init_containers + self.containers:
             c.done = True
         self._kill_all(grace)
         # Wait for the reaper threads to hand over the exit codes (the processes are already reaped).
@@ -397,9 +408,9 @@ class PodWorker:
             "qosClass": qos_class(self.pod),
             "containerStatuses": [c.to_status() for c in self.containers],
         }
-        if self._init_statuses is not None:
-            status["initContainerStatuses"] = self._init_statuses
-        uninitialized = [s["name"] for s in self._init_statuses or []]
+        if self.init_containers:
+            status["initContainerStatuses"] = [c.to_status() for c in self.init_containers]
+        uninitialized = [c.name for c in self.init_containers if not self._init_succeeded(c)]
         conds = conditions(self.pod, self.containers, phase, self._sandbox_ready, now, previous,
                            uninitialized)
         # Publish only real changes: timestamps alone do not make a new status.
@@ -412,7 +423,7 @@ class PodWorker:
         self.kubelet.patch_status(self.pod, status)
 
     def cdi_devices(self, container: str) -> list[str]:
-        if container not in {c.name for c in self.containers}:
+        if container not in {c.name for c in self.init_containers + self.containers}:
             raise KeyError(f"pod {self.key[0]}/{self.key[1]} has no container {container!r}")
         runs = sorted(self.log_dir.glob(f"{container}/*.cdi.json"), key=lambda p: int(p.name.split(".")[0]))
         if not runs:
@@ -421,7 +432,7 @@ class PodWorker:
 
     # -- logs ---------------------------------------------------------------------------------------
     def log_path(self, container: str, previous: bool) -> Path | None:
-        c = next((x for x in self.containers if x.name == container), None)
+        c = next((x for x in self.init_containers + self.containers if x.name == container), None)
         if c is None:
             return None
         index = c.restart_count - 1 if previous else c.restart_count

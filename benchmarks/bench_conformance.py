@@ -1,0 +1,56 @@
+"""Figures for the conformance suite on sim: wall time of a full run (2 nodes x 2 mock GPUs, every
+scenario), time per capability, and each rejection's time from scheduler decision to verdict.
+
+    .venv/bin/python benchmarks/bench_conformance.py [--runs N] [extra pytest args]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def one_run(extra: list[str]) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory(prefix="bench-conf-") as tmp:
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "conformance/scenarios", "-q",
+                               "-p", "no:cacheprovider", "--cluster=sim", "--nodes=node-1,node-2",
+                               "--gpus=rtx3090x2",
+                               f"--report-dir={tmp}", *extra], cwd=REPO, capture_output=True, text=True)
+        wall = time.monotonic() - t0
+        report_path = Path(tmp) / "report.json"
+        if not report_path.is_file():
+            sys.exit(f"the suite wrote no report (exit "
+                     f"{proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        return wall, json.loads(report_path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=1)
+    args, extra = parser.parse_known_args()
+    walls = []
+    for i in range(args.runs):
+        wall, report = one_run(extra)
+        walls.append(wall)
+        print(f"run {i + 1}: {wall:.1f}s wall (pytest start to exit), suite {report['wall_seconds']}s, "
+              f"verdict {report['verdict']}")
+        for cap, v in report["capabilities"].items():
+            seconds = sum(c["seconds"] for c in v["checks"])
+            print(f"  {cap:<13} {v['verdict']:<8} {seconds:6.2f}s over {len(v['checks'])} check(s)")
+        for r in report["rejections"]:
+            print(f"  rejection {r['pod']}: signal after {r['signal_after']:.2f}s, "
+                  f"verdict after {r['verdict_after']:.2f}s")
+    if len(walls) > 1:
+        print(f"wall: min {min(walls):.1f}s, max {max(walls):.1f}s over {len(walls)} runs")
+
+
+if __name__ == "__main__":
+    main()
