@@ -133,12 +133,10 @@ class ConformanceRun:
         if name == "existing":
             if not kubeconfig:
                 self.fail_early("--cluster existing needs --kubeconfig PATH; pass the kubeconfig of "
-                                "the cluster "
-                                "to test.")
+                                "the cluster to test.")
             if not Path(kubeconfig).is_file():
                 self.fail_early(f"kubeconfig {kubeconfig} does not exist; pass --kubeconfig with "
-                                f"the path of an "
-                                "existing kubeconfig file.")
+                                "the path of an existing kubeconfig file.")
         simulated = name == "sim"
         wait_timeout = self.opt("wait_timeout") or (20.0 if simulated else 120.0)
         settle = self.opt("settle_seconds")
@@ -164,8 +162,9 @@ class ConformanceRun:
             handle = self.provider.start()
         except ProviderError as exc:
             self.fail_early(str(exc))
-        if handle.simulated and self.opt("cluster") == "auto" and not _header_banner(self.config):
-            self._loud(report_mod.SIMULATED_BANNER + " (auto: no container engine answered, so no kind)")
+        if handle.simulated:
+            why = " (auto: no container engine answered, so no kind)" if self.opt("cluster") == "auto" else ""
+            self._loud(report_mod.SIMULATED_BANNER + why)
         self.meta.update(provider=handle.provider, kubernetes_version=handle.kubernetes_version,
                          simulated=handle.simulated, kubeconfig=str(handle.kubeconfig),
                          nodes=list(handle.nodes), cluster_details=handle.details)
@@ -246,18 +245,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if _STATE not in config.stash:
         return []
     run = _run(config)
-    lines = [f"conformance: driver profile {run.profile.name} ({run.profile.driver})"]
-    if _header_banner(config):
-        bar = "!" * 100
-        lines += [bar, report_mod.SIMULATED_BANNER, bar]
-    return lines
-
-
-def _header_banner(config: pytest.Config) -> bool:
-    """Whether the run is known to be simulated before it starts (then the header says so)."""
-    cluster = config.getoption("cluster")
-    no_engine = not shutil.which("docker") and not shutil.which("podman")
-    return cluster == "sim" or (cluster == "auto" and not config.getoption("kubeconfig") and no_engine)
+    return [f"conformance: driver profile {run.profile.name} ({run.profile.driver}), "
+            f"cluster {config.getoption('cluster')}"]
 
 
 def _container_engine_answers() -> bool:

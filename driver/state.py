@@ -13,7 +13,6 @@ import copy
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +54,6 @@ class DeviceState:
         self._save_lock = threading.Lock()  # guards _claims and the checkpoint file
         self._locks_lock = threading.Lock()
         self._claim_locks: dict[str, _ClaimLock] = {}
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
 
     # -- start-up ---------------------------------------------------------------------------------------
 
@@ -114,21 +111,6 @@ class DeviceState:
                     if entry.users == 0:
                         del self._claim_locks[uid]
 
-    def _read_claims(self, refs: list[ClaimRef]) -> dict[str, dict[str, Any] | Exception | None]:
-        """Read the claims of a batch from the API, concurrently when there are several."""
-        def read(ref: ClaimRef) -> dict[str, Any] | Exception | None:
-            try:
-                return self.read_claim(ref.namespace, ref.name)
-            except Exception as err:
-                return err
-
-        if len(refs) <= 1:
-            return {r.uid: read(r) for r in refs}
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="claim-read")
-        return dict(zip([r.uid for r in refs], self._pool.map(read, refs), strict=True))
-
     def _write_spec(self, uid: str, devices: list[dict[str, Any]]) -> None:
         spec = cdi.build_spec(self.driver_name, [{"name": d["cdiName"], "env": d["env"]} for d in devices])
         cdi.write_spec(self.cdi_dir, self.driver_name, uid, spec)
@@ -151,14 +133,14 @@ class DeviceState:
             unique = list({r.uid: r for r in refs}.values())
             with self._save_lock:
                 known = {r.uid: copy.deepcopy(self._claims[r.uid]) for r in unique if r.uid in self._claims}
-            read = self._read_claims([r for r in unique if r.uid not in known])
             for ref in unique:
                 if ref.uid in known:
                     results[ref.uid] = PrepareResult(self._response_devices(known[ref.uid]["devices"]))
                     continue
-                claim = read[ref.uid]
-                if isinstance(claim, Exception):  # a failed read is this claim's error, not the batch's
-                    results[ref.uid] = PrepareResult(error=f"{ref}: reading the claim failed: {claim}")
+                try:
+                    claim = self.read_claim(ref.namespace, ref.name)
+                except Exception as err:  # a failed read is this claim's error, not the batch's
+                    results[ref.uid] = PrepareResult(error=f"{ref}: reading the claim failed: {err}")
                     continue
                 try:
                     devices = plan_claim(ref, claim, self.driver_name, self.node_name, self.gpus,

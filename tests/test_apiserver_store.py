@@ -295,3 +295,8 @@ def test_graceful_pod_with_finalizer_goes_once_kubelet_and_finalizer_are_done(st
     assert held["metadata"]["deletionGracePeriodSeconds"] == 0
     store.patch("pods", "p", {"metadata": {"finalizers": None}}, "merge", "default")
     assert store.list("pods", "default")[0] == []
+
+
+def test_secret_defaults_type_and_merges_string_data(store: Store) -> None:
+    s = store.create("secrets", {"metadata": {"name": "s"}, "stringData": {"user": "admin"}}, namespace="default")
+    assert (s["type"], s["data"], "stringData" in s) == ("Opaque", {"user": "YWRtaW4="}, False)

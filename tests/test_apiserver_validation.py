@@ -324,3 +324,10 @@ def test_cel_selector_that_does_not_compile_is_invalid(store: Store) -> None:
     err = error_of(store, "deviceclasses.resource.k8s.io", cls)
     assert err.code == 422 and fields(err) == ["spec.selectors[0].cel.expression"]
     assert "compilation failed" in err.causes[0]["message"]
+
+
+def test_prioritized_list_gate_off_drops_first_available_and_the_request_is_then_invalid() -> None:
+    store = Store(SimConfig.from_flags("1.36", "DRAPrioritizedList=false"))
+    req = {"name": "gpu", "firstAvailable": [{"name": "big", "deviceClassName": "gpu.example.com"}]}
+    err = error_of(store, CLAIMS, claim([req]), "default")
+    assert fields(err) == ["spec.devices.requests[0]"]

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client, watch
 
-from sim.controller import ClaimController
 from sim.kubelet.fleet import add_kubelets
-from sim.scheduler import Scheduler
+from sim.scheduler import add_control_plane
 from sim.testing import running_sim
 
 NS = "default"
@@ -118,13 +117,15 @@ class Sim:
         )
 
     def wait_gone(self, name: str, timeout: float = 30) -> None:
-        w = watch.Watch()
-        for ev in w.stream(
-            self.core.list_namespaced_pod,
-            NS,
-            field_selector=f"metadata.name={name}",
-            timeout_seconds=int(timeout),
-        ):
+        try:
+            rv = self.core.read_namespaced_pod(name, NS).metadata.resource_version
+        except client.ApiException as e:
+            if e.status == 404:
+                return
+            raise
+        w = watch.Watch()  # from the version read, so that a deletion in between is not missed
+        for ev in w.stream(self.core.list_namespaced_pod, NS, field_selector=f"metadata.name={name}",
+                           resource_version=rv, timeout_seconds=int(timeout)):
             if ev["type"] == "DELETED":
                 w.stop()
                 return
@@ -174,8 +175,7 @@ class Sim:
 
 def sim_with(gpus: str = "rtx3090x2", **kw):
     def configure(cluster) -> None:
-        cluster.add(ClaimController(cluster.store))
-        cluster.add(Scheduler(cluster.store, initial_backoff=0.2, max_backoff=1.0))
+        add_control_plane(cluster, initial_backoff=0.2, max_backoff=1.0)
         add_kubelets(cluster, gpus, **kw)
 
     return running_sim(nodes=["node-1"], configure=configure)

@@ -154,22 +154,19 @@ class Node:
         )
 
     def wait_gone(self, name: str, timeout: float = 20) -> None:
-        w = watch.Watch()
         try:
-            self.core.read_namespaced_pod(name, NS)
+            rv = self.core.read_namespaced_pod(name, NS).metadata.resource_version
         except client.ApiException as e:
             if e.status == 404:
                 return
-        for ev in w.stream(
-            self.core.list_namespaced_pod,
-            NS,
-            field_selector=f"metadata.name={name}",
-            timeout_seconds=int(timeout),
-        ):
+            raise
+        w = watch.Watch()  # from the version read, so that a deletion in between is not missed
+        for ev in w.stream(self.core.list_namespaced_pod, NS, field_selector=f"metadata.name={name}",
+                           resource_version=rv, timeout_seconds=int(timeout)):
             if ev["type"] == "DELETED":
                 w.stop()
                 return
-        raise AssertionError(f"pod {name} was not removed within {timeout}s")
+        raise AssertionError(f"pod {name} still present after {timeout}s")
 
     def wait_event(self, name: str, reason: str, timeout: float = 20) -> dict:
         w = watch.Watch()
@@ -409,8 +406,7 @@ def test_restart_policies_count_restarts_and_keep_previous_logs(node, tmp_path):
     last = cs["lastState"]["terminated"]
     assert last["exitCode"] == 3 and last["reason"] == "Error"
     assert node.log("onfail") == "second\n"
-    # pods/log?previous=true is served by the API server once it forwards `previous` (docs/notes/kubelet.md).
-    assert node.kubelet.read_log(NS, "onfail", "c", previous=True) == b"first\n"
+    assert node.log("onfail", previous=True) == "first\n"
 
     node.pod(
         "always", [{"name": "c", "image": "x", "command": [PY, "-c", "print('tick')"]}], restart="Always"

@@ -1,7 +1,7 @@
 """DRA rules a real kube-apiserver enforces on resource.k8s.io/v1 objects beyond the OpenAPI schema
-(pkg/apis/resource/validation and the registry strategies), and feature-gate field dropping.
+(pkg/apis/resource/validation and the registry strategies). Gate dropping lives in dra_gates.py.
 
-Written from the team's dra-facts.md §1.3, §1.5, §2.1, §3.1 and §3.4. Quantities are parsed by
+Written from the team's dra-facts.md §1.3, §1.5, §2.1 and §3.1. Quantities are parsed by
 sim/quantity.py, the one home for quantity maths.
 """
 
@@ -661,94 +661,3 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, 
         if old is not None and obj.get("spec") != old.get("spec"):
             _bad(causes, "spec", "Invalid value: field is immutable")
     return causes
-
-
-# ---- feature gate: DRAConsumableCapacity off ----
-
-
-def _slice_uses(obj: dict[str, Any] | None) -> bool:
-    for dev in ((obj or {}).get("spec") or {}).get("devices") or []:
-        if not isinstance(dev, dict):
-            continue
-        if dev.get("allowMultipleAllocations") is not None:
-            return True
-        if any(
-            isinstance(c, dict) and c.get("requestPolicy") is not None
-            for c in (dev.get("capacity") or {}).values()
-        ):
-            return True
-    return False
-
-
-def _claim_spec(obj: dict[str, Any] | None, template: bool) -> dict[str, Any]:
-    spec = (obj or {}).get("spec") or {}
-    if template:
-        spec = spec.get("spec") or {}
-    return spec if isinstance(spec, dict) else {}
-
-
-def _spec_targets(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for req in (spec.get("devices") or {}).get("requests") or []:
-        if isinstance(req, dict):
-            out += [
-                t for t in [req.get("exactly"), *(req.get("firstAvailable") or [])] if isinstance(t, dict)
-            ]
-    return out
-
-
-def _spec_uses(spec: dict[str, Any]) -> bool:
-    if any(t.get("capacity") is not None for t in _spec_targets(spec)):
-        return True
-    return any(
-        isinstance(c, dict) and c.get("distinctAttribute") is not None
-        for c in (spec.get("devices") or {}).get("constraints") or []
-    )
-
-
-def _status_uses(status: dict[str, Any]) -> bool:
-    results = (((status.get("allocation") or {}).get("devices") or {}).get("results")) or []
-    if any(
-        isinstance(r, dict) and (r.get("shareID") is not None or r.get("consumedCapacity") is not None)
-        for r in results
-    ):
-        return True
-    return any(isinstance(d, dict) and d.get("shareID") is not None for d in status.get("devices") or [])
-
-
-def drop_disabled_fields(
-    rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, config: SimConfig
-) -> None:
-    """With DRAConsumableCapacity off, silently drop its fields unless the old object already used them
-    (upstream strategy.go behaviour, dra-facts §3.4)."""
-    if config.gate("DRAConsumableCapacity"):
-        return
-    if rt.kind == "ResourceSlice":
-        if _slice_uses(old):
-            return
-        for dev in (obj.get("spec") or {}).get("devices") or []:
-            if not isinstance(dev, dict):
-                continue
-            dev.pop("allowMultipleAllocations", None)
-            for cap in (dev.get("capacity") or {}).values():
-                if isinstance(cap, dict):
-                    cap.pop("requestPolicy", None)
-    elif rt.kind in ("ResourceClaim", "ResourceClaimTemplate"):
-        template = rt.kind == "ResourceClaimTemplate"
-        spec = _claim_spec(obj, template)
-        if not _spec_uses(_claim_spec(old, template)):
-            for t in _spec_targets(spec):
-                t.pop("capacity", None)
-            for c in (spec.get("devices") or {}).get("constraints") or []:
-                if isinstance(c, dict):
-                    c.pop("distinctAttribute", None)
-        status = obj.get("status")
-        if isinstance(status, dict) and not _status_uses((old or {}).get("status") or {}):
-            results = (((status.get("allocation") or {}).get("devices") or {}).get("results")) or []
-            for r in results:
-                if isinstance(r, dict):
-                    r.pop("shareID", None)
-                    r.pop("consumedCapacity", None)
-            for d in status.get("devices") or []:
-                if isinstance(d, dict):
-                    d.pop("shareID", None)

@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 import traceback
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -711,6 +710,3 @@ class ApiServer:
 
     def __repr__(self) -> str:
         return f"ApiServer({self.url})"
-
-
-HTTP_STATUS_TEXT = {s.value: s.phrase for s in HTTPStatus}

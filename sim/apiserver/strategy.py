@@ -3,11 +3,12 @@ semantic validation a real apiserver adds on top of the OpenAPI schema."""
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import TYPE_CHECKING, Any
 
 from ..config import SimConfig
-from . import dra_rules
+from . import dra_gates, dra_rules
 from .errors import field_cause
 from .resources import ResourceType
 
@@ -33,9 +34,22 @@ def prepare_create(rt: ResourceType, obj: dict[str, Any], config: SimConfig) -> 
         obj.setdefault("spec", {}).setdefault("finalizers", ["kubernetes"])
     elif rt.name == "resourceclaims.resource.k8s.io":
         obj.pop("status", None)
+    elif rt.name == "secrets":
+        _secret_defaults(obj)
     if rt.group == _RESOURCE_GROUP:
         _default_requests(rt, obj)
-        dra_rules.drop_disabled_fields(rt, obj, None, config)
+        dra_gates.drop_disabled_fields(rt, obj, None, config)
+
+
+def _secret_defaults(obj: dict[str, Any]) -> None:
+    if not obj.get("type"):
+        obj["type"] = "Opaque"
+    string_data = obj.pop("stringData", None)  # write-only convenience field: merged into data
+    if isinstance(string_data, dict):
+        data = obj.setdefault("data", {})
+        if isinstance(data, dict):
+            for k, v in string_data.items():
+                data[k] = base64.b64encode(str(v).encode()).decode()
 
 
 def _default_pod_spec(spec: Any) -> None:
@@ -98,10 +112,12 @@ def prepare_update(
 ) -> None:
     if rt.name == "pods" and subresource is None:
         _default_pod_spec(new.get("spec"))
+    elif rt.name == "secrets":
+        _secret_defaults(new)
     if rt.group == _RESOURCE_GROUP:
         if subresource is None:
             _default_requests(rt, new)
-        dra_rules.drop_disabled_fields(rt, new, old, config)
+        dra_gates.drop_disabled_fields(rt, new, old, config)
 
 
 def _default_requests(rt: ResourceType, obj: dict[str, Any]) -> None:
