@@ -112,8 +112,8 @@ def bench_latency(samples: int) -> None:
         api.close()
     print(f"create-to-Running, 1 pod at a time, real driver (n={samples}): "
           f"p50 {statistics.median(latencies):.1f} ms, p90 {pct(latencies, 90):.1f} ms, "
-          f"p99 {pct(latencies, 99):.1f} ms, max {max(latencies):.1f} ms (sample #{latencies.index(max(latencies))}) "
-          "(target p99 < 500 ms)")
+          f"p99 {pct(latencies, 99):.1f} ms, max {max(latencies):.1f} ms "
+          f"(sample #{latencies.index(max(latencies))}) (target p99 < 500 ms)")
 
 
 def bench_sharers(count: int) -> None:

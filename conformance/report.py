@@ -56,7 +56,7 @@ def verdicts(checks: list[CheckResult]) -> dict[str, dict[str, Any]]:
             verdict, reason = "skipped", mine[0].reason
         out[cap] = {"verdict": verdict, "reason": reason, "description": desc,
                     "checks": [{"test": c.nodeid, "outcome": c.outcome, "seconds": round(c.duration, 3),
-                                "reason": c.reason} for c in mine]}
+                                "reason": c.reason, "gpus": c.gpus} for c in mine]}
     return out
 
 
@@ -68,7 +68,7 @@ def build(meta: dict[str, Any], checks: list[CheckResult], rejections: list[Any]
         **meta,
         "capabilities": verdicts(checks),
         "rejections": [asdict(r) if hasattr(r, "__dataclass_fields__") else r for r in rejections],
-        "failures": [{"test": c.nodeid, "capability": c.capability, "reason": c.reason,
+        "failures": [{"test": c.nodeid, "capability": c.capability, "reason": c.reason, "gpus": c.gpus,
                       "diagnostics": c.diagnostics} for c in checks if c.outcome == "failed"],
     }
     if error:
@@ -128,7 +128,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("failures"):
         lines += ["## Failures and diagnostics", ""]
         for f in report["failures"]:
-            lines += [f"### {f['capability']}: `{f['test']}`", "", "```", f["reason"][:4000], "```", ""]
+            lines += [f"### {f['capability']}: `{f['test']}`", ""]
+            if f.get("gpus"):
+                lines += [f"GPUs: {'; '.join(f['gpus'])}", ""]
+            lines += ["```", f["reason"][:4000], "```", ""]
             for name, value in (f.get("diagnostics") or {}).items():
                 text = value if isinstance(value, str) else json.dumps(value, indent=1, default=str)
                 lines += [f"<details><summary>{name}</summary>", "", "```", text[:20000], "```", "",

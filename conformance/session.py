@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +94,3 @@ class Suite:
             if ns in self.created_namespaces and not problems:
                 self.created_namespaces.remove(ns)
         return problems
-
-
-def elapsed(start: float) -> float:
-    return round(time.monotonic() - start, 3)

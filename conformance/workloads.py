@@ -10,8 +10,8 @@ import contextlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import urllib3
@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 
 from conformance.capacity import format_bytes, parse
 from conformance.inventory import Gpu
-from conformance.kube import Kube, condition, get_or_none, items, raw
+from conformance.kube import Kube, condition, items, raw
 from conformance.observe import State, WaitTimeout, hold, wait_for
 
 if TYPE_CHECKING:
@@ -361,21 +361,3 @@ class Scenario:
                 self.kube.resource.delete_collection_namespaced_resource_claim(ns)
         problems += self.suite.delete_namespaces(self.namespaces)
         return problems
-
-
-def namespace_exists(kube: Kube, ns: str) -> bool:
-    return get_or_none(kube.core.read_namespace, ns) is not None
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-@dataclass
-class ScenarioRecord:
-    """Per-test data the report needs (kept on the pytest item)."""
-
-    scenario: str = ""
-    gpus: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    diagnostics: dict[str, Any] = field(default_factory=dict)

@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 import yaml
 
 from .apiserver.server import ApiServer
-from .apiserver.store import LogProvider, Store, now_rfc3339
+from .apiserver.store import DEFAULT_HISTORY, LogProvider, Store, now_rfc3339
 from .config import SimConfig
 
 log = logging.getLogger("sim.cluster")
@@ -82,9 +82,9 @@ def write_kubeconfig(path: str | os.PathLike[str], url: str) -> Path:
 
 class Cluster:
     def __init__(self, config: SimConfig | None = None, nodes: list[str] | tuple[str, ...] = (),
-                 port: int = 0) -> None:
+                 port: int = 0, watch_history: int = DEFAULT_HISTORY) -> None:
         self.config = config or SimConfig()
-        self.store = Store(self.config)
+        self.store = Store(self.config, history=watch_history)
         self.server = ApiServer(self.store, port)
         self.nodes = list(nodes)
         self.components: list[Component] = []

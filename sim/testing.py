@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .apiserver.store import DEFAULT_HISTORY
 from .cluster import Cluster
 from .config import DEFAULT_VERSION, SimConfig
 
@@ -74,15 +75,21 @@ def running_sim(
     workdir: str | os.PathLike[str] | None = None,
     timeout: float = 60.0,
     configure: Callable[[Cluster], None] | None = None,
+    watch_history: int = DEFAULT_HISTORY,
 ) -> Iterator[SimHandle]:
     """Start a sim, yield its handle, and stop it (no thread or process left) on exit.
 
-    configure(cluster) runs before start in-process: tests add components there.
+    configure(cluster) runs before start in-process: tests add components there. watch_history is
+    how many events a watch can resume across (in-process only; older versions get 410 Expired).
     """
     with tempfile.TemporaryDirectory(prefix="sim-", dir=workdir) as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
         if not subprocess:
-            cluster = Cluster(SimConfig.from_flags(kube_version, feature_gates), nodes=list(nodes))
+            cluster = Cluster(
+                SimConfig.from_flags(kube_version, feature_gates),
+                nodes=list(nodes),
+                watch_history=watch_history,
+            )
             if configure is not None:
                 configure(cluster)
             cluster.start()

@@ -13,8 +13,7 @@ import urllib3
 from kubernetes import client, dynamic, utils, watch
 from kubernetes.client.rest import ApiException
 
-from sim.apiserver import Store
-from sim.testing import SimHandle
+from sim.testing import SimHandle, running_sim
 
 SLICE = {
     "apiVersion": "resource.k8s.io/v1",
@@ -158,17 +157,18 @@ def test_watch_streams_typed_events_and_resumes(api_client: Any) -> None:
         w.stop()
 
 
-def test_watch_from_expired_version_is_410(sim: SimHandle, api_client: Any) -> None:
-    store: Store = sim.store
-    store._history_max = 3
-    v1 = client.CoreV1Api(api_client)
-    for i in range(6):
-        v1.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
-    with pytest.raises(ApiException) as e:
-        for _ in watch.Watch().stream(
-            v1.list_namespaced_config_map, "default", resource_version="1", timeout_seconds=2
-        ):
-            pass
+def test_watch_from_expired_version_is_410() -> None:
+    with running_sim(nodes=[], watch_history=3) as small:
+        api = small.client()
+        v1 = client.CoreV1Api(api)
+        for i in range(6):
+            v1.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
+        with pytest.raises(ApiException) as e:
+            for _ in watch.Watch().stream(
+                v1.list_namespaced_config_map, "default", resource_version="1", timeout_seconds=2
+            ):
+                pass
+        api.close()
     assert e.value.status == 410
 
 

@@ -298,5 +298,27 @@ def test_graceful_pod_with_finalizer_goes_once_kubelet_and_finalizer_are_done(st
 
 
 def test_secret_defaults_type_and_merges_string_data(store: Store) -> None:
-    s = store.create("secrets", {"metadata": {"name": "s"}, "stringData": {"user": "admin"}}, namespace="default")
+    s = store.create(
+        "secrets", {"metadata": {"name": "s"}, "stringData": {"user": "admin"}}, namespace="default"
+    )
     assert (s["type"], s["data"], "stringData" in s) == ("Opaque", {"user": "YWRtaW4="}, False)
+
+
+def test_server_side_apply_removes_what_the_manager_stopped_applying(store: Store) -> None:
+    first = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "a", "labels": {"x": "1", "y": "2"}},
+        "data": {"k": "v", "old": "gone soon"},
+    }
+    store.patch("configmaps", "a", first, "apply", "default", field_manager="me")
+    store.patch("configmaps", "a", {"metadata": {"labels": {"other": "keep"}}}, "merge", "default")
+    second = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "a", "labels": {"x": "1"}},
+        "data": {"k": "v2"},
+    }
+    out = store.patch("configmaps", "a", second, "apply", "default", field_manager="me")
+    assert out["metadata"]["labels"] == {"x": "1", "other": "keep"}
+    assert out["data"] == {"k": "v2"}

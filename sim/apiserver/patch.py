@@ -228,9 +228,9 @@ def _merge_list(current: Any, patch: list[Any], node: SchemaNode) -> list[Any]:
 def apply_merge(target: Any, applied: Any, node: SchemaNode) -> Any:
     """Merge an applied configuration into the live object.
 
-    Simplification (documented): no managedFields bookkeeping, so fields a manager stops applying are
-    kept, and conflicts between managers are never reported. Lists of type map merge by their map keys,
-    sets union, atomic lists and scalars are replaced.
+    Lists of type map merge by their map keys, sets union, atomic lists and scalars are replaced.
+    Simplification (documented): conflicts between managers are never reported, and no managedFields
+    are written; apply_prune removes what the same manager applied before and no longer applies.
     """
     if not isinstance(applied, dict):
         return copy.deepcopy(applied)
@@ -269,3 +269,47 @@ def _apply_list(current: Any, applied: list[Any], node: SchemaNode) -> list[Any]
         else:
             current[index] = apply_merge(current[index], element, items)
     return current
+
+
+def apply_prune(live: Any, previous: Any, applied: Any, node: SchemaNode) -> Any:
+    """Remove from `live` (a private copy) what `previous` (this manager's last applied configuration)
+    set and `applied` no longer sets: server-side apply's "fields a manager stops applying are removed",
+    without tracking other managers' ownership."""
+    if not isinstance(live, dict) or not isinstance(previous, dict):
+        return live
+    applied = applied if isinstance(applied, dict) else {}
+    for key, before in previous.items():
+        if key in ("apiVersion", "kind"):
+            continue
+        if key not in applied:
+            live.pop(key, None)
+            continue
+        child = node.child(key)
+        if isinstance(before, dict) and isinstance(live.get(key), dict):
+            live[key] = apply_prune(live[key], before, applied[key], child)
+        elif isinstance(before, list) and isinstance(live.get(key), list) and isinstance(applied[key], list):
+            live[key] = _prune_list(live[key], before, applied[key], child)
+    return live
+
+
+def _prune_list(live: list[Any], before: list[Any], applied: list[Any], node: SchemaNode) -> list[Any]:
+    if node.list_type == "set":
+        return [x for x in live if x in applied or x not in before]
+    keys = node.list_map_keys or ([node.merge_key] if node.merge_key else [])
+    if node.list_type != "map" and not keys:
+        return live  # atomic: already replaced by the applied list
+
+    def ident(x: Any) -> Any:
+        return tuple(x.get(k) for k in keys) if isinstance(x, dict) else None
+
+    applied_by_id = {ident(x): x for x in applied}
+    before_by_id = {ident(x): x for x in before}
+    out = []
+    for element in live:
+        i = ident(element)
+        if i in before_by_id and i not in applied_by_id:
+            continue
+        if i in before_by_id:
+            element = apply_prune(element, before_by_id[i], applied_by_id[i], node.items())
+        out.append(element)
+    return out

@@ -9,25 +9,26 @@ dict), so readers can share references; the public methods hand out copies.
 from __future__ import annotations
 
 import datetime as _dt
-import queue
 import random
 import string
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..config import SimConfig
 from . import strategy
 from .errors import ApiError, already_exists, bad_request, conflict, field_cause, invalid, not_found
+from .objects import clone, now_rfc3339
 from .patch import (
     APPLY,
     JSON_PATCH,
     MERGE,
     STRATEGIC,
     apply_merge,
+    apply_prune,
     json_patch,
     merge_patch,
     normalize_patch_type,
@@ -36,6 +37,7 @@ from .patch import (
 from .resources import RESOURCES, ResourceType, lookup
 from .schema import canonicalize_quantities, schemas_for
 from .selectors import make_predicate
+from .watch import Event, Record, Watch
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 DEFAULT_HISTORY = 50_000
@@ -44,39 +46,11 @@ DEFAULT_HISTORY = 50_000
 LogProvider = Callable[..., bytes]
 
 
-class Event(NamedTuple):
-    type: str  # "ADDED" | "MODIFIED" | "DELETED"
-    resource: str
-    object: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _Record:
-    rv: int
-    type: str
-    resource: str
-    obj: dict[str, Any]
-    old: dict[str, Any] | None
-
-
 @dataclass
 class WriteResult:
     object: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
     created: bool = False
-
-
-def clone(value: Any) -> Any:
-    """Deep copy for JSON data (several times faster than copy.deepcopy)."""
-    if isinstance(value, dict):
-        return {k: clone(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [clone(v) for v in value]
-    return value
-
-
-def now_rfc3339() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _meta(obj: dict[str, Any]) -> dict[str, Any]:
@@ -88,90 +62,6 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
-class Watch:
-    """A stream of events for some resources. get(timeout) -> Event | None; close() ends it."""
-
-    def __init__(
-        self,
-        store: Store,
-        resources: set[str],
-        predicates: dict[str, Callable[[dict], bool] | None],
-        namespace: str | None,
-    ) -> None:
-        self._store = store
-        self.resources = resources
-        self._predicates = predicates
-        self._namespace = namespace
-        self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
-        self.closed = False
-        self.last_rv = 0
-
-    def _matches(self, resource: str, obj: dict[str, Any] | None) -> bool:
-        if obj is None:
-            return False
-        if self._namespace and obj["metadata"].get("namespace") != self._namespace:
-            return False
-        pred = self._predicates.get(resource)
-        return pred is None or pred(obj)
-
-    def _offer(self, rec: _Record) -> None:
-        if self.closed or rec.resource not in self.resources:
-            return
-        new_ok = self._matches(rec.resource, rec.obj)
-        if rec.type == "MODIFIED":
-            old_ok = self._matches(rec.resource, rec.old)
-            if new_ok and old_ok:
-                kind = "MODIFIED"
-            elif new_ok:
-                kind = "ADDED"
-            elif old_ok:
-                kind = "DELETED"  # left the selection: a real apiserver reports it as deleted
-            else:
-                return
-        elif new_ok:
-            kind = rec.type
-        else:
-            return
-        self.last_rv = rec.rv
-        self._queue.put(Event(kind, rec.resource, rec.obj))
-
-    def get_raw(self, timeout: float | None = None) -> Event | None:
-        """Next event without copying the object (callers must not mutate it)."""
-        if self.closed and self._queue.empty():
-            return None
-        try:
-            ev = self._queue.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        return ev
-
-    def get(self, timeout: float | None = None) -> Event | None:
-        """Next event, or None when `timeout` seconds pass with none or the watch is closed."""
-        ev = self.get_raw(timeout)
-        if ev is None:
-            return None
-        return Event(ev.type, ev.resource, clone(ev.object))
-
-    def __iter__(self) -> Iterator[Event]:
-        while not self.closed:
-            ev = self.get()
-            if ev is None:
-                return
-            yield ev
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._store._unregister(self)
-            self._queue.put(None)  # wakes a blocked get()
-
-    def __enter__(self) -> Watch:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class Store:
     """The in-memory API state. See docs/architecture.md "Store" for the contract."""
 
@@ -181,13 +71,14 @@ class Store:
         self._lock = threading.RLock()
         self._rv = 0
         self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {r.name: {} for r in RESOURCES}
-        self._history: deque[_Record] = deque()
+        self._history: deque[Record] = deque()
         self._history_max = history
         self._floor = 0  # every event with rv <= _floor has left the history window
         self._watches: set[Watch] = set()
         self._uids: dict[str, tuple[str, str, str]] = {}
         self._dependents: dict[str, set[tuple[str, str, str]]] = {}
         self._kubelet_nodes: set[str] = set()
+        self._applied: dict[str, dict[str, Any]] = {}  # uid -> field manager -> last applied config
         # Hook for the kubelet: returns a container's log; used by GET pods/<name>/log.
         self.log_provider: LogProvider | None = None
         for ns in SYSTEM_NAMESPACES:
@@ -266,7 +157,7 @@ class Store:
             resources = [resources]
         rts = [lookup(r) for r in resources]
         preds = {rt.name: make_predicate(rt, label_selector, field_selector) for rt in rts}
-        w = Watch(self, {rt.name for rt in rts}, preds, namespace)
+        w = Watch(self._unregister, {rt.name for rt in rts}, preds, namespace)
         with self._lock:
             if since is not None and since < self._floor:
                 raise ApiError(410, "Expired", f"too old resource version: {since} ({self._floor + 1})")
@@ -421,7 +312,10 @@ class Store:
                             f"the name of the object ({body['metadata']['name']}) does not "
                             f"match the name on the URL ({name})"
                         )
-                    return self._create(rt, body, ns or None, dry_run, field_validation)
+                    result = self._create(rt, body, ns or None, dry_run, field_validation)
+                    if not dry_run:
+                        self._remember_apply(result.object, field_manager, patch)
+                    return result
                 raise not_found(rt.plural, name, rt.group)
             root = self.schemas.root(rt)
             if ptype == MERGE:
@@ -437,6 +331,9 @@ class Store:
                 raise bad_request("the patch did not produce an object")
             # patch helpers share untouched subtrees with the stored object: copy before any mutation
             patched = clone(patched)
+            previous = self._applied.get(old["metadata"]["uid"], {}).get(field_manager or "")
+            if ptype == APPLY and previous is not None:
+                patched = apply_prune(patched, previous, patch, root)
             pmeta = _meta(patched)
             if pmeta.get("name") != name or (rt.namespaced and pmeta.get("namespace") != ns):
                 raise bad_request("a patch cannot change metadata.name or metadata.namespace")
@@ -445,7 +342,15 @@ class Store:
                 raise conflict(rt.plural, name, rt.group)
             self._check_type(rt, patched)
             new = self._merge_for_update(rt, old, patched, subresource)
-            return self._commit_update(rt, old, new, subresource, dry_run, field_validation)
+            result = self._commit_update(rt, old, new, subresource, dry_run, field_validation)
+            if ptype == APPLY and not dry_run:
+                self._remember_apply(result.object, field_manager, patch)
+            return result
+
+    def _remember_apply(self, obj: dict[str, Any], manager: str | None, applied: Any) -> None:
+        """Server-side apply bookkeeping: what each field manager applied last, so fields it stops
+        applying are removed on its next apply (instead of managedFields)."""
+        self._applied.setdefault(obj["metadata"]["uid"], {})[manager or ""] = clone(applied)
 
     def delete_ex(
         self,
@@ -808,13 +713,15 @@ class Store:
         m = obj["metadata"]
         ident = (rt.name, m.get("namespace", "") if rt.namespaced else "", m["name"])
         self._uids.pop(m.get("uid", ""), None)
+        if self._objects[rt.name].get(ident[1:]) is None:  # gone for good, not replaced by a newer version
+            self._applied.pop(m.get("uid", ""), None)
         for ref in m.get("ownerReferences") or []:
             deps = self._dependents.get(ref.get("uid", ""))
             if deps is not None:
                 deps.discard(ident)
 
     def _record(self, kind: str, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
-        rec = _Record(self._rv, kind, rt.name, obj, old)
+        rec = Record(self._rv, kind, rt.name, obj, old)
         self._history.append(rec)
         if len(self._history) > self._history_max:
             self._floor = self._history.popleft().rv

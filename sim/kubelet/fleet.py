@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from driver.inventory import InventoryError
+from driver.inventory.mock import PROFILE_DIR, resolve_profile
 from sim.apiserver.errors import ApiError
 from sim.kubelet.kubelet import DEFAULT_SLICE_WIPE_DELAY_S, DriverConfig, Kubelet
 from sim.kubelet.nodedirs import NodeDirs
@@ -27,7 +29,7 @@ def parse_gpus(text: str, nodes: list[str]) -> dict[str, str]:
     if not nodes:
         raise ValueError("--gpus needs nodes to run drivers on; add --nodes node-1[,node-2...]")
     if "=" not in text:
-        return {n: text for n in nodes}
+        return {n: _profile_arg(text) for n in nodes}
     out: dict[str, str] = {}
     for item in (i.strip() for i in text.split(",")):
         node, sep, profile = item.partition("=")
@@ -37,8 +39,20 @@ def parse_gpus(text: str, nodes: list[str]) -> dict[str, str]:
             raise ValueError(f"--gpus names node {node!r}, which is not in --nodes ({','.join(nodes)})")
         if node in out:
             raise ValueError(f"--gpus names node {node!r} twice")
-        out[node] = profile
+        out[node] = _profile_arg(profile)
     return out
+
+
+def _profile_arg(profile: str) -> str:
+    """Check the profile exists before any driver starts; relative paths become absolute, because the
+    drivers run from the repository root."""
+    if profile == "nvml":
+        return profile
+    try:
+        path = resolve_profile(profile)
+    except InventoryError as e:
+        raise ValueError(f"--gpus: {e}") from e
+    return profile if path.parent == PROFILE_DIR and not Path(profile).exists() else str(path.resolve())
 
 
 class KubeletFleet:

@@ -76,6 +76,8 @@ class Kubelet:
         self._lock = threading.Lock()
         self._workers: dict[str, PodWorker] = {}
         self._by_key: dict[tuple[str, str], PodWorker] = {}
+        # Pods whose worker has finished: late events about them must not start them again.
+        self._finished: set[str] = set()
         self._wipes: dict[str, threading.Event] = {}
         self._wipe_threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -178,6 +180,8 @@ class Kubelet:
 
     def _driver_reachability(self, driver_name: str, reachable: bool) -> None:
         """Schedule (or cancel) wiping the driver's slices for this node, as the kubelet does after 30 s."""
+        if self._stop.is_set():
+            return  # the node is going away with its driver: nothing to schedule
         with self._lock:
             pending = self._wipes.pop(driver_name, None)
             if pending is not None:
@@ -256,6 +260,10 @@ class Kubelet:
     def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         uid = pod["metadata"]["uid"]
         with self._lock:
+            if uid in self._finished:
+                if kind == "DELETED":
+                    self._finished.discard(uid)
+                return
             worker = self._workers.get(uid)
             if worker is None and kind != "DELETED" and not self._stop.is_set():
                 worker = PodWorker(self, pod)
@@ -276,6 +284,8 @@ class Kubelet:
                 del self._workers[worker.uid]
             if self._by_key.get(worker.key) is worker:
                 del self._by_key[worker.key]
+            if not worker.saw_deletion:
+                self._finished.add(worker.uid)
         self.events.forget(worker.uid)
 
     def patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:

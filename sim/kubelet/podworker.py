@@ -49,6 +49,7 @@ class PodWorker:
         self._cond = threading.Condition()
         self._dirty = False
         self._deleted = False  # the object is gone (forced delete)
+        self.saw_deletion = False
         self._stop_kubelet = False
         self.init_containers = [ContainerState(c["name"], c.get("image", ""), init=True)
                                 for c in pod["spec"].get("initContainers") or []]
@@ -79,6 +80,7 @@ class PodWorker:
 
     def deleted(self) -> None:
         with self._cond:
+            self.saw_deletion = True
             self._deleted = True
             self._cond.notify_all()
 
@@ -341,8 +343,9 @@ class PodWorker:
         threads = []
         for name, proc in procs:
             if not self._stop_kubelet:
+                kind = "initContainers" if self._container(name).init else "containers"
                 self.kubelet.events.emit(self.pod, "Normal", "Killing", f"Stopping container {name}",
-                                         f"spec.containers{{{name}}}")
+                                         f"spec.{kind}{{{name}}}")
             t = threading.Thread(target=proc.terminate, args=(grace,), daemon=True)
             t.start()
             threads.append(t)
