@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from conformance.capacity import format_bytes
 from conformance.inventory import Gpu
+from conformance.profiles import template_fields
 from conformance.workloads import PodRef, Scenario
 
 
@@ -60,3 +62,25 @@ def assert_unique_cdi_devices(sc: Scenario, gpu: Gpu) -> str:
     assert not clashes, ("CDI device ids defined by more than one spec on "
                          f"{gpu.node} (two shares would get the same device): {clashes}")
     return ""
+
+
+def expected_env(sc: Scenario, gpu: Gpu, result: dict[str, Any]) -> dict[str, str]:
+    """The env lines the profile promises for this allocation, filled from the device and result."""
+    consumed = sc.consumed(result)
+    values = {**{k: str(v) for k, v in gpu.attributes.items() if "/" not in k},
+              "device": gpu.device, "pool": gpu.pool, "shareID": result.get("shareID") or "",
+              "granted": "" if consumed is None else str(consumed)}
+    out = {}
+    for name_t, value_t in sc.profile.visibility.env.items():
+        missing = [f for f in template_fields(name_t) + template_fields(value_t) if f not in values]
+        assert not missing, (f"profile env {name_t}={value_t} uses {missing}, which {gpu.label} does not "
+                             "publish; fix claims.visibility.env in the driver profile")
+        out[name_t.format(**values)] = value_t.format(**values)
+    return out
+
+
+def env_view(sc: Scenario, pod: PodRef, want: dict[str, str]) -> dict[str, str]:
+    """The env the pod printed at start, once every name in ``want`` has appeared in its log."""
+    text = sc.wait_log(pod, lambda t: all(re.search(rf"^{re.escape(n)}=", t, re.M) for n in want),
+                       what=f"env {', '.join(want)}")
+    return dict(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", text, re.M))

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conformance.capacity import format_bytes
 from conformance.inventory import Gpu
 from conformance.scenarios.checks import assert_consumed, assert_on_gpu, share_plan
 from conformance.workloads import Scenario
@@ -20,14 +21,15 @@ def _whole_then_sharer(sc: Scenario, gpu: Gpu, request: int | None) -> None:
     sc.wait_running([first])
     result = assert_on_gpu(sc, first, gpu)
     consumed = assert_consumed(sc, first, gpu, result)
+    # "The whole GPU" means nothing else fits next to it: even the smallest share the policy allows.
+    smallest = gpu.capacity.consumes(1) or 1
+    asked = "without a memory request" if request is None else f"asking for {format_bytes(request)}"
+    assert consumed + smallest > gpu.capacity.value, (
+        f"a claim {asked} consumed {format_bytes(consumed)} of {gpu.label}'s "
+        f"{format_bytes(gpu.capacity.value)}, leaving room for sharers: it does not get the whole GPU "
+        "(check the published requestPolicy default)")
     r, _ = share_plan(gpu)
-    extra = sc.sharer(sc.namespace("b"), "extra", gpu, r)
-    need = gpu.capacity.consumes(r)
-    if need is not None and consumed + need <= gpu.capacity.value:
-        # The published policy leaves room next to a request-less claim: then sharing must work.
-        sc.wait_running([extra])
-    else:
-        sc.wait_rejected(extra)
+    sc.wait_rejected(sc.sharer(sc.namespace("b"), "extra", gpu, r))
 
 
 def test_claim_without_capacity_request_takes_whole_gpu(scenario: Scenario) -> None:

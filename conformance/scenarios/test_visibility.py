@@ -3,40 +3,21 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
 from conformance.capacity import format_bytes
 from conformance.inventory import Gpu
-from conformance.profiles import template_fields
-from conformance.scenarios.checks import assert_on_gpu, share_plan
+from conformance.scenarios.checks import assert_on_gpu, env_view, expected_env, share_plan
 from conformance.workloads import PodRef, Scenario
 
 pytestmark = pytest.mark.visibility
 
 
-def expected_env(sc: Scenario, gpu: Gpu, result: dict[str, Any]) -> dict[str, str]:
-    """The env lines the profile promises for this allocation, filled from the device and result."""
-    consumed = sc.consumed(result)
-    values = {**{k: str(v) for k, v in gpu.attributes.items() if "/" not in k},
-              "device": gpu.device, "pool": gpu.pool, "shareID": result.get("shareID") or "",
-              "granted": "" if consumed is None else str(consumed)}
-    out = {}
-    for name_t, value_t in sc.profile.visibility.env.items():
-        missing = [f for f in template_fields(name_t) + template_fields(value_t) if f not in values]
-        assert not missing, (f"profile env {name_t}={value_t} uses {missing}, which {gpu.label} does not "
-                             "publish; fix claims.visibility.env in the driver profile")
-        out[name_t.format(**values)] = value_t.format(**values)
-    return out
-
-
 def check_env_view(sc: Scenario, pod: PodRef, gpu: Gpu, others: list[Gpu]) -> None:
     result = assert_on_gpu(sc, pod, gpu)
     want = expected_env(sc, gpu, result)
-    text = sc.wait_log(pod, lambda t: all(re.search(rf"^{re.escape(n)}=", t, re.M) for n in want),
-                       what=f"env {', '.join(want)}")
-    seen = dict(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", text, re.M))
+    seen = env_view(sc, pod, want)
     wrong = [f"{n}={seen.get(n)!r} (allocated: {v!r})" for n, v in want.items() if seen.get(n) != v]
     assert not wrong, f"{pod.key} sees the wrong GPU view: {'; '.join(wrong)}"
     # It must not see other GPUs: the same name templates filled for any other GPU must be absent.
