@@ -193,7 +193,9 @@ class ConformanceRun:
         except ProviderError as exc:
             self.fail_early(str(exc))
         self.meta.update(driver_image=deployment.image, driver_version=deployment.version)
-        preflight = run_preflight(kube, self.profile, handle.nodes, slice_timeout=wait_timeout,
+        driver_nodes = self.provider.driver_nodes() or (() if name == "existing" else handle.nodes)
+        self.meta["driver_nodes"] = list(driver_nodes)
+        preflight = run_preflight(kube, self.profile, driver_nodes, slice_timeout=wait_timeout,
                                   own_namespace_prefix=NAMESPACE_PREFIX)
         if preflight.busy and not config.allow_busy_gpus:
             busy = "; ".join(preflight.busy)
@@ -260,14 +262,19 @@ def _container_engine_answers() -> bool:
     return False
 
 
-def _load_gpu_profile(name: str | None) -> dict[str, Any] | None:
-    path = Path(name or "rtx3090x2")
-    if not path.suffix:
-        path = Path(__file__).resolve().parent.parent / "fixtures" / "gpus" / f"{path}.yaml"
-    with contextlib.suppress(OSError, yaml.YAMLError):
-        data = yaml.safe_load(path.read_text())
-        return data if isinstance(data, dict) else None
-    return None
+def _load_gpu_profile(spec: str | None) -> dict[str, Any] | None:
+    """The mock GPU profile(s) behind --gpus (``NAME``, a path, or ``node=NAME,...``), merged, so the
+    publish check can compare published memory with each model's real size."""
+    merged: dict[str, Any] = {"gpus": []}
+    for part in (spec or "rtx3090x2").split(","):
+        path = Path(part.partition("=")[2] or part) if "=" in part else Path(part)
+        if not path.suffix:
+            path = Path(__file__).resolve().parent.parent / "fixtures" / "gpus" / f"{path}.yaml"
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            data = yaml.safe_load(path.read_text())
+            if isinstance(data, dict):
+                merged["gpus"] += list(data.get("gpus") or [])
+    return merged if merged["gpus"] else None
 
 
 def _run(config: pytest.Config) -> ConformanceRun:
@@ -317,16 +324,7 @@ _DIAG = pytest.StashKey[dict]()
 
 def collect_diagnostics(sc: Scenario) -> dict[str, Any]:
     """Slices, claims, pods, events and driver logs at the moment of a failure."""
-    kube, driver, out = sc.kube, sc.profile.driver, {}
-
-    def listing(call: Any, *args: Any) -> list[dict[str, Any]]:
-        try:
-            return raw(call, *args).get("items") or []
-        except Exception as exc:  # diagnostics must never hide the failure itself
-            return [{"error": f"{type(exc).__name__}: {exc}"}]
-
-    out["resourceslices"] = [s for s in listing(kube.resource.list_resource_slice)
-                             if (s.get("spec") or {}).get("driver") == driver]
+    kube, out = sc.kube, cluster_diagnostics(sc.suite)
     for ns in sc.namespaces:
         out[f"claims {ns}"] = [{"name": (c.get("metadata") or {}).get("name"), "status": c.get("status")}
                                for c in listing(kube.resource.list_namespaced_resource_claim, ns)]
@@ -336,8 +334,23 @@ def collect_diagnostics(sc: Scenario) -> dict[str, Any]:
         out[f"events {ns}"] = [f"{e.get('type')} {(e.get('involvedObject') or {}).get('name')} "
                                f"{e.get('reason')}: {e.get('message')}"
                                for e in listing(kube.core.list_namespaced_event, ns)]
+    return out
+
+
+def listing(call: Any, *args: Any) -> list[dict[str, Any]]:
     try:
-        for node, text in sc.suite.provider.driver_logs(tail=80).items():
+        return raw(call, *args).get("items") or []
+    except Exception as exc:  # diagnostics must never hide the failure itself
+        return [{"error": f"{type(exc).__name__}: {exc}"}]
+
+
+def cluster_diagnostics(suite: Suite) -> dict[str, Any]:
+    """What every failure carries: the driver's slices and logs."""
+    out: dict[str, Any] = {"resourceslices": [
+        s for s in listing(suite.kube.resource.list_resource_slice)
+        if (s.get("spec") or {}).get("driver") == suite.profile.driver]}
+    try:
+        for node, text in suite.provider.driver_logs(tail=80).items():
             out[f"driver log {node}"] = text
     except Exception as exc:
         out["driver logs"] = f"unavailable: {type(exc).__name__}: {exc}"
@@ -388,11 +401,14 @@ def _record(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
     if not reports:
         return
     sc = item.stash.get(_SCENARIO, None)
+    diagnostics = item.stash.get(_DIAG, {})
+    if outcome == "failed" and not diagnostics and run.suite is not None:
+        diagnostics = cluster_diagnostics(run.suite)
     run.checks.append(report_mod.CheckResult(
         nodeid=item.nodeid, capability=capability_of(item), outcome=outcome,
         duration=time.monotonic() - item.stash.get(_T0, time.monotonic()), reason=reason,
         gpus=sorted({p.gpu.label for p in sc.pods if p.gpu}) if sc else [],
-        diagnostics=item.stash.get(_DIAG, {})))
+        diagnostics=diagnostics))
 
 
 def _short_reason(rep: pytest.TestReport) -> str:

@@ -94,15 +94,20 @@ def probe_consumable_capacity(kube: Kube) -> tuple[bool | None, str]:
 
 
 def wait_for_slices(kube: Kube, profile: DriverProfile, nodes: tuple[str, ...], timeout: float) -> list[str]:
-    """Wait until every node has a slice of the driver with devices; return the nodes still missing."""
+    """Wait until every node has a slice of the driver with devices; return the nodes still missing.
+
+    With no nodes given (the provider cannot tell where the driver runs), any node will do."""
     def missing(state: dict[str, dict[str, Any]]) -> list[str]:
         have = {slice_node(s) for s in driver_slices(list(state.values()), profile.driver)
                 if (s.get("spec") or {}).get("devices")}
+        if not nodes:
+            return [] if have else ["(any node)"]
         return [n for n in nodes if n not in have]
 
+    where = ", ".join(nodes) or "any node"
     try:
         wait_for(kube.resource.list_resource_slice, lambda st: [] if not missing(st) else None,
-                 timeout=timeout, what=f"ResourceSlices of driver {profile.driver} on {', '.join(nodes)}")
+                 timeout=timeout, what=f"ResourceSlices of driver {profile.driver} on {where}")
         return []
     except WaitTimeout:
         slices, _ = items(kube.resource.list_resource_slice)

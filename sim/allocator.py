@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from sim.allocator_constraints import build_constraints
+from sim.allocator_counters import CounterLedger
 from sim.allocator_pools import Pool, device_visible, gather_pools
 from sim.allocator_state import AllocatedState, DeviceID
 from sim.cel import CelCompileError, CelError, compile_selector, device_variable
@@ -33,6 +34,7 @@ class Features:
     consumable_capacity: bool = True
     prioritized_list: bool = True
     admin_access: bool = True
+    partitionable_devices: bool = True
 
 
 @dataclass
@@ -164,6 +166,7 @@ class _Search:
     allocating_consumed: dict[DeviceID, dict[str, Decimal]] = field(default_factory=dict)
     results: list[_Result] = field(default_factory=list)
     saw_invalid_pool: bool = False
+    counters: CounterLedger = field(default_factory=CounterLedger)
 
     def multi(self, dev: DeviceRef) -> bool:
         return self.features.consumable_capacity and dev.multi
@@ -227,6 +230,10 @@ class _Search:
                 return False, None
         return True, (consumed if multi else None)
 
+    def _counts_as_allocated(self, dev: DeviceRef) -> bool:
+        """Committed use for counter accounting: dedicated, or any committed share (section 11)."""
+        return self.state.is_dedicated(dev.id) or self.state.has_shares(dev.id)
+
     # -- one device --
     def in_use(self, req: _Request, dev: DeviceRef) -> bool:
         if self.multi(dev):
@@ -241,12 +248,27 @@ class _Search:
         ok, consumed = self.consumption(req, dev, include_allocating=True)
         if not ok:
             return None
+        multi = self.multi(dev)
+        took_counters = False
+        if dev.device.get("consumesCounters"):
+            if not self.features.partitionable_devices:
+                return None
+            # A shared device pays its counters once: not while it already has consumption.
+            already_shared = multi and (bool(self.state.consumed(dev.id))
+                                        or dev.id in self.allocating_consumed)
+            if not already_shared:
+                if not self.counters.fits(dev, self.devices, self._counts_as_allocated):
+                    return None
+                self.counters.take(dev)
+                took_counters = True
         claim_constraints = self.constraints[req.claim_index]
         added = []
         for c in claim_constraints:
             if not c.add(req.name, req.sub, dev.device, dev.id[0]):
                 for a in reversed(added):
                     a.remove(req.name, req.sub, dev.device, dev.id[0])
+                if took_counters and not multi:
+                    self.counters.release(dev)
                 if all_mode:
                     raise AllocatorError(
                         f"claim {claim_ref(self.claims[req.claim_index])}, request {req.result_name}: "
@@ -254,7 +276,6 @@ class _Search:
                         "would not be satisfied")
                 return None
             added.append(c)
-        multi = self.multi(dev)
         share_id = self.new_uuid() if multi else None
         if multi:
             bucket = self.allocating_consumed.setdefault(dev.id, {})
@@ -272,6 +293,8 @@ class _Search:
                     bucket[name] -= q.value
             else:
                 self.allocating_dedicated.discard(dev.id)
+                if took_counters:
+                    self.counters.release(dev)  # upstream releases counters of exclusive devices only
             for a in reversed(added):
                 a.remove(req.name, req.sub, dev.device, dev.id[0])
 

@@ -269,6 +269,10 @@ class ClaimController(WatchLoop):
             else:
                 self.errors.append(f"sync {kind} {k}: {exc}")
                 self.after(self.retry_delay * 10, (kind, k))
+        except Exception as exc:  # keep the key: retry later rather than forget it
+            log.exception("%s: sync %s %s failed", self.name, kind, k)
+            self.errors.append(f"sync {kind} {k}: {exc!r}")
+            self.after(self.retry_delay * 10, (kind, k))
 
     # -- pods: templates -> claims --
     def sync_pod(self, k: Key) -> None:

@@ -111,6 +111,13 @@ def node_filter_reason(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
     return None
 
 
+def _schedulable_view(node: dict[str, Any]) -> tuple:
+    """What of a node can change a filter's answer: labels, spec (taints, unschedulable), readiness."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    ready = [c.get("status") for c in conditions if c.get("type") == "Ready"]
+    return (node["metadata"].get("labels"), node.get("spec"), ready)
+
+
 class Scheduler(WatchLoop):
     name = "scheduler"
     resources = (PODS, NODES, CLAIMS, SLICES, CLASSES, NAMESPACES)
@@ -122,6 +129,7 @@ class Scheduler(WatchLoop):
             consumable_capacity=cfg.gate("DRAConsumableCapacity"),
             prioritized_list=cfg.gate("DRAPrioritizedList"),
             admin_access=cfg.gate("DRAAdminAccess"),
+            partitionable_devices=cfg.gate("DRAPartitionableDevices"),
         )
         self.state = AllocatedState(self.features.consumable_capacity)
         self.selector_cache = SelectorCache()
@@ -190,8 +198,8 @@ class Scheduler(WatchLoop):
                 self._wake_all()
         elif resource == NODES:
             self._pools_cache.pop(k[1], None)
-            if kind != "DELETED":
-                self._wake_all()
+            if kind != "DELETED" and (old is None or _schedulable_view(old) != _schedulable_view(obj)):
+                self._wake_all()  # heartbeats alone change nothing a pod could use
 
     def _on_pod(self, kind: str, k: Key, pod: dict[str, Any], old: dict[str, Any] | None) -> None:
         uid = pod["metadata"].get("uid", "")
@@ -260,7 +268,14 @@ class Scheduler(WatchLoop):
             if k not in self._queued:
                 continue
             self._queued.discard(k)
-            self.schedule_one(k)
+            try:
+                self.schedule_one(k)
+            except Exception as exc:  # a bug or an API failure must not lose the pod or stop the loop
+                log.exception("scheduler: attempt for %s/%s failed", *k)
+                self.errors.append(f"schedule {k}: {exc!r}")
+                pod = self.cache[PODS].get(k)
+                if pod is not None:
+                    self._backoff(pod, retry=True)
             return 0  # drain the events our writes caused before the next pod
         if self._unschedulable and not self._flush_armed:
             self._flush_armed = True

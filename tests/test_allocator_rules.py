@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (a scenario table reads best one case per line group)
 """The pure allocator against allocator-rules.md, one case per rule (section cited in each name)."""
 
 from __future__ import annotations
@@ -57,6 +58,20 @@ def one(*devices: dict, **kw: Any) -> list[dict]:
     return [slice_("node-1-gpus", list(devices), **kw)]
 
 
+def part(name: str, memory: str, multi: bool = False) -> dict:
+    d = device(name, memory=memory, multi=multi)
+    d["consumesCounters"] = [{"counterSet": "gpu-0-counters", "counters": {"memory": {"value": memory}}}]
+    return d
+
+
+def counters_pool(*devices: dict) -> list[dict]:
+    counters = slice_("node-1-counters", [], count=2)
+    del counters["spec"]["devices"]
+    counters["spec"]["sharedCounters"] = [{"name": "gpu-0-counters", "counters": {"memory": {"value": "24Gi"}}}]
+    return [counters, slice_("node-1-gpus", list(devices), count=2)]
+
+
+NOT_WHOLE = 'device.attributes["gpu.example.com"].uuid != "uuid-whole"'
 P = RANGE_POLICY
 CASES: dict[str, Case] = {
     # --- section 1: gating ---
@@ -235,6 +250,27 @@ CASES: dict[str, Case] = {
         [claim("a", ("r0", exactly("1Gi", selectors=['device.attributes["gpu.example.com"].model == "b"'])),
                ("r1", exactly("1Gi", count=2)), constraints=[{"matchAttribute": "gpu.example.com/model"}])],
         want=[[("r0", "gpu-1", "1Gi"), ("r1", "gpu-1", "1Gi"), ("r1", "gpu-2", "1Gi")]]),
+    # --- section 11: partitionable devices (shared counters) ---
+    "s11-exclusive-partitions-share-counters": Case(
+        counters_pool(part("whole", "24Gi"), part("half-a", "12Gi"), part("half-b", "12Gi")),
+        [claim("a", ("gpu", exactly(selectors=['device.attributes["gpu.example.com"].uuid == "uuid-half-a"']))),
+         claim("b", ("gpu", exactly()))],
+        want=[[("gpu", "half-a", None)], [("gpu", "half-b", None)]]),
+    "s11-counters-exhausted-unschedulable": Case(
+        counters_pool(part("whole", "24Gi"), part("half-a", "12Gi")),
+        [claim("a", ("gpu", exactly(selectors=[NOT_WHOLE]))), claim("b", ("gpu", exactly()))],
+        reason="cannot allocate all claims"),
+    "s11-committed-partition-blocks-whole-device": Case(
+        counters_pool(part("whole", "24Gi"), part("half-a", "12Gi")),
+        [claim("a", ("gpu", exactly(selectors=['device.attributes["gpu.example.com"].uuid == "uuid-whole"'])))],
+        committed=[committed("old", [dedicated("half-a")])], reason="cannot allocate all claims"),
+    "s11-shared-device-pays-counters-once": Case(
+        counters_pool(part("gpu-0", "24Gi", multi=True)),
+        [claim("a", ("gpu", exactly("6Gi"))), claim("b", ("gpu", exactly("6Gi")))],
+        want=[[("gpu", "gpu-0", "6Gi")], [("gpu", "gpu-0", "6Gi")]]),
+    "s11-gate-off-counter-devices-not-allocatable": Case(
+        counters_pool(part("whole", "24Gi")), [claim("a", ("gpu", exactly()))],
+        reason="cannot allocate all claims", features=Features(partitionable_devices=False)),
     # --- section 12: search order, prioritized list, selectors, pools ---
     "s12-pools-sorted-by-driver-then-name": Case(
         [slice_("z", [device("gpu-0")], pool="b-pool"), slice_("y", [device("gpu-0")], pool="a-pool")],
@@ -313,7 +349,7 @@ def test_allocator_rule(name: str) -> None:
             got.append((r["request"], r["device"], consumed))
             if case.features.consumable_capacity and any(
                     d.get("allowMultipleAllocations") and d["name"] == r["device"]
-                    for s in case.slices for d in s["spec"]["devices"]):
+                    for s in case.slices for d in s["spec"].get("devices") or []):
                 assert uuid.UUID(r["shareID"]).version == 4
                 share_ids.append(r["shareID"])
             else:

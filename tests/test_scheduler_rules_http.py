@@ -25,6 +25,8 @@ UNREACHABLE_OVER_HTTP = {
     "s1-gate-off-capacity-request-is-fatal",
     "s1-gate-off-empty-capacity-block-is-fatal",
     "s1-gate-off-subrequest-names-bare-subrequest",
+    # With DRAAdminAccess off the API server drops `adminAccess`, so the request is a plain one.
+    "s9-admin-disabled-is-fatal",
     # The API server refuses a claim whose CEL does not compile (422), as a real one does.
     "s12-cel-compile-error-fatal",
 }
@@ -37,21 +39,31 @@ def _gates(case: Case) -> str:
         gates.append("DRAConsumableCapacity=false")
     if not case.features.admin_access:
         gates.append("DRAAdminAccess=false")
+    if not case.features.partitionable_devices:
+        gates.append("DRAPartitionableDevices=false")
     return ",".join(gates)
 
 
 def _pod(name: str, claims: list[str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "image": "busybox",
-                                     "resources": {"claims": [{"name": c} for c in claims]}}],
-                     "resourceClaims": [{"name": c, "resourceClaimName": c} for c in claims]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [
+                {"name": "c", "image": "busybox", "resources": {"claims": [{"name": c} for c in claims]}}
+            ],
+            "resourceClaims": [{"name": c, "resourceClaimName": c} for c in claims],
+        },
+    }
 
 
 def wait_for_decision(core: client.CoreV1Api, ns: str, name: str) -> dict[str, Any]:
     """Watch the pod until it is bound or has PodScheduled=False; return it as a dict."""
     w = watch.Watch()
-    for ev in w.stream(core.list_namespaced_pod, ns, field_selector=f"metadata.name={name}",
-                       timeout_seconds=WAIT_S):
+    for ev in w.stream(
+        core.list_namespaced_pod, ns, field_selector=f"metadata.name={name}", timeout_seconds=WAIT_S
+    ):
         pod = ev["object"]
         scheduled = [c for c in (pod.status.conditions or []) if c.type == "PodScheduled"]
         if pod.spec.node_name or (scheduled and scheduled[0].status == "False"):
@@ -61,14 +73,19 @@ def wait_for_decision(core: client.CoreV1Api, ns: str, name: str) -> dict[str, A
 
 
 def run_case(case: Case) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    with running_sim(nodes=[case.node["metadata"]["name"]], feature_gates=_gates(case),
-                     configure=lambda c: add_control_plane(c, initial_backoff=0.05)) as sim:
+    with running_sim(
+        nodes=[case.node["metadata"]["name"]],
+        feature_gates=_gates(case),
+        configure=lambda c: add_control_plane(c, initial_backoff=0.05),
+    ) as sim:
         api = sim.client()
         core, res = client.CoreV1Api(api), client.ResourceV1Api(api)
         labels = case.node["metadata"].get("labels")
         if labels:
             core.patch_node(case.node["metadata"]["name"], {"metadata": {"labels": labels}})
-        core.patch_namespace("default", {"metadata": {"labels": {"resource.kubernetes.io/admin-access": "true"}}})
+        core.patch_namespace(
+            "default", {"metadata": {"labels": {"resource.kubernetes.io/admin-access": "true"}}}
+        )
         for cls in case.classes:
             res.create_device_class(cls)
         for s in case.slices:
@@ -77,16 +94,19 @@ def run_case(case: Case) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             body = {k: v for k, v in old.items() if k != "status"}
             created = res.create_namespaced_resource_claim("default", body)
             created = api.sanitize_for_serialization(created)
-            created["status"] = {**old["status"], "reservedFor": [
-                {"resource": "pods", "name": "elsewhere", "uid": str(uuid.uuid4())}]}
+            created["status"] = {
+                **old["status"],
+                "reservedFor": [{"resource": "pods", "name": "elsewhere", "uid": str(uuid.uuid4())}],
+            }
             res.replace_namespaced_resource_claim_status(old["metadata"]["name"], "default", created)
         for c in case.claims:
             res.create_namespaced_resource_claim("default", c)
         names = [c["metadata"]["name"] for c in case.claims]
         core.create_namespaced_pod("default", _pod("consumer", names))
         pod = wait_for_decision(core, "default", "consumer")
-        claims = [api.sanitize_for_serialization(res.read_namespaced_resource_claim(n, "default"))
-                  for n in names]
+        claims = [
+            api.sanitize_for_serialization(res.read_namespaced_resource_claim(n, "default")) for n in names
+        ]
         return pod, claims
 
 

@@ -33,20 +33,35 @@ class Sim:
     def claim(self, name: str, ns: str = "default") -> dict[str, Any]:
         return self.plain(self.res.read_namespaced_resource_claim(name, ns))
 
-    def wait_pod(self, name: str, predicate: Callable[[dict[str, Any]], bool], what: str,
-                 ns: str = "default", timeout: float = WAIT_S) -> dict[str, Any]:
+    def wait_pod(
+        self,
+        name: str,
+        predicate: Callable[[dict[str, Any]], bool],
+        what: str,
+        ns: str = "default",
+        timeout: float = WAIT_S,
+    ) -> dict[str, Any]:
         """Watch one pod over HTTP until `predicate(pod)` holds; fail naming `what` otherwise."""
         w = watch.Watch()
-        for ev in w.stream(self.core.list_namespaced_pod, ns, field_selector=f"metadata.name={name}",
-                           timeout_seconds=int(timeout)):
+        for ev in w.stream(
+            self.core.list_namespaced_pod,
+            ns,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=int(timeout),
+        ):
             pod = self.plain(ev["object"])
             if ev["type"] != "DELETED" and predicate(pod):
                 w.stop()
                 return pod
         raise AssertionError(f"gave up after {timeout}s waiting for pod {ns}/{name}: {what}")
 
-    def wait_claims(self, predicate: Callable[[list[dict[str, Any]]], bool], what: str,
-                    ns: str = "default", timeout: float = WAIT_S) -> list[dict[str, Any]]:
+    def wait_claims(
+        self,
+        predicate: Callable[[list[dict[str, Any]]], bool],
+        what: str,
+        ns: str = "default",
+        timeout: float = WAIT_S,
+    ) -> list[dict[str, Any]]:
         """Watch claims over HTTP until `predicate(all claims in ns)` holds."""
         # The client cannot derive the item type of ResourceV1ResourceClaimList by itself.
         w = watch.Watch(return_type="ResourceV1ResourceClaim")
@@ -72,20 +87,32 @@ class Sim:
 
 
 @contextmanager
-def control_plane_sim(nodes: tuple[str, ...] = ("node-1",), feature_gates: str = "",
-                      kube_version: str = "1.36", backoff: float = 0.05) -> Iterator[Sim]:
+def control_plane_sim(
+    nodes: tuple[str, ...] = ("node-1",),
+    feature_gates: str = "",
+    kube_version: str = "1.36",
+    backoff: float = 0.05,
+) -> Iterator[Sim]:
     parts: dict[str, Any] = {}
 
     def configure(cluster: Any) -> None:
-        parts["controller"], parts["scheduler"] = add_control_plane(cluster, initial_backoff=backoff,
-                                                                    max_backoff=backoff * 4)
+        parts["controller"], parts["scheduler"] = add_control_plane(
+            cluster, initial_backoff=backoff, max_backoff=backoff * 4
+        )
 
-    with running_sim(nodes=list(nodes), feature_gates=feature_gates, kube_version=kube_version,
-                     configure=configure) as handle:
+    with running_sim(
+        nodes=list(nodes), feature_gates=feature_gates, kube_version=kube_version, configure=configure
+    ) as handle:
         api = handle.client()
         try:
-            yield Sim(handle, api, client.CoreV1Api(api), client.ResourceV1Api(api),
-                      parts["controller"], parts["scheduler"])
+            yield Sim(
+                handle,
+                api,
+                client.CoreV1Api(api),
+                client.ResourceV1Api(api),
+                parts["controller"],
+                parts["scheduler"],
+            )
             assert not parts["controller"].errors, parts["controller"].errors
             assert not parts["scheduler"].errors, parts["scheduler"].errors
         finally:
@@ -106,18 +133,35 @@ def unschedulable(pod: dict[str, Any]) -> bool:
 
 
 def template(name: str, request: dict[str, Any], ns: str = "default") -> dict[str, Any]:
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-            "metadata": {"name": name, "namespace": ns},
-            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": request}]}}}}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": request}]}}},
+    }
 
 
 def pod_with_template(name: str, tmpl: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"claims": [{"name": "gpu"}]}}],
-                     "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": tmpl}], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox", "resources": {"claims": [{"name": "gpu"}]}}],
+            "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": tmpl}],
+            **spec,
+        },
+    }
 
 
 def pod_with_claim(name: str, claim: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"claims": [{"name": "gpu"}]}}],
-                     "resourceClaims": [{"name": "gpu", "resourceClaimName": claim}], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "containers": [{"name": "c", "image": "busybox", "resources": {"claims": [{"name": "gpu"}]}}],
+            "resourceClaims": [{"name": "gpu", "resourceClaimName": claim}],
+            **spec,
+        },
+    }

@@ -115,6 +115,11 @@ class Provider(abc.ABC):
     def driver_logs(self, node: str | None = None, tail: int = 200) -> dict[str, str]:
         """Recent driver log lines per node (all nodes when ``node`` is None), for diagnostics."""
 
+    def driver_nodes(self) -> tuple[str, ...]:
+        """Nodes where the driver under test runs, once deployed; () when the handle's nodes are
+        exactly those (sim, kind) or when the provider cannot tell (then any node with slices counts)."""
+        return ()
+
     def node_cdi_specs(self, node: str) -> dict[str, dict[str, Any]] | None:
         """The CDI spec files in ``node``'s CDI directory (file name -> parsed spec), or None when the
         provider cannot look; the checks that read them then skip with that reason. Optional."""

@@ -72,17 +72,23 @@ class ExistingProvider(Provider):
             nodes, _ = items(self._kube.core.list_node)
         except ApiException as exc:
             raise ProviderError(f"listing the cluster's nodes failed ({exc.status} {exc.reason}); "
-                                f"the kubeconfig "
-                                "needs rights to list nodes.") from None
+                                "the kubeconfig needs rights to list nodes.") from None
         except Exception as exc:
             raise ProviderError(f"cannot reach the cluster in {kc} ({type(exc).__name__}); check "
-                                f"that it runs "
-                                "and that the kubeconfig points at it.") from None
-        names = tuple(n["metadata"]["name"] for n in nodes
-                      if not any(t.get("effect") == "NoSchedule"
-                                 for t in (n.get("spec") or {}).get("taints") or ()))
+                                "that it runs and that the kubeconfig points at it.") from None
+        # Which nodes carry GPUs is the driver's business: the suite learns it from the driver's pods
+        # (driver_nodes) or, failing that, from its slices; the handle lists every node for the report.
         return ClusterHandle(provider=self.name, kubeconfig=Path(kc), kubernetes_version="",
-                             simulated=False, nodes=names)
+                             simulated=False, nodes=tuple(n["metadata"]["name"] for n in nodes))
+
+    def driver_nodes(self) -> tuple[str, ...]:
+        if not self.config.profile.install.pod_selector:
+            return ()
+        try:
+            pods = self._driver_pods(None)
+        except (ProviderError, ApiException):
+            return ()
+        return tuple(sorted({(p.get("spec") or {}).get("nodeName") for p in pods} - {None, ""}))
 
     def deploy_driver(self) -> DriverDeployment:
         inst = self.config.profile.install

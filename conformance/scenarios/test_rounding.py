@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from conformance.capacity import format_bytes
+from conformance.inventory import Gpu
 from conformance.scenarios.checks import assert_consumed, assert_on_gpu, env_view, expected_env
 from conformance.workloads import Scenario
 
 pytestmark = pytest.mark.rounding
 
 
-def _policy_gpu(sc: Scenario):
+def _policy_gpu(sc: Scenario) -> Gpu:
     for gpu in sc.suite.usable_gpus():
         if gpu.capacity is not None and gpu.capacity.policy is not None and (
                 gpu.capacity.policy.step or gpu.capacity.policy.valid_values):
@@ -36,21 +35,11 @@ def test_off_step_request_consumes_the_rounded_amount(scenario: Scenario) -> Non
     result = assert_on_gpu(sc, pod, gpu)
     assert_consumed(sc, pod, gpu, result)
     # What the container is told it got must be the rounded amount too, not the raw request.
-    granted = {n: v for n, v in expected_env(sc, gpu, result).items()
-               if "{granted}" in sc.profile.visibility.env.get(_template_of(sc, n), "")}
+    granted = expected_env(sc, gpu, result, only="{granted}")
     if granted:
         seen = env_view(sc, pod, granted)
         wrong = [f"{n}={seen.get(n)!r} (granted {v})" for n, v in granted.items() if seen.get(n) != v]
         assert not wrong, f"{pod.key} asked {off} bytes, was granted {expected}, but sees {'; '.join(wrong)}"
-
-
-def _template_of(sc: Scenario, name: str) -> str:
-    """The profile's env name template that produced ``name`` (GPU_DEVICE_0_MEMORY <- ..._{index}_MEMORY)."""
-    for template in sc.profile.visibility.env:
-        pattern = "^" + re.sub(r"\\{[A-Za-z_]+\\}", ".+", re.escape(template)) + "$"
-        if re.match(pattern, name):
-            return template
-    return ""
 
 
 def test_request_above_policy_max_is_rejected(scenario: Scenario) -> None:
