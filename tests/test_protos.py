@@ -31,7 +31,8 @@ def test_committed_stubs_match_regenerated_ones(tmp_path: Path) -> None:
 
 
 def test_service_paths_match_the_kubelet() -> None:
-    assert dra_v1_pb2.DESCRIPTOR.services_by_name["DRAPlugin"].full_name == "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin"
+    v1 = dra_v1_pb2.DESCRIPTOR.services_by_name["DRAPlugin"]
+    assert v1.full_name == "k8s.io.kubelet.pkg.apis.dra.v1.DRAPlugin"
     assert (
         dra_v1beta1_pb2.DESCRIPTOR.services_by_name["DRAPlugin"].full_name
         == "k8s.io.kubelet.pkg.apis.dra.v1beta1.DRAPlugin"
