@@ -4,7 +4,6 @@ template -> claim -> scheduled -> prepared by the driver -> a running process wi
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, watch
+from pod_watch import PodWatch
 
 from sim.kubelet.fleet import add_kubelets
 from sim.scheduler import add_control_plane
@@ -33,7 +33,9 @@ SHOW = (
 HOLD = SHOW + "; time.sleep(600)"
 
 
-class Sim:
+class Sim(PodWatch):
+    default_timeout = 30
+
     def __init__(self, handle):
         self.handle = handle
         self.kubelet = handle.cluster.kubelets["node-1"]
@@ -41,9 +43,6 @@ class Sim:
         self.core = client.CoreV1Api(self.api)
         self.res = client.ResourceV1Api(self.api)
         self.kubelet.wait_driver_registered(60)
-
-    def plain(self, obj) -> dict:
-        return self.api.sanitize_for_serialization(obj)
 
     def setup_class_and_template(self, name: str, memory: str, gpu_index: int | None = None) -> None:
         if not self.res.list_device_class(field_selector="metadata.name=gpu").items:
@@ -91,65 +90,14 @@ class Sim:
             },
         )
 
-    def wait_pod(self, name: str, predicate, timeout: float = 30, what: str = "") -> dict:
-        last = None
-        w = watch.Watch()
-        for ev in w.stream(
-            self.core.list_namespaced_pod,
-            NS,
-            field_selector=f"metadata.name={name}",
-            timeout_seconds=int(timeout),
-        ):
-            last = self.plain(ev["object"])
-            if ev["type"] != "DELETED" and predicate(last):
-                w.stop()
-                return last
-        raise AssertionError(
-            f"pod {name}: {what} not reached in {timeout}s; status: "
-            f"{json.dumps((last or {}).get('status'), indent=1)}\n"
-            f"events: {[e['message'] for e in self.events(name)]}\n"
-            f"driver log: {self.driver_log()[-3000:]}"
-        )
+    def diagnostics(self, name: str) -> str:
+        return (f"\nevents: {[e['message'] for e in self.events(name)]}\n"
+                f"driver log: {self.driver_log()[-3000:]}")
 
     def wait_running(self, name: str, timeout: float = 30) -> dict:
         return self.wait_pod(
             name, lambda p: p.get("status", {}).get("phase") == "Running", timeout, "Running"
         )
-
-    def wait_gone(self, name: str, timeout: float = 30) -> None:
-        try:
-            rv = self.core.read_namespaced_pod(name, NS).metadata.resource_version
-        except client.ApiException as e:
-            if e.status == 404:
-                return
-            raise
-        w = watch.Watch()  # from the version read, so that a deletion in between is not missed
-        for ev in w.stream(self.core.list_namespaced_pod, NS, field_selector=f"metadata.name={name}",
-                           resource_version=rv, timeout_seconds=int(timeout)):
-            if ev["type"] == "DELETED":
-                w.stop()
-                return
-        raise AssertionError(f"pod {name} still present after {timeout}s")
-
-    def wait_event(self, name: str, reason: str, timeout: float = 30) -> dict:
-        w = watch.Watch()
-        for ev in w.stream(
-            self.core.list_namespaced_event,
-            NS,
-            field_selector=f"involvedObject.name={name}",
-            timeout_seconds=int(timeout),
-        ):
-            obj = self.plain(ev["object"])
-            if obj["reason"] == reason:
-                w.stop()
-                return obj
-        raise AssertionError(f"no {reason} event for {name} in {timeout}s: {self.events(name)}")
-
-    def events(self, name: str) -> list[dict]:
-        return [
-            self.plain(e)
-            for e in self.core.list_namespaced_event(NS, field_selector=f"involvedObject.name={name}").items
-        ]
 
     def claim_of(self, pod: dict) -> dict:
         claim_name = pod["status"]["resourceClaimStatuses"][0]["resourceClaimName"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client, watch
+from pod_watch import PodWatch
 
 from sim.apiserver.server import ApiServer
 from sim.apiserver.store import Store
@@ -33,7 +34,7 @@ SHOW_ENV = (
 )
 
 
-class Node:
+class Node(PodWatch):
     def __init__(self, root: Path):
         self.store = Store()
         self.server = ApiServer(self.store)
@@ -134,57 +135,6 @@ class Node:
             },
             _preload_content=False,
         )
-
-    def wait_pod(self, name: str, predicate, timeout: float = 20, what: str = "") -> dict:
-        last = None
-        w = watch.Watch()
-        for ev in w.stream(
-            self.core.list_namespaced_pod,
-            NS,
-            field_selector=f"metadata.name={name}",
-            timeout_seconds=int(timeout),
-        ):
-            last = self.api.sanitize_for_serialization(ev["object"])
-            if ev["type"] != "DELETED" and predicate(last):
-                w.stop()
-                return last
-        raise AssertionError(
-            f"pod {name}: {what or 'condition'} not reached in {timeout}s; last: "
-            f"{json.dumps((last or {}).get('status'), indent=1)}"
-        )
-
-    def wait_gone(self, name: str, timeout: float = 20) -> None:
-        try:
-            rv = self.core.read_namespaced_pod(name, NS).metadata.resource_version
-        except client.ApiException as e:
-            if e.status == 404:
-                return
-            raise
-        w = watch.Watch()  # from the version read, so that a deletion in between is not missed
-        for ev in w.stream(self.core.list_namespaced_pod, NS, field_selector=f"metadata.name={name}",
-                           resource_version=rv, timeout_seconds=int(timeout)):
-            if ev["type"] == "DELETED":
-                w.stop()
-                return
-        raise AssertionError(f"pod {name} still present after {timeout}s")
-
-    def wait_event(self, name: str, reason: str, timeout: float = 20) -> dict:
-        w = watch.Watch()
-        for ev in w.stream(
-            self.core.list_namespaced_event,
-            NS,
-            field_selector=f"involvedObject.name={name}",
-            timeout_seconds=int(timeout),
-        ):
-            obj = self.api.sanitize_for_serialization(ev["object"])
-            if obj["reason"] == reason:
-                w.stop()
-                return obj
-        raise AssertionError(f"no {reason} event for pod {name} within {timeout}s: {self.events(name)}")
-
-    def events(self, name: str) -> list[dict]:
-        items = self.core.list_namespaced_event(NS, field_selector=f"involvedObject.name={name}").items
-        return [self.api.sanitize_for_serialization(e) for e in items]
 
     def log(self, name: str, container: str | None = None, **kw) -> str:
         return self.core.read_namespaced_pod_log(name, NS, container=container, **kw)
