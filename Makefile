@@ -10,6 +10,10 @@ CLUSTER ?= auto
 DRIVER_PROFILE ?= reference
 GPUS ?=
 KUBECONFIG_PATH ?=
+# sim: the driver binary to run instead of the profile's sim.command (e.g. NVIDIA's gpu-kubelet-plugin);
+# the variables a profile's sim section reads (NVIDIA_DRIVER_ROOT, MOCK_NVML_CONFIG_DIR, ...) reach it
+# from make's command line through the environment.
+SIM_DRIVER_COMMAND ?=
 REPORT_DIR ?= reports
 CONFORMANCE_ARGS ?=
 
@@ -47,6 +51,7 @@ conformance: $(STAMP)
 	$(BIN)/python -m pytest conformance/scenarios \
 		--cluster=$(CLUSTER) --driver-profile=$(DRIVER_PROFILE) \
 		$(if $(GPUS),--gpus=$(GPUS)) $(if $(KUBECONFIG_PATH),--kubeconfig=$(KUBECONFIG_PATH)) \
+		$(if $(SIM_DRIVER_COMMAND),--sim-driver-command=$(SIM_DRIVER_COMMAND)) \
 		--report-dir=$(REPORT_DIR) --junitxml=$(REPORT_DIR)/junit.xml $(CONFORMANCE_ARGS)
 
 image:

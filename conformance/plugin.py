@@ -206,6 +206,7 @@ class ConformanceRun:
         self.suite = Suite(profile=self.profile, provider=self.provider, handle=handle, deployment=deployment,
                            kube=kube, schema_version=schema, templates=templates, preflight=preflight,
                            wait_timeout=wait_timeout, settle_seconds=settle,
+                           republish_timeout=self.profile.republish_bound(simulated, wait_timeout),
                            gpu_profile=_load_gpu_profile(config.gpus) if config.gpus or simulated else None)
         return self.suite
 

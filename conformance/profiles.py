@@ -8,16 +8,25 @@ misspelt key silently ignored would make the suite test something other than wha
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from sim.kubelet.launch import LaunchError, LaunchSpec
+
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# ${NAME} or ${NAME:-default} in the sim: section: a value the user gives when running the suite.
+# The default may itself be one plain ${OTHER} reference.
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}$]|\$\{[A-Za-z_][A-Za-z0-9_]*\})*))?\}")
+# Enough for drivers built on upstream's kubeletplugin helper: a 30 s sync delay held back by a one-minute
+# mutation cache (29 to 62 s seen).
+DEFAULT_REPUBLISH_TIMEOUT = 90.0
 
 
 class ProfileError(ValueError):
@@ -50,7 +59,14 @@ _INSTALL: _Spec = {
     # label selector of the driver's kubelet-plugin pods (restart and logs on kind/existing)
     "podSelector": (str, False, None),
 }
-_SIM: _Spec = {"driverArgs": (list, False, None)}
+# How to run the driver on the simulated cluster (sim/kubelet/launch.py is the contract it fills).
+_SIM: _Spec = {
+    "command": (list, True, None),
+    "args": (list, False, None),
+    "env": (dict, False, None),
+    "nodeEnv": (dict, False, None),
+    "republishTimeout": ((int, float), False, None),
+}
 _POD: _Spec = {"image": (str, False, None)}
 _PROFILE: _Spec = {
     "name": (str, True, None),
@@ -86,6 +102,53 @@ class Install:
 
 
 @dataclass(frozen=True)
+class SimLaunch:
+    """The ``sim:`` section: the driver's command, args, env and per-node env as templates that may use
+    the launch contract's {placeholders} and ${VARIABLES} from the run's environment."""
+
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    node_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    republish_timeout: float | None = None
+
+    def templates(self) -> list[tuple[str, str]]:
+        out = [(f"sim.command[{i}]", c) for i, c in enumerate(self.command)]
+        out += [(f"sim.args[{i}]", a) for i, a in enumerate(self.args)]
+        out += [(f"sim.env.{k}", v) for k, v in self.env.items()]
+        out += [(f"sim.nodeEnv.{n}.{k}", v) for n, e in self.node_env.items() for k, v in e.items()]
+        return out
+
+    def resolve(self, driver: str, environ: Mapping[str, str],
+                command: list[str] | None = None) -> LaunchSpec:
+        """The launch spec with every ${VARIABLE} filled from ``environ`` (``command`` replaces sim.command:
+        --sim-driver-command). Raises ProfileError naming the field and the variable when one is unset."""
+        def expand(where: str, template: str) -> str:
+            def one(m: re.Match[str]) -> str:
+                value = environ.get(m.group(1))
+                if value is None or value == "":
+                    if m.group(2) is None:
+                        raise ProfileError(f"'{where}' uses ${{{m.group(1)}}}, which is not set; set it in "
+                                           f"the environment (make {m.group(1)}=...), see "
+                                           "docs/validate-your-fork.md.")
+                    return _VARIABLE.sub(one, m.group(2))
+                return value.replace("{", "{{").replace("}", "}}")  # a value is never a placeholder
+            return _VARIABLE.sub(one, template)
+
+        data = {"name": driver,
+                "command": list(command) if command else [expand(f"sim.command[{i}]", c)
+                                                          for i, c in enumerate(self.command)],
+                "args": [expand(f"sim.args[{i}]", a) for i, a in enumerate(self.args)],
+                "env": {k: expand(f"sim.env.{k}", v) for k, v in self.env.items()},
+                "nodeEnv": {n: {k: expand(f"sim.nodeEnv.{n}.{k}", v) for k, v in e.items()}
+                            for n, e in self.node_env.items()}}
+        try:
+            return LaunchSpec.from_dict(data, prefix="sim.")
+        except LaunchError as exc:
+            raise ProfileError(str(exc)) from None
+
+
+@dataclass(frozen=True)
 class DriverProfile:
     name: str
     driver: str
@@ -99,9 +162,16 @@ class DriverProfile:
     identity_attribute: str = "uuid"
     product_attribute: str = "productName"
     description: str = ""
-    sim_driver_args: tuple[str, ...] = ()
+    sim: SimLaunch | None = None                  # the profile's sim: section, None when it has none
     pod_image: str = "busybox:1.36"
     source: str = ""                              # file the profile came from
+
+    def republish_bound(self, simulated: bool, wait_timeout: float) -> float:
+        """Seconds the driver may take to republish wiped slices: sim.republishTimeout, else enough for
+        upstream's kubeletplugin helper (on a real cluster never less than the run's wait bound)."""
+        if self.sim is not None and self.sim.republish_timeout is not None:
+            return self.sim.republish_timeout
+        return DEFAULT_REPUBLISH_TIMEOUT if simulated else max(wait_timeout, DEFAULT_REPUBLISH_TIMEOUT)
 
     def qualified(self, name: str) -> tuple[str, str]:
         """(domain, id) of an attribute or capacity name; unqualified names are the driver's."""
@@ -132,8 +202,10 @@ def _check(data: Any, spec: _Spec, where: str, source: str) -> None:
                 raise ProfileError(f"driver profile {source}: required key '{path}' is missing; add it.")
             continue
         value = data[key]
-        if not isinstance(value, typ) or (typ is str and not value):
-            raise ProfileError(f"driver profile {source}: '{path}' must be a non-empty {typ.__name__}, "
+        if (not isinstance(value, typ) or (typ is str and not value)
+                or (isinstance(value, bool) and typ is not bool)):
+            kind = "number" if isinstance(typ, tuple) else typ.__name__
+            raise ProfileError(f"driver profile {source}: '{path}' must be a non-empty {kind}, "
                                f"got {value!r}; fix its value.")
         if isinstance(sub, tuple) and value not in sub:
             raise ProfileError(f"driver profile {source}: '{path}' is {value!r}; valid values are: "
@@ -165,10 +237,52 @@ def _check_semantics(data: dict[str, Any], source: str) -> None:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ProfileError(f"driver profile {source}: 'claims.visibility.env' entries must map "
                                    f"a name template to a value template (strings), got {name!r}: {value!r}.")
-    for arg in data.get("sim", {}).get("driverArgs", []):
-        if not isinstance(arg, str):
-            raise ProfileError(f"driver profile {source}: 'sim.driverArgs' must be a list of strings, "
-                               f"got {arg!r}.")
+    if "sim" in data:
+        _check_sim(data["sim"], data["driver"], source)
+
+
+def _check_sim(sim: dict[str, Any], driver: str, source: str) -> None:
+    """Placeholders, variable references and env names of the sim: section, before anything starts."""
+    timeout = sim.get("republishTimeout")
+    if timeout is not None and not timeout > 0:
+        raise ProfileError(f"driver profile {source}: 'sim.republishTimeout' must be a number of seconds "
+                           f"above 0, got {timeout!r}.")
+    try:
+        launch = _sim_launch(sim)
+        for where, template in launch.templates():
+            bad = _VARIABLE.sub("", template)
+            if "${" in bad:
+                raise ProfileError(f"'{where}' has a malformed variable reference in {template!r}; write "
+                                   "${NAME} or ${NAME:-default}.")
+        # Variables stand in for their values here; the placeholders around them are checked for real.
+        LaunchSpec.from_dict({"name": driver, "command": [_VARIABLE.sub("x", c) for c in launch.command],
+                              "args": [_VARIABLE.sub("x", a) for a in launch.args],
+                              "env": {k: _VARIABLE.sub("x", v) for k, v in launch.env.items()},
+                              "nodeEnv": {n: {k: _VARIABLE.sub("x", v) for k, v in e.items()}
+                                          for n, e in launch.node_env.items()}}, prefix="sim.")
+    except (LaunchError, ProfileError) as exc:
+        raise ProfileError(f"driver profile {source}: {exc}") from None
+
+
+def _sim_launch(sim: dict[str, Any]) -> SimLaunch:
+    def strings(key: str) -> tuple[str, ...]:
+        value = sim.get(key, [])
+        if not all(isinstance(v, str) for v in value):
+            raise ProfileError(f"'sim.{key}' must be a list of strings, got {value!r}.")
+        return tuple(value)
+
+    def env(value: Any, where: str) -> dict[str, str]:
+        if not isinstance(value, dict):
+            raise ProfileError(f"'{where}' must be a mapping of NAME: value, got {value!r}.")
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise ProfileError(f"'{where}.{k}' must be a string, got {v!r}; quote it.")
+        return {str(k): v for k, v in value.items()}
+
+    timeout = sim.get("republishTimeout")
+    return SimLaunch(command=strings("command"), args=strings("args"), env=env(sim.get("env", {}), "sim.env"),
+                     node_env={str(n): env(e, f"sim.nodeEnv.{n}") for n, e in sim.get("nodeEnv", {}).items()},
+                     republish_timeout=float(timeout) if timeout is not None else None)
 
 
 def template_fields(template: str) -> list[str]:
@@ -228,7 +342,7 @@ def parse_profile(data: Any, source: str = "<inline>") -> DriverProfile:
         request_policy=claims["requestPolicy"],
         visibility=Visibility(method=vis["method"], env=dict(vis.get("env", {}))),
         enforcement=claims.get("enforcement", False),
-        sim_driver_args=tuple(data.get("sim", {}).get("driverArgs", [])),
+        sim=_sim_launch(data["sim"]) if "sim" in data else None,
         pod_image=data.get("pod", {}).get("image", "busybox:1.36"),
         source=source,
     )

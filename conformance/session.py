@@ -30,6 +30,7 @@ class Suite:
     preflight: PreflightResult
     wait_timeout: float
     settle_seconds: float
+    republish_timeout: float                          # how long the driver may take to republish (profile)
     gpu_profile: dict[str, Any] | None = None        # mock GPU profile used (sim/kind), for real memory
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     created_namespaces: list[str] = field(default_factory=list)

@@ -21,14 +21,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kube-version", default=DEFAULT_VERSION, choices=SUPPORTED_VERSIONS)
     p.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (0 picks a free one)")
     p.add_argument("--log-level", default="WARNING", help="Python logging level (DEBUG, INFO, WARNING)")
-    # Nodes (sim/kubelet, issue 7): with --gpus every node gets a kubelet and a reference driver process.
-    p.add_argument("--gpus", default="", help="PROFILE for every node, or node-1=PROFILE,node-2=PROFILE")
+    # Nodes (sim/kubelet): with --driver-spec or --gpus every node gets a kubelet and a driver process.
+    p.add_argument("--driver-spec", default=None,
+                   help="YAML/JSON launch spec of any driver (name, command, args, env, nodeEnv); every node "
+                        "runs it as the spec says, nothing added (docs/architecture.md)")
+    p.add_argument("--gpus", default="",
+                   help="mock GPUs: PROFILE for every node, or node-1=PROFILE,node-2=PROFILE; without "
+                        "--driver-spec it runs the reference driver on those nodes, with it it fills {gpus}")
     p.add_argument("--state-dir", default=None,
                    help="per-node dirs DIR/<node>/{plugins_registry,plugins,cdi,driver-state}")
     p.add_argument("--driver-command", default=None,
-                   help='driver command line (default "<python> -m driver")')
+                   help='with --gpus: the reference driver variant to run (default "<python> -m driver")')
     p.add_argument("--driver-arg", action="append", default=[],
-                   help="extra argument for every driver process (repeatable)")
+                   help="with --gpus: extra argument for the reference driver (repeatable)")
     p.add_argument("--slice-wipe-delay", type=float, default=30.0,
                    help="seconds before the kubelet deletes an unreachable driver's slices")
     return p
@@ -63,12 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     from .scheduler import add_control_plane
 
     add_control_plane(cluster)  # claim controller + scheduler (issue 3)
-    if args.gpus:
-        from .kubelet.fleet import add_kubelets
+    fleet = None
+    if args.gpus or args.driver_spec or args.driver_command or args.driver_arg:
+        from .kubelet.fleet import add_kubelets, load_spec
 
         try:
-            add_kubelets(cluster, args.gpus, state_dir=args.state_dir, driver_command=args.driver_command,
-                         driver_args=args.driver_arg, slice_wipe_delay=args.slice_wipe_delay)
+            fleet = add_kubelets(cluster, args.gpus,
+                                 launch=load_spec(args.driver_spec) if args.driver_spec else None,
+                                 state_dir=args.state_dir, driver_command=args.driver_command,
+                                 driver_args=args.driver_arg, slice_wipe_delay=args.slice_wipe_delay)
         except ValueError as e:
             print(f"sim: {e}", file=sys.stderr)
             return 2
@@ -80,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster.write_kubeconfig(args.kubeconfig)
         print(f"sim: serving {cluster.url}", flush=True)
+        if fleet is not None:
+            fleet.report_driver_starts(lambda line: print(line, flush=True))
         stop.wait()
     finally:
         cluster.stop()

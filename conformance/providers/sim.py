@@ -1,4 +1,10 @@
-"""The sim provider: ``python -m sim`` as a subprocess, one reference driver per node.
+"""The sim provider: ``python -m sim`` as a subprocess, the profile's driver on every node.
+
+The profile's ``sim:`` section says how to run the driver (command, args, env, per-node env); it is
+resolved here (${VARIABLES} from the environment, --sim-driver-command) into the sim kubelet's launch
+contract (sim/kubelet/launch.py) and handed to the sim as ``--driver-spec``. Everything that can be
+checked before the sim starts is (variables, nodes, the command); a driver that exits before it
+registers stops the run before any scenario, quoting its last output.
 
 A run on sim is SIMULATED (report banner): the control plane is simulated, but the HTTP API, the
 driver processes, their gRPC sockets and CDI files are real.
@@ -7,6 +13,7 @@ driver processes, their gRPC sockets and CDI files are real.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shlex
@@ -19,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from conformance.profiles import ProfileError
 from conformance.providers.base import (
     ClusterHandle,
     DriverDeployment,
@@ -26,8 +34,12 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
+from sim.kubelet.launch import EXITED_MARK, REGISTERED_MARK, LaunchError, LaunchSpec
 
 START_TIMEOUT = 60.0
+# How long start() waits for every node's driver to register (or to exit, which stops the run); a driver
+# still starting after this is left to preflight, which waits for its slices.
+REGISTER_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 SERVING_MARK = "sim: serving"
 
@@ -41,20 +53,47 @@ class SimProvider(Provider):
         self.state_dir = config.work_dir / "sim-state"
         self.kubeconfig = config.work_dir / "sim-kubeconfig"
         self.log_path = config.work_dir / "sim.log"
+        self.spec_path = config.work_dir / "sim-driver.json"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.launch: LaunchSpec | None = None
         self._serving = threading.Event()
         self._server_line = ""
         self._reader: threading.Thread | None = None
+        self._drivers = threading.Condition()
+        self._registered: set[str] = set()
+        self._driver_failure = ""
+        self._ended = False
+
+    def launch_spec(self) -> LaunchSpec:
+        """The profile's sim: section as the sim kubelet's launch spec; ProviderError names the field."""
+        cfg, profile = self.config, self.config.profile
+        if profile.sim is None:
+            raise ProviderError(f"driver profile {profile.name!r} has no 'sim' section, so the sim cannot "
+                                "run its driver; add sim.command (docs/driver-profiles.md) or use --cluster "
+                                "kind or existing.")
+        override = shlex.split(cfg.driver_command) if cfg.driver_command else None
+        try:
+            spec = profile.sim.resolve(profile.driver, os.environ, override)
+            spec.check_nodes(cfg.nodes)
+            spec.executable("--sim-driver-command" if override else "sim.command",
+                            fix="give the driver's path with --sim-driver-command "
+                                "(make SIM_DRIVER_COMMAND=/path/to/driver)")
+        except (ProfileError, LaunchError) as exc:
+            raise ProviderError(f"driver profile {profile.name}: {exc}") from None
+        if cfg.gpus and "gpus" not in spec.placeholders():
+            raise ProviderError(f"--gpus {cfg.gpus} has no effect on driver profile {profile.name}: its sim "
+                                "section does not use {gpus} (the driver finds its own hardware); drop "
+                                "--gpus (make GPUS=).")
+        return spec
 
     def command(self) -> list[str]:
         cfg = self.config
+        assert self.launch is not None
         cmd = [sys.executable, "-m", "sim", "--kubeconfig", str(self.kubeconfig), "--port", "0",
-               "--nodes", ",".join(cfg.nodes), "--gpus", cfg.gpus or "rtx3090x2",
-               "--state-dir", str(self.state_dir)]
-        if cfg.driver_command:
-            cmd += ["--driver-command", cfg.driver_command]
-        for arg in cfg.profile.sim_driver_args:
-            cmd.append(f"--driver-arg={arg}")
+               "--nodes", ",".join(cfg.nodes), "--state-dir", str(self.state_dir),
+               "--driver-spec", str(self.spec_path)]
+        if "gpus" in self.launch.placeholders():
+            cmd += ["--gpus", cfg.gpus or "rtx3090x2"]
         if cfg.feature_gates:
             gates = ",".join(f"{k}={str(v).lower()}" for k, v in cfg.feature_gates.items())
             cmd += ["--feature-gates", gates]
@@ -65,11 +104,9 @@ class SimProvider(Provider):
         return cmd
 
     def start(self) -> ClusterHandle:
-        if self.config.profile.install.method != "chart" or not self.config.profile.sim_driver_args:
-            raise ProviderError(f"driver profile {self.config.profile.name!r} cannot run on sim "
-                                f"(sim runs the "
-                                "reference driver only); use --cluster kind or existing for it.")
+        self.launch = self.launch_spec()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.spec_path.write_text(json.dumps(self.launch.to_dict(), indent=2))
         cmd = self.command()
         # The sim runs in its own session so that stop() can end it and every child it started.
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -83,11 +120,23 @@ class SimProvider(Provider):
             what = (f"exited with code {code}" if code is not None
                     else f"did not serve within {START_TIMEOUT:.0f}s")
             raise ProviderError(f"the sim {what} ({shlex.join(cmd)}); its output ends with: {tail!r}")
+        self._wait_drivers()
         version = self.config.kube_version or ""
         return ClusterHandle(provider=self.name, kubeconfig=self.kubeconfig,
                              kubernetes_version=version, simulated=True, nodes=tuple(self.config.nodes),
                              details={"command": shlex.join(cmd), "server": self._server_line,
-                                      "state_dir": str(self.state_dir)})
+                                      "state_dir": str(self.state_dir), "driver": self.launch.describe()})
+
+    def _wait_drivers(self) -> None:
+        """Until every node's driver registered; a driver that exited before it did stops the run."""
+        nodes = set(self.config.nodes)
+        with self._drivers:
+            self._drivers.wait_for(lambda: self._driver_failure or self._ended or nodes <= self._registered,
+                                   timeout=REGISTER_TIMEOUT)
+            failure = self._driver_failure
+        if failure:
+            self.stop()
+            raise ProviderError(f"driver profile {self.config.profile.name}: {failure}")
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -95,10 +144,25 @@ class SimProvider(Provider):
             for line in iter(self.proc.stdout.readline, b""):
                 log.write(line)
                 log.flush()
-                if not self._serving.is_set() and SERVING_MARK in line.decode(errors="replace"):
-                    self._server_line = line.decode(errors="replace").strip()
+                text = line.decode(errors="replace").strip()
+                if not self._serving.is_set() and SERVING_MARK in text:
+                    self._server_line = text
                     self._serving.set()
+                self._driver_line(text)
         self._serving.set()  # the sim exited: wake start() so it reports instead of waiting out the bound
+        with self._drivers:
+            self._ended = True
+            self._drivers.notify_all()
+
+    def _driver_line(self, text: str) -> None:
+        with self._drivers:
+            if text.startswith(REGISTERED_MARK):
+                self._registered.add(text.removeprefix(REGISTERED_MARK).split(" ", 1)[0])
+            elif text.startswith(EXITED_MARK) and not self._driver_failure:
+                self._driver_failure = text.removeprefix(EXITED_MARK).split(": ", 1)[-1]
+            else:
+                return
+            self._drivers.notify_all()
 
     def _log_tail(self, limit: int = 2000) -> str:
         with contextlib.suppress(OSError):
@@ -109,10 +173,10 @@ class SimProvider(Provider):
         # The sim's kubelets start the driver processes with the cluster; what the chart would add on
         # a real cluster is the DeviceClass, so create it here unless the sim already has one.
         self._ensure_device_class()
-        cmd = self.config.driver_command or f"{Path(sys.executable).name} -m driver"
+        assert self.launch is not None
         return DriverDeployment(driver_name=self.config.profile.driver, image="(local process)",
-                                version=cmd, installed_by_suite=True,
-                                details={"driver_args": shlex.join(self.config.profile.sim_driver_args)})
+                                version=self.launch.describe(), installed_by_suite=True,
+                                details={"driver_command": self.launch.describe()})
 
     def _ensure_device_class(self) -> None:
         from kubernetes import client, config

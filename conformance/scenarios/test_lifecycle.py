@@ -57,7 +57,8 @@ def test_slices_come_back_after_a_wipe(scenario: Scenario) -> None:
                 for d in s["spec"].get("devices") or ()}
         return True if devices <= have else None
 
-    wait_for(sc.kube.resource.list_resource_slice, republished, timeout=sc.suite.wait_timeout,
+    # The bound is the profile's (sim.republishTimeout): drivers on upstream's helper take up to a minute.
+    wait_for(sc.kube.resource.list_resource_slice, republished, timeout=sc.suite.republish_timeout,
              what=f"driver {driver} to republish {sorted(devices)} on {gpu.node} after its slices "
                   f"were deleted")
 

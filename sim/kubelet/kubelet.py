@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
-import shlex
 import signal
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +14,7 @@ from sim.kubelet.cdi import Registry
 from sim.kubelet.claims import ClaimCache
 from sim.kubelet.driverproc import DriverSupervisor
 from sim.kubelet.events import EventRecorder
+from sim.kubelet.launch import NodeLaunch
 from sim.kubelet.nodedirs import NodeDirs
 from sim.kubelet.podworker import PodWorker
 from sim.kubelet.registration import PluginManager
@@ -30,32 +27,12 @@ DEFAULT_SLICE_WIPE_DELAY_S = 30.0  # the kubelet's defaultWipingDelay
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class DriverConfig:
-    """How the kubelet starts this node's reference driver (``--gpus``, ``--driver-command``, "
-      "``--driver-arg``)."""
-
-    gpus: str
-    kubeconfig: Path
-    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "driver"])
-    args: list[str] = field(default_factory=list)
-
-    @property
-    def driver_name(self) -> str:
-        for i, a in enumerate(self.args):
-            if a == "--driver-name" and i + 1 < len(self.args):
-                return self.args[i + 1]
-            if a.startswith("--driver-name="):
-                return a.split("=", 1)[1]
-        return DEFAULT_DRIVER_NAME
-
-    @staticmethod
-    def parse_command(text: str | None) -> list[str]:
-        return shlex.split(text) if text else [sys.executable, "-m", "driver"]
+class DriverStartError(RuntimeError):
+    """The node's driver exited before it registered with the kubelet; the message quotes its output."""
 
 
 class Kubelet:
-    def __init__(self, store: Any, node_name: str, state_dir: Path, *, driver: DriverConfig | None = None,
+    def __init__(self, store: Any, node_name: str, state_dir: Path, *, driver: NodeLaunch | None = None,
                  slice_wipe_delay: float = DEFAULT_SLICE_WIPE_DELAY_S, crash_backoff_s: float = 10.0,
                  shutdown_grace_s: float = 2.0):
         self.store = store
@@ -73,6 +50,10 @@ class Kubelet:
         self.claims = ClaimCache(self.plugins)
         self.cdi = Registry([self.dirs.cdi])
         self.driver: DriverSupervisor | None = None
+        # First start of the driver: registered, or exited before it did (the code), for wait_driver_started.
+        self._start_cond = threading.Condition()
+        self._registered_once = False
+        self._early_exit: int | None = None
         self._lock = threading.Lock()
         self._workers: dict[str, PodWorker] = {}
         self._by_key: dict[tuple[str, str], PodWorker] = {}
@@ -121,17 +102,39 @@ class Kubelet:
         self.store.unregister_kubelet(self.node_name)
 
     # -- driver ---------------------------------------------------------------------------------------
-    def _start_driver(self, cfg: DriverConfig) -> None:
+    def _start_driver(self, launch: NodeLaunch) -> None:
         d = self.dirs
-        argv = [*cfg.command, "--node-name", self.node_name, "--kubeconfig", str(cfg.kubeconfig),
-                "--gpus", cfg.gpus, "--registry-dir", str(d.plugins_registry),
-                "--plugin-dir", str(d.plugin_dir(cfg.driver_name)), "--cdi-dir", str(d.cdi),
-                "--state-dir", str(d.driver_state), *cfg.args]  # fmt: skip
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        self.driver = DriverSupervisor(argv, log_path=d.root / "driver.log", pid_path=d.root / "driver.pid",
-                                       cwd=REPO_ROOT, env=env, on_exit=self._driver_exited,
-                                       name=f"{cfg.driver_name}@{self.node_name}").start()
+        self.driver = DriverSupervisor(launch.argv, log_path=d.root / "driver.log",
+                                       pid_path=d.root / "driver.pid", cwd=REPO_ROOT,
+                                       env=launch.process_env(REPO_ROOT), on_exit=self._driver_exited,
+                                       name=f"{launch.driver_name}@{self.node_name}").start()
+
+    def wait_driver_started(self, timeout: float) -> None:
+        """Block until the driver registered for the first time. Raises DriverStartError, quoting its last
+        output, when it exited before that (a driver that cannot start), TimeoutError after ``timeout``."""
+        if self.driver_config is None:
+            raise RuntimeError(f"node {self.node_name} runs no driver")
+        with self._start_cond:
+            done = self._start_cond.wait_for(lambda: self._registered_once or self._early_exit is not None,
+                                             timeout=timeout)
+            registered, code = self._registered_once, self._early_exit
+        if registered:
+            return
+        argv0 = self.driver_config.argv[0]
+        if not done:
+            raise TimeoutError(f"the driver {argv0} on {self.node_name} did not register within "
+                               f"{timeout:.0f}s; its last output: {self.driver_output_tail()}")
+        raise DriverStartError(f"the driver {argv0} exited with code {code} on {self.node_name} before it "
+                               f"registered with the kubelet; its last output: {self.driver_output_tail()}")
+
+    def driver_output_tail(self, lines: int = 5) -> str:
+        """The driver's last output lines (not the kubelet's own markers), joined with ' | '."""
+        try:
+            text = (self.dirs.root / "driver.log").read_text(errors="replace")
+        except OSError:
+            return "(no output)"
+        own = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("=== sim kubelet:")]
+        return " | ".join(own[-lines:]) or "(no output)"
 
     @property
     def driver_pid(self) -> int | None:
@@ -141,25 +144,25 @@ class Kubelet:
         """Crash the driver on purpose (tests, the lifecycle scenario); it is restarted like a "
           "DaemonSet pod."""
         if self.driver is None:
-            raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
+            raise RuntimeError(f"node {self.node_name} runs no driver (sim --gpus or --driver-spec)")
         return self.driver.kill(sig)
 
     def restart_driver(self) -> None:
         """SIGTERM the driver and start a new one at once."""
         if self.driver is None:
-            raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
+            raise RuntimeError(f"node {self.node_name} runs no driver (sim --gpus or --driver-spec)")
         self.driver.restart()
 
     def stop_driver(self) -> None:
         """Take the driver away (SIGTERM, not restarted) until start_driver(): its slices are wiped after
         the wipe delay, as for a driver that stays unreachable."""
         if self.driver is None:
-            raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
+            raise RuntimeError(f"node {self.node_name} runs no driver (sim --gpus or --driver-spec)")
         self.driver.pause()
 
     def start_driver(self) -> None:
         if self.driver is None:
-            raise RuntimeError(f"node {self.node_name} runs no driver (start the sim with --gpus)")
+            raise RuntimeError(f"node {self.node_name} runs no driver (sim --gpus or --driver-spec)")
         self.driver.resume()
 
     def cdi_devices(self, namespace: str, name: str, container: str) -> list[str]:
@@ -175,11 +178,19 @@ class Kubelet:
         return self.plugins.wait_registered(name, timeout, newer_than=newer_than)
 
     def _driver_exited(self, code: int) -> None:
+        with self._start_cond:
+            if not self._registered_once and self._early_exit is None:
+                self._early_exit = code
+            self._start_cond.notify_all()
         if self.driver_config is not None:
             self._driver_reachability(self.driver_config.driver_name, False)
 
     def _driver_reachability(self, driver_name: str, reachable: bool) -> None:
         """Schedule (or cancel) wiping the driver's slices for this node, as the kubelet does after 30 s."""
+        if reachable and self.driver_config is not None and driver_name == self.driver_config.driver_name:
+            with self._start_cond:
+                self._registered_once = True
+                self._start_cond.notify_all()
         if self._stop.is_set():
             return  # the node is going away with its driver: nothing to schedule
         with self._lock:
