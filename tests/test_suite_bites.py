@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--wait-timeout=6", "--settle-seconds=0.5"]
@@ -49,6 +50,18 @@ def run_suite(tmp_path: Path, *args: str, timeout: float = 120) -> tuple[dict, s
 
 def mutant(name: str) -> str:
     return f"--sim-driver-command={sys.executable} -m tests.mutants.{name}"
+
+
+# Stands for the reference profile with sim.republishTimeout 6 (the bound of the republish wait).
+REPUBLISH_6S = "--driver-profile=<reference, republishTimeout 6>"
+
+
+def republish_6s_profile(tmp_path: Path) -> str:
+    data = yaml.safe_load((REPO / "fixtures/drivers/reference.yaml").read_text())
+    data["sim"]["republishTimeout"] = 6
+    path = tmp_path / "reference-republish-6s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return f"--driver-profile={path}"
 
 
 # (id, extra args, capability that must fail, words its reason must contain; "|" separates alternatives)
@@ -91,9 +104,9 @@ MUTANTS = [
     ),
     (
         "no-republish-after-wipe",
-        [mutant("no_republish"), "-m", "lifecycle", "-k", "slices_come_back"],
+        [mutant("no_republish"), REPUBLISH_6S, "-m", "lifecycle", "-k", "slices_come_back"],
         "lifecycle",
-        "to republish",
+        "gave up after 6s waiting for driver gpu.sharing.example.dev to republish",
     ),
     (
         "unprepare-leaves-cdi-spec",
@@ -141,6 +154,7 @@ MUTANTS = [
 def test_broken_driver_fails_the_capability_it_breaks(
     tmp_path: Path, args: list[str], capability: str, reason: str
 ) -> None:
+    args = [republish_6s_profile(tmp_path) if a == REPUBLISH_6S else a for a in args]
     report, output, _ = run_suite(tmp_path, "--nodes=node-1", *FAST, *args)
     verdict = report["capabilities"].get(capability)
     assert verdict is not None, f"capability {capability} did not run:\n{output[-3000:]}"

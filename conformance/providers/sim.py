@@ -72,12 +72,14 @@ class SimProvider(Provider):
                                 "run its driver; add sim.command (docs/driver-profiles.md) or use --cluster "
                                 "kind or existing.")
         override = shlex.split(cfg.driver_command) if cfg.driver_command else None
+        fix = "give the driver's path with --sim-driver-command (make SIM_DRIVER_COMMAND=/path/to/driver)"
         try:
+            if override:  # the command the user named is checked first: the rest is the profile's
+                LaunchSpec.from_dict({"name": profile.driver, "command": override}).executable(
+                    "--sim-driver-command", fix=fix)
             spec = profile.sim.resolve(profile.driver, os.environ, override)
             spec.check_nodes(cfg.nodes)
-            spec.executable("--sim-driver-command" if override else "sim.command",
-                            fix="give the driver's path with --sim-driver-command "
-                                "(make SIM_DRIVER_COMMAND=/path/to/driver)")
+            spec.executable("--sim-driver-command" if override else "sim.command", fix=fix)
         except (ProfileError, LaunchError) as exc:
             raise ProviderError(f"driver profile {profile.name}: {exc}") from None
         if cfg.gpus and "gpus" not in spec.placeholders():
