@@ -207,7 +207,9 @@ class ConformanceRun:
                            kube=kube, schema_version=schema, templates=templates, preflight=preflight,
                            wait_timeout=wait_timeout, settle_seconds=settle,
                            republish_timeout=self.profile.republish_bound(simulated, wait_timeout),
-                           gpu_profile=_load_gpu_profile(config.gpus) if config.gpus or simulated else None)
+                           gpu_profile=_load_gpu_profile(config.gpus) if config.gpus or (
+                               simulated and self.profile.sim is not None and self.profile.sim.mock_gpus)
+                           else None)
         return self.suite
 
     def _loud(self, text: str) -> None:

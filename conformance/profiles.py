@@ -119,6 +119,11 @@ class SimLaunch:
         out += [(f"sim.nodeEnv.{n}.{k}", v) for n, e in self.node_env.items() for k, v in e.items()]
         return out
 
+    @property
+    def mock_gpus(self) -> bool:
+        """Whether the driver takes its GPUs from the sim's mock GPU profiles (it uses {gpus})."""
+        return any("{gpus}" in template for _, template in self.templates())
+
     def resolve(self, driver: str, environ: Mapping[str, str],
                 command: list[str] | None = None) -> LaunchSpec:
         """The launch spec with every ${VARIABLE} filled from ``environ`` (``command`` replaces sim.command:
