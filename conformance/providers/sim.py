@@ -34,11 +34,12 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
-from sim.kubelet.launch import EXITED_MARK, REGISTERED_MARK, LaunchError, LaunchSpec
+from sim.kubelet.launch import EXITED_MARK, PUBLISHED_EXIT_MARK, REGISTERED_MARK, LaunchError, LaunchSpec
 
 START_TIMEOUT = 60.0
-# How long start() waits for every node's driver to register (or to exit, which stops the run); a driver
-# still starting after this is left to preflight, which waits for its slices.
+# How long start() waits for every node's driver to register (or to exit, which stops the run unless it
+# published slices first); a driver still starting after this is left to preflight, which waits for its
+# slices.
 REGISTER_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 SERVING_MARK = "sim: serving"
@@ -60,7 +61,7 @@ class SimProvider(Provider):
         self._server_line = ""
         self._reader: threading.Thread | None = None
         self._drivers = threading.Condition()
-        self._registered: set[str] = set()
+        self._settled: set[str] = set()
         self._driver_failure = ""
         self._ended = False
 
@@ -130,10 +131,11 @@ class SimProvider(Provider):
                                       "state_dir": str(self.state_dir), "driver": self.launch.describe()})
 
     def _wait_drivers(self) -> None:
-        """Until every node's driver registered; a driver that exited before it did stops the run."""
+        """Until every node's driver registered (or published and exited); a driver that exited before it
+        registered and published nothing could not start: that stops the run."""
         nodes = set(self.config.nodes)
         with self._drivers:
-            self._drivers.wait_for(lambda: self._driver_failure or self._ended or nodes <= self._registered,
+            self._drivers.wait_for(lambda: self._driver_failure or self._ended or nodes <= self._settled,
                                    timeout=REGISTER_TIMEOUT)
             failure = self._driver_failure
         if failure:
@@ -159,7 +161,10 @@ class SimProvider(Provider):
     def _driver_line(self, text: str) -> None:
         with self._drivers:
             if text.startswith(REGISTERED_MARK):
-                self._registered.add(text.removeprefix(REGISTERED_MARK).split(" ", 1)[0])
+                self._settled.add(text.removeprefix(REGISTERED_MARK).split(" ", 1)[0])
+            elif text.startswith(PUBLISHED_EXIT_MARK):
+                # It reached the cluster: preflight and publish judge what it left there.
+                self._settled.add(text.removeprefix(PUBLISHED_EXIT_MARK).split(":", 1)[0])
             elif text.startswith(EXITED_MARK) and not self._driver_failure:
                 self._driver_failure = text.removeprefix(EXITED_MARK).split(": ", 1)[-1]
             else:

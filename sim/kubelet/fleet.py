@@ -24,6 +24,7 @@ from sim.apiserver.errors import ApiError
 from sim.kubelet.kubelet import DEFAULT_SLICE_WIPE_DELAY_S, DriverStartError, Kubelet
 from sim.kubelet.launch import (
     EXITED_MARK,
+    PUBLISHED_EXIT_MARK,
     REGISTERED_MARK,
     LaunchError,
     LaunchSpec,
@@ -130,17 +131,21 @@ class KubeletFleet:
 
     def report_driver_starts(self, say: Callable[[str], None],
                              timeout: float = 120.0) -> list[threading.Thread]:
-        """Tell ``say`` about each node's first driver start: REGISTERED_MARK once it registered, or
-        EXITED_MARK with the driver's last output when it exited before that (python -m sim prints them)."""
+        """Tell ``say`` about each node's first driver start: REGISTERED_MARK once it registered,
+        EXITED_MARK with the driver's last output when it exited before that having published nothing,
+        PUBLISHED_EXIT_MARK when it had published slices (python -m sim prints them)."""
         def watch(node: str, kubelet: Kubelet) -> None:
             try:
-                kubelet.wait_driver_started(timeout)
+                registered = kubelet.wait_driver_started(timeout)
             except DriverStartError as e:
                 say(f"{EXITED_MARK}{node}: {e}")
             except TimeoutError:
                 return  # still starting: whoever waits judges by its own bound
             else:
-                say(f"{REGISTERED_MARK}{node} {self.launch.name if self.launch else ''}")
+                name = self.launch.name if self.launch else ""
+                say(f"{REGISTERED_MARK}{node} {name}" if registered else
+                    f"{PUBLISHED_EXIT_MARK}{node}: the driver {name} exited before it registered, after "
+                    f"publishing ResourceSlices; its last output: {kubelet.driver_output_tail()}")
 
         threads = [threading.Thread(target=watch, args=(n, k), name=f"driver-start:{n}", daemon=True)
                    for n, k in self.kubelets.items() if n in self.driver_nodes]

@@ -54,6 +54,8 @@ class Kubelet:
         self._start_cond = threading.Condition()
         self._registered_once = False
         self._early_exit: int | None = None
+        self._early_exit_published = False
+        self._driver_start_rv = 0
         self._lock = threading.Lock()
         self._workers: dict[str, PodWorker] = {}
         self._by_key: dict[tuple[str, str], PodWorker] = {}
@@ -104,26 +106,32 @@ class Kubelet:
     # -- driver ---------------------------------------------------------------------------------------
     def _start_driver(self, launch: NodeLaunch) -> None:
         d = self.dirs
+        own = self._slice_selector(launch.driver_name)
+        self._driver_start_rv = self.store.list(SLICES, field_selector=own)[1]
         self.driver = DriverSupervisor(launch.argv, log_path=d.root / "driver.log",
                                        pid_path=d.root / "driver.pid", cwd=REPO_ROOT,
                                        env=launch.process_env(REPO_ROOT), on_exit=self._driver_exited,
                                        name=f"{launch.driver_name}@{self.node_name}").start()
 
-    def wait_driver_started(self, timeout: float) -> None:
-        """Block until the driver registered for the first time. Raises DriverStartError, quoting its last
-        output, when it exited before that (a driver that cannot start), TimeoutError after ``timeout``."""
+    def wait_driver_started(self, timeout: float) -> bool:
+        """Block until the driver registered for the first time (True), or exited before that having
+        published ResourceSlices (False: it talked to the cluster; what it published can be judged).
+        Raises DriverStartError, quoting its last output, when it exited before registering and before
+        publishing anything (a driver that cannot start), TimeoutError after ``timeout``."""
         if self.driver_config is None:
             raise RuntimeError(f"node {self.node_name} runs no driver")
         with self._start_cond:
             done = self._start_cond.wait_for(lambda: self._registered_once or self._early_exit is not None,
                                              timeout=timeout)
-            registered, code = self._registered_once, self._early_exit
+            registered, code, published = self._registered_once, self._early_exit, self._early_exit_published
         if registered:
-            return
+            return True
         argv0 = self.driver_config.argv[0]
         if not done:
             raise TimeoutError(f"the driver {argv0} on {self.node_name} did not register within "
                                f"{timeout:.0f}s; its last output: {self.driver_output_tail()}")
+        if published:
+            return False
         raise DriverStartError(f"the driver {argv0} exited with code {code} on {self.node_name} before it "
                                f"registered with the kubelet; its last output: {self.driver_output_tail()}")
 
@@ -181,6 +189,7 @@ class Kubelet:
         with self._start_cond:
             if not self._registered_once and self._early_exit is None:
                 self._early_exit = code
+                self._early_exit_published = self._published_since_start()
             self._start_cond.notify_all()
         if self.driver_config is not None:
             self._driver_reachability(self.driver_config.driver_name, False)
@@ -234,9 +243,29 @@ class Kubelet:
                  self.slice_wipe_delay, self.node_name)
         self._wipe_slices(driver=driver_name)
 
+    def _slice_selector(self, driver: str | None) -> str:
+        return f"spec.nodeName={self.node_name}" + (f",spec.driver={driver}" if driver else "")
+
+    def _published_since_start(self) -> bool:
+        """Whether the driver wrote a ResourceSlice of this node since it was first started (it may have
+        removed it again before exiting, as a driver that finds fields dropped does)."""
+        if self.driver_config is None:
+            return False
+        try:
+            w = self.store.watch([SLICES], since=self._driver_start_rv,
+                                 field_selector=self._slice_selector(self.driver_config.driver_name))
+        except ApiError:
+            return True  # the history is gone: it cannot be told, so what the driver left is judged
+        try:
+            while (ev := w.get(timeout=0)) is not None:
+                if ev.type == "ADDED":
+                    return True
+            return False
+        finally:
+            w.close()
+
     def _wipe_slices(self, driver: str | None) -> None:
-        selector = f"spec.nodeName={self.node_name}" + (f",spec.driver={driver}" if driver else "")
-        slices, _ = self.store.list(SLICES, field_selector=selector)
+        slices, _ = self.store.list(SLICES, field_selector=self._slice_selector(driver))
         for s in slices:
             try:
                 self.store.delete(SLICES, s["metadata"]["name"])

@@ -53,6 +53,9 @@ SPEC_KEYS = ("name", "command", "args", "env", "nodeEnv")
 # Lines `python -m sim` prints about each node's driver; the conformance sim provider reads them.
 REGISTERED_MARK = "sim: driver registered: "      # + "<node> <driver name>"
 EXITED_MARK = "sim: driver exited: "              # + "<node>: <one sentence with the driver's last output>"
+# It exited before registering but had published ResourceSlices: it reached the cluster, and what it
+# published is for the suite to judge (e.g. fields an apiserver with a feature gate off dropped).
+PUBLISHED_EXIT_MARK = "sim: driver exited after publishing: "   # + "<node>: <sentence>"
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
