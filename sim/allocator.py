@@ -11,6 +11,7 @@ limit with its backtracking signal.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 from sim.allocator_constraints import build_constraints
 from sim.allocator_counters import CounterLedger, consumes
 from sim.allocator_pools import Pool, device_visible, gather_pools
-from sim.allocator_state import AllocatedState, DeviceID
+from sim.allocator_state import AllocatedState, DeviceID, parse_quantity_cached
 from sim.cel import CelCompileError, CelError, compile_selector, device_variable
 from sim.quantity import MissingCapacity, Quantity, consumed_capacity, to_json
 
@@ -75,10 +76,33 @@ def enhance_runtime_error(text: str) -> str:
     return text
 
 
+# (request's capacity asks, device capacity) -> what the request takes of every capacity, or None when
+# the device is ineligible (a capacity it lacks, a policy violation). Content-keyed, so shared by calls.
+_CONSUMED: dict[tuple, dict[str, Quantity] | None] = {}
+_CONSUMED_MAX = 16384
+
+
+def _consumption(asks: Mapping[str, Quantity] | None, asks_sig: tuple | None, capacity: Mapping[str, Any],
+                 cap_sig: str) -> dict[str, Quantity] | None:
+    key = (asks_sig, cap_sig)
+    if key in _CONSUMED:
+        return _CONSUMED[key]
+    try:
+        # Keys match exactly (R2): `<driver>/memory` in a request is not a device's `memory`.
+        hit = consumed_capacity(asks, capacity)
+    except MissingCapacity:
+        hit = None
+    if len(_CONSUMED) >= _CONSUMED_MAX:
+        _CONSUMED.clear()
+    _CONSUMED[key] = hit
+    return hit
+
+
 class DeviceRef:
     """One device of one slice, with what the search reads precomputed once per slice version."""
 
     __slots__ = (
+        "cap_sig",
         "cap_values",
         "capacity",
         "counters",
@@ -101,7 +125,9 @@ class DeviceRef:
         self.id_text = "/".join(self.id)
         self.key = key  # the device's content for caches: (slice uid, resourceVersion, position)
         self.capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
-        self.cap_values = {k: Quantity.parse(v.get("value", "0")).value for k, v in self.capacity.items()}
+        self.cap_values = {k: parse_quantity_cached(v.get("value", "0")).value
+                           for k, v in self.capacity.items()}
+        self.cap_sig = json.dumps(self.capacity, sort_keys=True) if self.capacity else ""
         self.multi = bool(device.get("allowMultipleAllocations"))
         self.counters = consumes(device)
         self.index = index  # position in the node's device list
@@ -168,6 +194,7 @@ class _Request:
         "admin",
         "all_devices",
         "all_mode",
+        "asks_sig",
         "capacity_requests",
         "claim_index",
         "cls",
@@ -191,6 +218,7 @@ class _Request:
         self.count = 1
         self.all_devices: list[DeviceRef] = []
         self.capacity_requests: dict[str, Quantity] | None = None
+        self.asks_sig: tuple | None = None
         self.match: dict[int, bool] = {}  # device index -> selectable (upstream deviceMatchesRequest)
         # device index -> what this request takes of every capacity of the device; None: ineligible
         self.consumed: dict[int, dict[str, Quantity] | None] = {}
@@ -267,12 +295,8 @@ class _Search:
     def _consumed(self, req: _Request, dev: DeviceRef) -> dict[str, Quantity] | None:
         if dev.index in req.consumed:
             return req.consumed[dev.index]
-        try:
-            # Keys match exactly (R2): `<driver>/memory` in a request is not a device's `memory`.
-            hit = consumed_capacity(req.capacity_requests, dev.capacity)
-        except MissingCapacity:
-            hit = None
-        req.consumed[dev.index] = hit
+        hit = req.consumed[dev.index] = _consumption(req.capacity_requests, req.asks_sig, dev.capacity,
+                                                     dev.cap_sig)
         return hit
 
     def capacity_fits(self, req: _Request, dev: DeviceRef) -> bool:
@@ -464,7 +488,8 @@ def _prepare_request(search: _Search, classes: Mapping[str, Mapping[str, Any]], 
     req = _Request(ci, name, parent, spec, cls, has_admin and bool(spec.get("adminAccess")))
     cap = spec.get("capacity")
     if cap is not None and search.cc and cap.get("requests") is not None:
-        req.capacity_requests = {k: Quantity.parse(v) for k, v in cap["requests"].items()}
+        req.capacity_requests = {k: parse_quantity_cached(v) for k, v in cap["requests"].items()}
+        req.asks_sig = tuple(sorted((k, q.value, q.format) for k, q in req.capacity_requests.items()))
     mode = spec.get("allocationMode") or "ExactCount"
     if mode == "ExactCount":
         req.count = int(spec.get("count") or 1)

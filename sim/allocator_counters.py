@@ -16,13 +16,14 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from sim.quantity import Quantity
+from sim.allocator_state import parse_quantity_cached
 
 Counters = dict[str, dict[str, Decimal]]  # counter set -> counter -> amount
 
 
 def _amounts(counters: Mapping[str, Any] | None) -> dict[str, Decimal]:
-    return {name: Quantity.parse((c or {}).get("value", "0")).value for name, c in (counters or {}).items()}
+    return {name: parse_quantity_cached((c or {}).get("value", "0")).value
+            for name, c in (counters or {}).items()}
 
 
 def consumes(device: Mapping[str, Any]) -> list[tuple[str, dict[str, Decimal]]]:

@@ -6,11 +6,15 @@ or replacing a claim subtracts exactly what it added, so per-pod work never resc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from sim.quantity import Quantity
+
+# The same few quantity strings recur in every slice and result; Quantity is immutable.
+parse_quantity_cached = functools.lru_cache(maxsize=8192)(Quantity.parse)
 
 DeviceID = tuple[str, str, str]  # (driver, pool, device)
 
@@ -88,7 +92,7 @@ class AllocatedState:
                     count = self._with_consumed.get(dev, 0) + sign
                     totals = self._consumed.setdefault(dev, {})
                     for name, q in consumed.items():
-                        totals[name] = totals.get(name, Decimal(0)) + sign * Quantity.parse(q).value
+                        totals[name] = totals.get(name, Decimal(0)) + sign * parse_quantity_cached(q).value
                     if count <= 0:
                         self._with_consumed.pop(dev, None)
                         self._consumed.pop(dev, None)
