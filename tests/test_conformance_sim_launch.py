@@ -5,6 +5,7 @@ with one sentence and exit code 4, leaving nothing running."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,12 @@ FOREIGN = "gpu.other.example.org"
 
 def run_suite(tmp_path: Path, *args: str, timeout: float = 150) -> tuple[int, str, dict]:
     report_dir = tmp_path / "report"
+    # Every process the run starts inherits RUN_MARK: processes_of(tmp_path) finds what it left behind.
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p", "no:cacheprovider",
          "--cluster=sim", "--nodes=node-1", f"--report-dir={report_dir}", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "RUN_MARK": str(tmp_path)})
     report_file = report_dir / "report.json"
     report = json.loads(report_file.read_text()) if report_file.is_file() else {}
     return proc.returncode, proc.stdout + proc.stderr, report
@@ -51,16 +54,16 @@ def foreign_profile(sim: dict) -> dict:
     return data
 
 
-def processes_mentioning(text: str) -> list[str]:
+def processes_of(tmp_path: Path) -> list[str]:
+    mark = f"RUN_MARK={tmp_path}".encode()
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if mark in (entry / "environ").read_bytes().split(b"\0"):
+                    out.append(f"{entry.name}: {(entry / 'cmdline').read_bytes()!r}")
             except OSError:
                 continue
-            if text in cmdline:
-                out.append(f"{entry.name}: {cmdline}")
     return out
 
 
@@ -113,14 +116,14 @@ def test_driver_command_that_does_not_exist_stops_before_the_sim_starts(tmp_path
 
 def test_driver_that_exits_at_once_stops_the_run_quoting_it_and_leaves_nothing_running(tmp_path):
     script = REPO / "tests" / "drivers" / "exits_at_once.sh"
-    data = foreign_profile({"command": [str(script)], "env": {"MARK": str(tmp_path)}})
+    data = foreign_profile({"command": [str(script)]})
     code, out, report = run_suite(tmp_path, f"--driver-profile={write_profile(tmp_path, data)}")
     assert code == EXIT_BAD_INPUT, out
     assert report["error"].startswith(f"driver profile other-vendor: the driver {script} exited with code 2 "
                                       "on node-1 before it registered with the kubelet; its last output: "
                                       "starting on node-1 | flag provided but not defined: -gpus"), report
     assert report["capabilities"] == {}, "no scenario may run"
-    assert not processes_mentioning(str(tmp_path)), "the run left processes behind"
+    assert not processes_of(tmp_path), "the run left processes behind"
 
 
 def provider(tmp_path: Path, data: dict, **kw) -> SimProvider:
