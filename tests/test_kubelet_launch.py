@@ -104,3 +104,15 @@ def test_sim_refuses_a_bad_driver_spec_file_naming_the_field(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"--driver-spec {bad}: 'args[0]' uses unknown placeholder {{node_name}}" in proc.stderr
     assert not (tmp_path / "kc").exists()
+
+
+def test_a_driver_the_kernel_cannot_exec_is_reported_with_the_reason(tmp_path):
+    binary = tmp_path / "gpu-kubelet-plugin"
+    binary.write_bytes(b"\x7fELF not really")  # executable, but no format the kernel runs
+    binary.chmod(0o755)
+    launch = spec(command=[str(binary)])
+    with (running_sim(nodes=["node-1"], configure=lambda c: add_kubelets(c, launch=launch)) as sim,
+          pytest.raises(DriverStartError) as err):
+        sim.cluster.kubelets["node-1"].wait_driver_started(30)
+    assert f"the driver {binary} exited with code 127 on node-1" in str(err.value)
+    assert "cannot start driver: [Errno 8] Exec format error" in str(err.value)

@@ -136,12 +136,14 @@ class Kubelet:
                                f"registered with the kubelet; its last output: {self.driver_output_tail()}")
 
     def driver_output_tail(self, lines: int = 5) -> str:
-        """The driver's last output lines (not the kubelet's own markers), joined with ' | '."""
+        """The driver's last output lines (and the kubelet's word when it could not exec it), joined
+        with ' | '."""
         try:
             text = (self.dirs.root / "driver.log").read_text(errors="replace")
         except OSError:
             return "(no output)"
-        own = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("=== sim kubelet:")]
+        own = [ln.strip() for ln in text.splitlines()
+               if ln.strip() and not ln.startswith("=== sim kubelet: starting ")]
         return " | ".join(own[-lines:]) or "(no output)"
 
     @property
