@@ -157,8 +157,10 @@ class PodWorker:
                 self._prepared = True
                 return True
             except PrepareError as e:
+                # The kubelet's words: its event text around the DRA manager's "prepare dynamic
+                # resources: ..." error.
                 self.kubelet.events.emit(self.pod, "Warning", "FailedPrepareDynamicResources",
-                                         f"Failed to prepare dynamic resources: {e}")
+                                         f"Failed to prepare dynamic resources: prepare dynamic resources: {e}")
             except Exception as e:  # an API error reading a claim: retried like any sync error
                 log.warning("pod %s/%s: prepare failed: %s", *self.key, e)
             delay = SYNC_BACKOFF_S[min(attempt, len(SYNC_BACKOFF_S) - 1)]
