@@ -75,7 +75,9 @@ MUTANTS = [
         "prepare-refuses-second-claim",
         [mutant("refuse_second_claim"), "-m", "sharing"],
         "sharing",
-        "to be Running",
+        # at the first FailedPrepareDynamicResources event, in the driver's words (not a wait timeout)
+        "was allocated gpu-0 (share 6Gi) but the driver refused to prepare it: requested device gpu-0 is "
+        "already allocated to different claim ",
     ),
     (
         "cdi-env-names-wrong-gpu",
