@@ -24,8 +24,8 @@ def one_run(extra: list[str]) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory(prefix="bench-conf-") as tmp:
         t0 = time.monotonic()
         proc = subprocess.run([sys.executable, "-m", "pytest", "conformance/scenarios", "-q",
-                               "-p", "no:cacheprovider", "--cluster=sim", "--nodes=node-1,node-2",
-                               "--gpus=rtx3090x2",
+                               "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--cluster=sim",
+                               "--nodes=node-1,node-2", "--gpus=rtx3090x2",
                                f"--report-dir={tmp}", *extra], cwd=REPO, capture_output=True, text=True)
         wall = time.monotonic() - t0
         report_path = Path(tmp) / "report.json"

@@ -31,6 +31,8 @@ def run_suite(tmp_path: Path, *args: str, timeout: float = 120) -> tuple[dict, s
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",  # the scenarios use none of it; loading it costs ~0.7 s per run
             "--cluster=sim",
             f"--report-dir={report_dir}",
             *args,
