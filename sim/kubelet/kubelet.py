@@ -15,6 +15,7 @@ from sim.kubelet.claims import ClaimCache
 from sim.kubelet.driverproc import DriverSupervisor
 from sim.kubelet.events import EventRecorder
 from sim.kubelet.launch import NodeLaunch
+from sim.kubelet.mountns import host_unavailable_reason
 from sim.kubelet.nodedirs import NodeDirs
 from sim.kubelet.podworker import PodWorker
 from sim.kubelet.registration import PluginManager
@@ -49,6 +50,10 @@ class Kubelet:
         self.plugins = PluginManager(self.dirs.plugins_registry, self._driver_reachability)
         self.claims = ClaimCache(self.plugins)
         self.cdi = Registry([self.dirs.cdi])
+        # None: containers get a private mount namespace with their CDI device nodes and mounts; else why
+        # not (recorded for the suite, which then skips what depends on it).
+        self.isolation_reason = host_unavailable_reason()
+        self.dirs.write_isolation(self.isolation_reason)
         self.driver: DriverSupervisor | None = None
         # First start of the driver: registered, or exited before it did (the code), for wait_driver_started.
         self._start_cond = threading.Condition()
