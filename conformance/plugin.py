@@ -63,8 +63,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="existing: run even if GPUs under test already hold allocations")
     group.addoption("--nodes", default="node-1,node-2", help="sim: node names (comma separated)")
     group.addoption("--sim-driver-command", default=None,
-                    help="sim: command that starts the driver instead of 'python -m driver' (broken "
-                         "variants)")
+                    help="sim: the driver's command instead of the profile's sim.command (your build of "
+                         "the driver, or a broken variant); the profile's args and env still apply")
     group.addoption("--sim-feature-gates", default="",
                     help="sim: apiserver/scheduler feature gates, e.g. DRAConsumableCapacity=false")
     group.addoption("--sim-kube-version", default=None, help="sim: Kubernetes version to emulate")
