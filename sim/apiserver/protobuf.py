@@ -87,13 +87,22 @@ class Field:
 
 
 class Message:
-    __slots__ = ("by_number", "by_wire", "fields", "name")
+    __slots__ = ("by_number", "by_wire", "fields", "json_names", "name")
 
     def __init__(self, name: str, fields: list[Field]) -> None:
         self.name = name
-        self.fields = fields  # Go struct order = JSON order
-        self.by_number = {f.number: f for f in fields}
-        self.by_wire = sorted(fields, key=lambda f: f.number)
+        self.fields = [f for f in fields if f.number]  # Go struct order = JSON order
+        self.by_number = {f.number: f for f in self.fields}
+        self.by_wire = sorted(self.fields, key=lambda f: f.number)
+        # every JSON key this message accepts, JSON-only ones (kind, apiVersion) included
+        self.json_names: frozenset[str] = frozenset(f.json for f in fields if not f.inline)
+
+    def all_json_names(self) -> frozenset[str]:
+        names = set(self.json_names)
+        for f in self.fields:
+            if f.inline and f.message is not None:
+                names |= f.message.all_json_names()
+        return frozenset(names)
 
 
 def _load() -> tuple[dict[str, Message], dict[str, dict[str, str]]]:
@@ -105,6 +114,8 @@ def _load() -> tuple[dict[str, Message], dict[str, dict[str, str]]]:
                 f.message = messages[f.type]
             if f.value in messages:
                 f.value_message = messages[f.value]
+    for msg in messages.values():
+        msg.json_names = msg.all_json_names()
     return messages, data["kinds"]
 
 
@@ -526,18 +537,27 @@ def _unpack(f: Field, raw: bytes, where: str, msg_name: str) -> list[Any]:
 # ---------------------------------------------------------------- messages: JSON -> protobuf
 
 
-def _encode_message(obj: Any, msg: Message, path: str) -> bytes:
+def _encode_message(obj: Any, msg: Message, path: str, inlined: bool = False) -> bytes:
     if obj is None:
         obj = {}
     if not isinstance(obj, dict):
         raise bad_request(
             f"{path or 'the object'}: expected an object for {msg.name}, got {type(obj).__name__}"
         )
+    extra = () if inlined else obj.keys() - msg.json_names
+    if extra:
+        where = f"{path}.{min(extra)}" if path else min(extra)
+        raise ApiError(
+            406,
+            "NotAcceptable",
+            f"{where} has no field in protobuf message {msg.name} (k8s.io/api v0.36); it cannot be "
+            f"sent as {CONTENT_TYPE} without loss: accept application/json",
+        )
     out = bytearray()
     for f in msg.by_wire:
         where = f"{path}.{f.json}" if path else f.json
         if f.inline:
-            sub = _encode_message(obj, f.message, path)  # type: ignore[arg-type]
+            sub = _encode_message(obj, f.message, path, inlined=True)  # type: ignore[arg-type]
             out += f.tag + _varint_bytes(len(sub)) + sub
             continue
         value = obj.get(f.json)
@@ -731,3 +751,32 @@ def protobuf_only(accept: str) -> bool:
     pb = any(m == CONTENT_TYPE and ("as=" not in p) for m, p in types)
     readable = {"application/json", "*/*", "application/*", "application/yaml"}
     return pb and not any(m in readable for m, _ in types)
+
+
+def check_acceptable(accept: str, api_version: str, kind: str) -> None:
+    """406 before a response starts when the client reads only protobuf and the kind has no layout."""
+    if protobuf_only(accept) and message_for(api_version, kind) is None:
+        raise ApiError(
+            406,
+            "NotAcceptable",
+            f"{api_version} {kind} cannot be served as {CONTENT_TYPE}; accept application/json",
+        )
+
+
+def encode_response(code: int, obj: Any) -> tuple[int, bytes]:
+    """(status code, body) of an answer to a protobuf-only client; a kind with no layout is a 406 Status."""
+    if supported(obj):
+        return code, encode(obj)
+    what = (
+        f"{obj.get('apiVersion', '')} {obj.get('kind', '')}".strip()
+        if isinstance(obj, dict)
+        else "this answer"
+    )
+    err = ApiError(
+        406, "NotAcceptable", f"{what} cannot be served as {CONTENT_TYPE}; accept application/json"
+    )
+    return 406, encode(err.status())
+
+
+def stream_content_type(accept: str) -> str:
+    return WATCH_CONTENT_TYPE if protobuf_only(accept) else "application/json"

@@ -11,8 +11,10 @@ only read the committed JSON (no Go, no network):
         --apimachinery DIR_OF_k8s.io/apimachinery@VER
 
 Each field is written as `[number, jsonName, type, flags]` (a fifth item, the value type, for maps),
-listed in Go struct order (the JSON order). Flags: `r` repeated, `m` map<string, value>, `p` Go
-pointer (only sent when set), `e` omitempty, `z` omitzero, `i` inlined into the parent's JSON.
+listed in Go struct order (the JSON order); number 0 is a JSON-only key (`kind` and `apiVersion` of
+an inlined TypeMeta), accepted on encode and never on the wire. Flags: `r` repeated, `m`
+map<string, value>, `p` Go pointer (only sent when set), `e` omitempty, `z` omitzero, `i` inlined
+into the parent's JSON.
 Types: protobuf scalars, a message's full name, or one of the types whose JSON form is not a plain
 object (`time`, `microtime`, `duration`, `quantity`, `intorstring`, `rawjson`).
 """
@@ -174,6 +176,8 @@ def _parse_go(folder: Path) -> dict[str, list[dict[str, object]]]:
             continue
         current: str | None = None
         for line in path.read_text().splitlines():
+            if line.lstrip().startswith("//"):
+                continue
             code = line.split("//", 1)[0] if "`" not in line else line
             m = re.match(r"^type\s+(\w+)\s+struct\s*\{", code)
             if m:
@@ -193,12 +197,15 @@ def _parse_go(folder: Path) -> dict[str, list[dict[str, object]]]:
             go_name, go_type, tags = f.group(1), f.group(2), f.group(3)
             pb = re.search(r'protobuf:"([^"]*)"', tags)
             js = re.search(r'json:"([^"]*)"', tags)
-            if not pb:
-                continue
-            parts = pb.group(1).split(",")
-            if len(parts) < 2:  # protobuf:"-"
-                continue
             json_parts = (js.group(1) if js else "").split(",")
+            parts = pb.group(1).split(",") if pb else []
+            if len(parts) < 2:  # JSON only (TypeMeta, protobuf:"-"): number 0
+                if go_type.endswith("TypeMeta") and "inline" in json_parts[1:]:
+                    names = ["kind", "apiVersion"]
+                else:
+                    names = [json_parts[0] or str(go_name)] if json_parts[0] != "-" else []
+                structs[current].extend({"number": 0, "json": n} for n in names)
+                continue
             structs[current].append(
                 {
                     "go": go_name or go_type.lstrip("*").split(".")[-1],
@@ -251,6 +258,9 @@ def build(roots: dict[str, Path]) -> dict[str, object]:
         seen: set[int] = set()
         for g in go_fields:
             number = int(g["number"])  # type: ignore[call-overload]
+            if number == 0:
+                fields.append([0, g["json"], "", ""])
+                continue
             if number not in proto:
                 raise SchemaError(
                     f"{full}: Go field {g['go']} has protobuf number {number}, not in the .proto"
