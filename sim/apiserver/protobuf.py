@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import json
 import re
 import struct
@@ -133,6 +134,8 @@ def supported(obj: Any) -> bool:
 
 
 def _varint_bytes(value: int) -> bytes:
+    if 0 <= value < 128:
+        return _SMALL[value]
     value &= _MASK64
     out = bytearray()
     while value > 0x7F:
@@ -140,6 +143,9 @@ def _varint_bytes(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL = [bytes([i]) for i in range(128)]
 
 
 def _read_varint(buf: bytes, i: int, where: str) -> tuple[int, int]:
@@ -277,19 +283,27 @@ def _trim(n: int, size: int) -> str:
     return f"{whole}.{digits}"
 
 
+# field number -> wire type of the special messages (their layouts are fixed by apimachinery)
+_SPECIAL_WIRES = {
+    "time": {1: 0, 2: 0},
+    "microtime": {1: 0, 2: 0},
+    "duration": {1: 0},
+    "quantity": {1: 2},
+    "intorstring": {1: 0, 2: 0, 3: 2},
+    "rawjson": {1: 2},
+}
+
+
 def _decode_special(kind: str, buf: bytes, where: str) -> Any:
-    name = "k8s.io.apimachinery " + kind
     values: dict[int, Any] = {}
-    for number, wire, value in _fields(buf, name):
-        values[number] = (wire, value)
-    allowed = {"time": (1, 2), "microtime": (1, 2), "duration": (1,), "quantity": (1,)}
-    allowed |= {"intorstring": (1, 2, 3), "rawjson": (1,)}
-    for number, (wire, _) in values.items():
-        if number not in allowed[kind]:
+    wires = _SPECIAL_WIRES[kind]
+    for number, wire, value in _fields(buf, _SPECIAL_NAMES[kind]):
+        want = wires.get(number)
+        if want is None:
             raise _unknown_field(_SPECIAL_NAMES[kind], number, where)
-        want = 2 if (kind in ("quantity", "rawjson") or (kind == "intorstring" and number == 3)) else 0
         if wire != want:
             raise _wrong_wire(_SPECIAL_NAMES[kind], number, wire, where)
+        values[number] = (wire, value)
 
     def num(n: int, bits: int = 64) -> int:
         return _signed(values[n][1], bits) if n in values else 0
@@ -307,7 +321,7 @@ def _decode_special(kind: str, buf: bytes, where: str) -> Any:
     if kind == "quantity":
         text = _utf8(values[1][1], where) if 1 in values else "0"
         try:
-            return canonical(text)
+            return _canonical(text)
         except QuantityError as e:
             raise bad_request(f"{where}: {e}") from None
     if kind == "intorstring":
@@ -321,6 +335,16 @@ def _decode_special(kind: str, buf: bytes, where: str) -> Any:
         return json.loads(raw)
     except ValueError:
         raise bad_request(f"{where}: the raw bytes of {_SPECIAL_NAMES[kind]} are not JSON") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_str(text: str) -> str:
+    return canonical(text)
+
+
+def _canonical(value: Any) -> str:
+    # the same few quantities appear on every device of a slice
+    return _canonical_str(value) if isinstance(value, str) else canonical(value)
 
 
 _SPECIAL_NAMES = {
@@ -345,7 +369,7 @@ def _encode_special(kind: str, value: Any, where: str) -> bytes:
         return b"\x08" + _varint_bytes(0 if value is None else _parse_duration(value, where))
     if kind == "quantity":
         try:
-            text = "0" if value is None else canonical(value)
+            text = "0" if value is None else _canonical(value)
         except QuantityError as e:
             raise bad_request(f"{where}: {e}") from None
         data = text.encode()
