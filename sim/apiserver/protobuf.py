@@ -322,7 +322,7 @@ def _decode_special(kind: str, buf: bytes, where: str) -> Any:
         text = _utf8(values[1][1], where) if 1 in values else "0"
         try:
             return _canonical(text)
-        except QuantityError as e:
+        except ValueError as e:  # QuantityError included
             raise bad_request(f"{where}: {e}") from None
     if kind == "intorstring":
         if num(1) == 1:
@@ -553,6 +553,8 @@ def _unpack(f: Field, raw: bytes, where: str, msg_name: str) -> list[Any]:
             v, i = _read_varint(raw, i, msg_name)
         else:
             size = 8 if f.wire == 1 else 4
+            if i + size > len(raw):
+                raise bad_request(f"protobuf body is truncated inside packed field {f.number} of {msg_name}")
             v, i = raw[i : i + size], i + size
         items.append(_scalar(f, f.wire, v, where))
     return items
