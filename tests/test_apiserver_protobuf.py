@@ -337,3 +337,10 @@ def test_mangled_bodies_are_refused_with_a_status_never_a_crash() -> None:
             pb.decode(bytes(data))
         except ApiError as e:
             assert e.code in (400, 415), e
+
+
+def test_watch_event_that_cannot_be_encoded_becomes_an_error_frame() -> None:
+    frame = pb.watch_frame_or_error("ADDED", _slice({"name": "gpu-0", "futureField": 1}))
+    [event] = pb.decode_watch_stream(frame)
+    assert event["type"] == "ERROR" and event["object"]["code"] == 406
+    assert "futureField" in event["object"]["message"]

@@ -734,6 +734,14 @@ def watch_frame(event_type: str, obj: dict[str, Any]) -> bytes:
     return struct.pack(">I", len(event)) + event
 
 
+def watch_frame_or_error(event_type: str, obj: dict[str, Any]) -> bytes:
+    """A watch frame; an object that cannot be encoded becomes an ERROR frame with its Status."""
+    try:
+        return watch_frame(event_type, obj)
+    except ApiError as e:
+        return watch_frame("ERROR", e.status())
+
+
 def decode_watch_stream(data: bytes) -> list[dict[str, Any]]:
     """The events of a protobuf watch body: [{"type": ..., "object": {...}}] (for clients and tests)."""
     events, i = [], 0

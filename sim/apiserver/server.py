@@ -673,7 +673,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _chunk(self, event: dict[str, Any]) -> None:
         if protobuf.protobuf_only(self.headers.get("Accept", "")):
-            data = protobuf.watch_frame(event["type"], event["object"])
+            data = protobuf.watch_frame_or_error(event["type"], event["object"])
         else:
             data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
