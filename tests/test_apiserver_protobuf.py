@@ -344,3 +344,51 @@ def test_watch_event_that_cannot_be_encoded_becomes_an_error_frame() -> None:
     [event] = pb.decode_watch_stream(frame)
     assert event["type"] == "ERROR" and event["object"]["code"] == 406
     assert "futureField" in event["object"]["message"]
+
+
+def test_schema_generator_reads_numbers_from_proto_and_json_rules_from_go_tags(tmp_path: Path) -> None:
+    from sim.apiserver import protobuf_schema_gen as gen
+
+    (tmp_path / "generated.proto").write_text(
+        "package k8s.io.api.demo.v1;\n"
+        "message Thing {\n"
+        "  // comment { with braces }\n"
+        "  optional k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta metadata = 1;\n"
+        "  repeated string names = 2;\n"
+        "  map<string, .k8s.io.apimachinery.pkg.api.resource.Quantity> sizes = 3;\n"
+        "  optional int64 count = 4;\n"
+        "  optional Inner inner = 5;\n"
+        "}\n"
+        "message Inner {\n  optional bool on = 1;\n}\n"
+    )
+    (tmp_path / "types.go").write_text(
+        "package v1\n"
+        "type Thing struct {\n"
+        '\tmetav1.TypeMeta `json:",inline"`\n'
+        '\t// a `quoted` comment\n'
+        '\tmetav1.ObjectMeta `json:"metadata,omitempty" protobuf:"bytes,1,opt,name=metadata"`\n'
+        '\tNames []string `json:"names" protobuf:"bytes,2,rep,name=names"`\n'
+        '\tSizes map[string]resource.Quantity `json:"sizes,omitempty" protobuf:"bytes,3,rep,name=sizes"`\n'
+        '\tCount *int64 `json:"count,omitempty" protobuf:"varint,4,opt,name=count"`\n'
+        '\tInner `json:",inline" protobuf:"bytes,5,opt,name=inner"`\n'
+        "}\n"
+        "type Inner struct {\n"
+        '\tOn bool `json:"on" protobuf:"varint,1,opt,name=on"`\n'
+        "}\n"
+    )
+    proto = gen._parse_proto(tmp_path / "generated.proto", "k8s.io.api.demo.v1")
+    assert proto["Thing"][2] == ("", "map<string,k8s.io.apimachinery.pkg.api.resource.Quantity>", "sizes", 3)
+    assert proto["Thing"][4] == ("optional", "k8s.io.api.demo.v1.Inner", "inner", 5)
+    go = gen._parse_go(tmp_path)
+    assert [(f["number"], f["json"]) for f in go["Thing"]] == [
+        (0, "kind"),
+        (0, "apiVersion"),
+        (1, "metadata"),
+        (2, "names"),
+        (3, "sizes"),
+        (4, "count"),
+        (5, ""),
+    ]
+    count, inner = go["Thing"][5], go["Thing"][6]
+    assert count["pointer"] and count["omitempty"] and not go["Thing"][3]["omitempty"]
+    assert inner["inline"] and not inner["pointer"]
