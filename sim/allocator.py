@@ -184,7 +184,8 @@ class _Search:
                         f"class {_name(req.cls)}: selector #{i}: CEL compile error: {exc}") from None
                 except CelError as exc:
                     raise AllocatorError(
-                        f"class {_name(req.cls)}: selector #{i}: CEL runtime error: {exc}") from None
+                        f"class {_name(req.cls)}: selector #{i} on device {'/'.join(dev.id)}: "
+                        f"CEL runtime error: {exc}") from None
             for i, sel in enumerate(req.spec.get("selectors") or []):
                 expr = (sel.get("cel") or {}).get("expression", "")
                 try:
@@ -196,8 +197,8 @@ class _Search:
                         f"CEL compile error: {exc}") from None
                 except CelError as exc:
                     raise AllocatorError(
-                        f"claim {claim_ref(self.claims[req.claim_index])}: selector #{i}: "
-                        f"CEL runtime error: {exc}") from None
+                        f"claim {claim_ref(self.claims[req.claim_index])}: selector #{i} on device "
+                        f"{'/'.join(dev.id)}: CEL runtime error: {exc}") from None
         except AllocatorError:
             raise
         return True
