@@ -77,10 +77,10 @@ def _library() -> ctypes.CDLL:
                 raise CelLibraryError(f"the sim's CEL library {path} cannot be loaded ({exc}): "
                                       "rebuild it with `python -m sim.celbuild --force`") from None
             lib.dra_cel_compile.restype = ctypes.c_int64
-            lib.dra_cel_compile.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint64,
+            lib.dra_cel_compile.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
                                             _P(ctypes.c_void_p), _P(ctypes.c_int), _P(ctypes.c_uint64)]
             lib.dra_cel_device.restype = ctypes.c_int64
-            lib.dra_cel_device.argtypes = [ctypes.c_char_p, _P(ctypes.c_void_p)]
+            lib.dra_cel_device.argtypes = [ctypes.c_char_p, ctypes.c_int, _P(ctypes.c_void_p)]
             lib.dra_cel_match.restype = ctypes.c_int
             lib.dra_cel_match.argtypes = [ctypes.c_int64, ctypes.c_int64, _P(ctypes.c_void_p),
                                           _P(ctypes.c_uint64)]
@@ -105,7 +105,9 @@ def _compile(expression: str, flags: int) -> tuple[int, str, str, int | None]:
     """(handle or 0, error type, error text, estimated max cost or None)."""
     lib = _library()
     err, err_type, max_cost = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_uint64()
-    handle = lib.dra_cel_compile(expression.encode("utf-8", "surrogatepass"), flags, MAX_COST,
+    # With its length: a NUL inside the expression is part of it, as it is for upstream.
+    data = expression.encode("utf-8", "surrogatepass")
+    handle = lib.dra_cel_compile(data, len(data), flags, MAX_COST,
                                  ctypes.byref(err), ctypes.byref(err_type), ctypes.byref(max_cost))
     text = _take_string(lib, err)
     # Without estimation upstream reports math.MaxUint64; with it, that value is a saturated estimate.
@@ -145,7 +147,8 @@ def device_variable(
         doc["allowMultipleAllocations"] = bool(device["allowMultipleAllocations"])
     lib = _library()
     err = ctypes.c_void_p()
-    handle = lib.dra_cel_device(json.dumps(doc).encode(), ctypes.byref(err))
+    data = json.dumps(doc).encode()
+    handle = lib.dra_cel_device(data, len(data), ctypes.byref(err))
     if not handle:
         raise CelRuntimeError(_take_string(lib, err))
     return DeviceInput(driver, handle)

@@ -132,6 +132,11 @@ def test_compile_errors_carry_upstream_text(expr: str, text: str) -> None:
     assert text in str(err.value)
 
 
+def test_a_nul_inside_an_expression_is_not_the_end_of_it() -> None:
+    with pytest.raises(CelCompileError, match="token recognition error"):
+        compile_selector("true\x00 && false")
+
+
 def test_compile_error_shows_the_expression_and_a_caret() -> None:
     with pytest.raises(CelCompileError) as err:
         compile_selector("device.nope")

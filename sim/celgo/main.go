@@ -13,6 +13,7 @@ import "C"
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,15 @@ const (
 
 func cString(s string) *C.char { return C.CString(s) }
 
+// recoverInto turns a panic in upstream code into an error text, so that one bad selector or device
+// never takes the sim's process down.
+func recoverInto(errOut **C.char, fail func()) {
+	if r := recover(); r != nil {
+		*errOut = cString(fmt.Sprintf("internal error: %v", r))
+		fail()
+	}
+}
+
 // dra_cel_compile compiles a selector with upstream's compiler, as the allocator does (stored
 // expressions) or as API validation does (flagNewExpressions, with flagEstimateCost). costLimit is
 // the runtime cost budget of the program. It returns a program handle (> 0), or 0 with the error
@@ -46,7 +56,8 @@ func cString(s string) *C.char { return C.CString(s) }
 // *maxCost gets the compile-time worst-case cost estimate (math.MaxUint64 when not estimated).
 //
 //export dra_cel_compile
-func dra_cel_compile(expr *C.char, flags C.int, costLimit C.uint64_t, errOut **C.char, errType *C.int, maxCost *C.uint64_t) C.int64_t {
+func dra_cel_compile(expr *C.char, exprLen C.int, flags C.int, costLimit C.uint64_t, errOut **C.char, errType *C.int, maxCost *C.uint64_t) (handle C.int64_t) {
+	defer recoverInto(errOut, func() { handle, *errType = 0, 2 })
 	f := int(flags)
 	features := dracel.Features{
 		EnableConsumableCapacity: f&featureConsumableCapacity != 0,
@@ -58,7 +69,7 @@ func dra_cel_compile(expr *C.char, flags C.int, costLimit C.uint64_t, errOut **C
 	}
 	limit := uint64(costLimit)
 	opts := dracel.Options{EnvType: &envType, CostLimit: &limit, DisableCostEstimation: f&flagEstimateCost == 0}
-	result := dracel.GetCompiler(features).CompileCELExpression(C.GoString(expr), opts)
+	result := dracel.GetCompiler(features).CompileCELExpression(C.GoStringN(expr, exprLen), opts)
 	*maxCost = C.uint64_t(result.MaxCost)
 	if result.Error != nil {
 		*errOut = cString(result.Error.Error())
@@ -94,9 +105,10 @@ type deviceJSON struct {
 // evaluation only pays for the evaluation. Returns a handle or 0 and an error text.
 //
 //export dra_cel_device
-func dra_cel_device(data *C.char, errOut **C.char) C.int64_t {
+func dra_cel_device(data *C.char, dataLen C.int, errOut **C.char) (handle C.int64_t) {
+	defer recoverInto(errOut, func() { handle = 0 })
 	var d deviceJSON
-	if err := json.Unmarshal([]byte(C.GoString(data)), &d); err != nil {
+	if err := json.Unmarshal(C.GoBytes(unsafe.Pointer(data), dataLen), &d); err != nil {
 		*errOut = cString(err.Error())
 		return 0
 	}
@@ -114,7 +126,8 @@ func dra_cel_device(data *C.char, errOut **C.char) C.int64_t {
 // *errOut, with upstream's hint for missing keys). *actualCost gets the cost the evaluation used.
 //
 //export dra_cel_match
-func dra_cel_match(program, device C.int64_t, errOut **C.char, actualCost *C.uint64_t) C.int {
+func dra_cel_match(program, device C.int64_t, errOut **C.char, actualCost *C.uint64_t) (result C.int) {
+	defer recoverInto(errOut, func() { result = -1 })
 	p, ok := programs.Load(int64(program))
 	if !ok {
 		*errOut = cString("internal error: unknown CEL program handle")
