@@ -1,8 +1,8 @@
-"""Every probed selector gets upstream's verdict and message, and the CEL repros end as upstream's do.
+"""Every probed selector gets upstream's verdict and message.
 
-tests/data/cel/ holds copies of the team's fixtures: `cel-probes.yaml` (selectors tried against one device
-by k8s.io/dynamic-resource-allocation at 3d036712930c, with the verdict and the first line of the
-message) and the R13/R9a allocator repros (whole scheduling problems with upstream's outcome).
+tests/fixtures/cel-probes.yaml is a copy of the team's fixture: selectors tried against one device by
+k8s.io/dynamic-resource-allocation at 3d036712930c, with upstream's verdict and the first line of its
+message. The whole-scheduling CEL repros (R13, R9a) run with the others in test_allocator_repros.py.
 """
 
 from __future__ import annotations
@@ -13,12 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from sim.allocator import AllocatorError, Features, allocate
-from sim.allocator_state import AllocatedState
 from sim.cel import CelCompileError, CelRuntimeError, compile_selector, device_variable
 
-DATA = Path(__file__).parent / "data" / "cel"
-PROBES = yaml.safe_load((DATA / "cel-probes.yaml").read_text())
+PROBES = yaml.safe_load((Path(__file__).parent / "fixtures" / "cel-probes.yaml").read_text())
 DEVICE = PROBES["device"]
 # The allocator names a device driver/pool/device; the probes' device is in pool-1.
 DEVICE_ID = f"{DEVICE['driver']}/pool-1/{DEVICE['name']}"
@@ -50,36 +47,3 @@ def test_probes_cover_both_sides_of_the_split() -> None:
     kinds = {p["upstream"] for p in PROBES["probes"]}
     assert kinds == {"compile error", "runtime error", "true (device selected)",
                      "false (device not selected)"}
-
-
-def _features(gates: dict[str, bool]) -> Features:
-    return Features(
-        consumable_capacity=gates.get("DRAConsumableCapacity", False),
-        prioritized_list=gates.get("DRAPrioritizedList", False),
-        admin_access=gates.get("DRAAdminAccess", False),
-        partitionable_devices=gates.get("DRAPartitionableDevices", False),
-    )
-
-
-REPROS = sorted(DATA.glob("R*.yaml"))
-
-
-@pytest.mark.parametrize("path", REPROS, ids=[p.stem for p in REPROS])
-def test_cel_repro_ends_as_upstream(path: Path) -> None:
-    repro = yaml.safe_load(path.read_text())
-    features = _features(repro["featureGates"])
-    state = AllocatedState(features.consumable_capacity)
-    classes = {c["metadata"]["name"]: c for c in repro["deviceClasses"]}
-    node = {"metadata": {"name": repro["node"]["name"], "labels": repro["node"].get("labels") or {}}}
-    want = repro["upstream"]
-    if want["outcome"] == "error":
-        with pytest.raises(AllocatorError) as err:
-            allocate(repro["claims"], node, repro["resourceSlices"], classes, state, features)
-        assert str(err.value) == want["error"]
-        return
-    outcome = allocate(repro["claims"], node, repro["resourceSlices"], classes, state, features)
-    assert outcome.allocations is not None, outcome.reason
-    got = [[(r["request"], r["driver"], r["pool"], r["device"]) for r in a["devices"]["results"]]
-           for a in outcome.allocations]
-    assert got == [[(r["request"], r["driver"], r["pool"], r["device"]) for r in claim]
-                   for claim in want["results"]]
