@@ -127,7 +127,7 @@ class DeviceRef:
         self.capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
         self.cap_values = {k: parse_quantity_cached(v.get("value", "0")).value
                            for k, v in self.capacity.items()}
-        self.cap_sig = json.dumps(self.capacity, sort_keys=True) if self.capacity else ""
+        self.cap_sig: str | None = None  # content key of `capacity`, made when first needed
         self.multi = bool(device.get("allowMultipleAllocations"))
         self.counters = consumes(device)
         self.index = index  # position in the node's device list
@@ -295,6 +295,8 @@ class _Search:
     def _consumed(self, req: _Request, dev: DeviceRef) -> dict[str, Quantity] | None:
         if dev.index in req.consumed:
             return req.consumed[dev.index]
+        if dev.cap_sig is None:
+            dev.cap_sig = json.dumps(dev.capacity, sort_keys=True) if dev.capacity else ""
         hit = req.consumed[dev.index] = _consumption(req.capacity_requests, req.asks_sig, dev.capacity,
                                                      dev.cap_sig)
         return hit

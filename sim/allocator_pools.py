@@ -178,9 +178,16 @@ def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any],
     it invalid.
     """
     all_slices = list(slices)
+    node_name = (node.get("metadata") or {}).get("name")
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for s in all_slices:
-        if not _targets_node(_spec(s), node, partitionable):
+        spec = _spec(s)
+        slice_node = spec.get("nodeName")
+        if slice_node and not spec.get("sharedCounters") and (
+                partitionable or spec.get("perDeviceNodeSelection") is None):
+            if slice_node != node_name:  # the common case: a device slice of some node
+                continue
+        elif not _targets_node(spec, node, partitionable):
             continue
         key = _pool_key(s)
         group = groups.get(key)
