@@ -12,6 +12,7 @@ limit with its backtracking signal.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -617,6 +618,15 @@ def _allocation_for(search: _Search, ci: int, node_name: str) -> dict[str, Any]:
     return allocation
 
 
+def _allow_depth(search: _Search) -> None:
+    """The search recurses once per device, request and claim (as upstream's allocateOne does); make
+    sure Python's recursion limit covers the deepest path of this pod, e.g. 128 claims of 32 devices."""
+    depth = 100 + sum(2 + sum(3 + max(r.num_devices for r in alts) for alts in claim_plan)
+                      for claim_plan in search.plan)
+    if depth + 200 > sys.getrecursionlimit():
+        sys.setrecursionlimit(depth + 1000)  # never lowered: other threads may be deep too
+
+
 def allocate(
     claims: list[Mapping[str, Any]],
     node: Mapping[str, Any],
@@ -640,6 +650,7 @@ def allocate(
         devices = pool_devices(pools, node)
     search = _Search(list(claims), pools, devices, state, features, cache or SelectorCache(), new_uuid)
     _prepare(search, classes)
+    _allow_depth(search)
     try:
         done = search.allocate_one(0, 0, 0, 0, False, 0)
     except _MaxResultsExceeded:

@@ -421,3 +421,11 @@ def test_node_local_result_pins_node() -> None:
                    {"gpu.example.com": device_class()}, AllocatedState())
     assert out.allocations[0]["nodeSelector"] == {"nodeSelectorTerms": [{"matchFields": [
         {"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}]}
+
+
+def test_deep_pod_does_not_hit_the_recursion_limit() -> None:
+    """The search recurses per device; a pod of many claims of many devices must still be decided."""
+    devices = [device(f"gpu-{i}", multi=False) for i in range(60 * 16)]
+    claims = [claim(f"c{i}", ("gpu", exactly(count=16))) for i in range(60)]
+    out = allocate(claims, node(), one(*devices), {"gpu.example.com": device_class()}, AllocatedState())
+    assert out.ok and sum(len(a["devices"]["results"]) for a in out.allocations) == 960
