@@ -26,6 +26,7 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
+from sim.lifetime import die_with_parent, parent_pipe
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -45,6 +46,7 @@ class SimProvider(Provider):
         self._serving = threading.Event()
         self._server_line = ""
         self._reader: threading.Thread | None = None
+        self._parent_fd: int | None = None          # write end of the pipe the sim watches (--exit-with-fd)
 
     def command(self) -> list[str]:
         cfg = self.config
@@ -71,18 +73,38 @@ class SimProvider(Provider):
                                 "reference driver only); use --cluster kind or existing for it.")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
+        pass_fds: tuple[int, ...] = ()
+        preexec = None
+        if not self.config.keep_cluster:
+            # The sim dies with this process whatever kills it: SIGTERM from the kernel when we die
+            # (PDEATHSIG), and EOF on a pipe only we hold; it then stops its drivers and pods and removes
+            # the work dir, as nobody else is left to.
+            read_fd, self._parent_fd = parent_pipe()
+            pass_fds = (read_fd,)
+            cmd += ["--exit-with-fd", str(read_fd), "--orphan-cleanup", str(self.config.work_dir)]
+            preexec = die_with_parent(signal.SIGTERM)
         # The sim runs in its own session so that stop() can end it and every child it started.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=_repo_root())
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=_repo_root(), pass_fds=pass_fds,
+                                         preexec_fn=preexec)
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         self._reader = threading.Thread(target=self._pump, name="sim-log", daemon=True)
         self._reader.start()
         if not self._serving.wait(START_TIMEOUT) or not self.kubeconfig.is_file():
-            code = self.proc.poll()
-            tail = self._log_tail()
+            # The reader saw EOF (the sim exited) or the bound passed: report the sim's own words.
+            try:
+                code: int | None = self.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                code = None
+            tail = self._log_tail().strip()
             self.stop()
             what = (f"exited with code {code}" if code is not None
                     else f"did not serve within {START_TIMEOUT:.0f}s")
-            raise ProviderError(f"the sim {what} ({shlex.join(cmd)}); its output ends with: {tail!r}")
+            last = tail.splitlines()[-1] if tail else "(no output)"
+            raise ProviderError(f"the sim {what}: {last} (command: {shlex.join(cmd)})")
         version = self.config.kube_version or ""
         return ClusterHandle(provider=self.name, kubeconfig=self.kubeconfig,
                              kubernetes_version=version, simulated=True, nodes=tuple(self.config.nodes),
@@ -194,6 +216,12 @@ class SimProvider(Provider):
             os.killpg(proc.pid, signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(STOP_TIMEOUT)
+        self._close_parent_fd()
+
+    def _close_parent_fd(self) -> None:
+        fd, self._parent_fd = self._parent_fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _repo_root() -> str:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim.lifetime import die_with_parent
+
 # The environment every simulated container starts from, before the pod's env and CDI edits; PATH is the
 # host's so that commands resolve as they would in an image that has them.
 _BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -186,7 +188,7 @@ def start_process(argv: list[str], env: dict[str, str], cwd: Path, log_path: Pat
         try:
             popen = subprocess.Popen(
                 argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True,
+                start_new_session=True, close_fds=True, preexec_fn=die_with_parent(),
             )  # fmt: skip
         except OSError as e:
             raise StartError(f'exec: "{argv[0]}": {e.strerror}') from e
