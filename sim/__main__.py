@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"sim: {e}", file=sys.stderr)
             return 2
+    if orphaned.is_set():  # the parent died while we started up: nothing to serve, only to clean
+        if args.orphan_cleanup:
+            shutil.rmtree(args.orphan_cleanup, ignore_errors=True)
+        return 0
     try:
         cluster.start()
     except OSError as e:

@@ -26,7 +26,7 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
-from sim.lifetime import die_with_parent, parent_pipe
+from sim.lifetime import parent_pipe
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -74,20 +74,18 @@ class SimProvider(Provider):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
         pass_fds: tuple[int, ...] = ()
-        preexec = None
         if not self.config.keep_cluster:
-            # The sim dies with this process whatever kills it: SIGTERM from the kernel when we die
-            # (PDEATHSIG), and EOF on a pipe only we hold; it then stops its drivers and pods and removes
-            # the work dir, as nobody else is left to.
+            # The sim dies with this process whatever kills it: it watches a pipe only we hold, and EOF
+            # (we are gone) makes it stop its drivers and pods and remove the work dir, as nobody else is
+            # left to. A pipe rather than a parent-death signal: EOF waits for the sim to be ready to act
+            # on it, while a signal during its start-up would kill it before it could clean up.
             read_fd, self._parent_fd = parent_pipe()
             pass_fds = (read_fd,)
             cmd += ["--exit-with-fd", str(read_fd), "--orphan-cleanup", str(self.config.work_dir)]
-            preexec = die_with_parent(signal.SIGTERM)
         # The sim runs in its own session so that stop() can end it and every child it started.
         try:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=_repo_root(), pass_fds=pass_fds,
-                                         preexec_fn=preexec)
+                                         start_new_session=True, cwd=_repo_root(), pass_fds=pass_fds)
         finally:
             for fd in pass_fds:
                 os.close(fd)

@@ -1,0 +1,120 @@
+"""Nothing outlives a run, and an interrupted run never says PASS.
+
+A few representative cells of the interruption matrix (tests/interrupt_harness.py; all of it:
+benchmarks/bench_interruptions.py), run side by side: each interrupts a real conformance run on sim and
+counts what is left (processes, work dirs, sockets) and what the report says. Plus the two mechanisms
+underneath (the parent-death signal and the sim's parent pipe), and runs that never start a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HARNESS = REPO / "tests" / "interrupt_harness.py"
+CELLS = [("scenario", "SIGTERM", "pytest"), ("scenario", "SIGKILL", "pytest"), ("scenario", "SIGKILL", "sim"),
+         ("starting", "SIGINT", "pytest")]
+NO_CLUSTER = {"-k nomatch": ["-k", "nomatch"], "--collect-only": ["--collect-only"]}
+
+
+def _cell(point: str, sig: str, target: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, str(HARNESS), point, sig, target], cwd=REPO, capture_output=True,
+                         text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def _no_cluster(args: list[str], tmp: Path) -> dict[str, Any]:
+    run_tmp = tmp / "t"
+    run_tmp.mkdir(parents=True)
+    out = subprocess.run([sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p",
+                          "no:cacheprovider", "--cluster=sim", f"--report-dir={tmp / 'r'}", *args],
+                         cwd=REPO, env={**os.environ, "TMPDIR": str(run_tmp)}, capture_output=True,
+                         text=True, timeout=120)
+    return {"returncode": out.returncode, "left": sorted(p.name for p in run_tmp.iterdir()),
+            "report": (tmp / "r" / "report.json").exists(), "output": out.stdout[-1500:]}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    with ThreadPoolExecutor(len(CELLS) + len(NO_CLUSTER)) as pool:
+        cells = {" ".join(c): pool.submit(_cell, *c) for c in CELLS}
+        runs = {name: pool.submit(_no_cluster, args, tmp_path_factory.mktemp("nocluster"))
+                for name, args in NO_CLUSTER.items()}
+        return {**{k: f.result() for k, f in cells.items()}, **{k: f.result() for k, f in runs.items()}}
+
+
+@pytest.mark.parametrize("cell", [" ".join(c) for c in CELLS])
+def test_an_interrupted_run_leaves_nothing_and_never_says_pass(cell: str, results: dict[str, Any]) -> None:
+    r = results[cell]
+    why = json.dumps({k: v for k, v in r.items() if k != "log_tail"}) + "\n" + r["log_tail"]
+    assert r["reached"], why
+    assert r["leftover_processes"] == [], why
+    assert r["leftover_work_dirs"] == [] and r["leftover_sockets"] == [], why
+    assert not r["false_pass"], why
+    if r["target"] == "pytest" and r["signal"] == "SIGKILL":
+        assert r["verdict"] is None, why          # killed outright: no report at all, certainly no PASS
+    else:
+        assert r["verdict"] == "incomplete" and r["returncode"] == 3, why
+
+
+@pytest.mark.parametrize("name", sorted(NO_CLUSTER))
+def test_a_run_that_starts_no_cluster_creates_no_work_dir(name: str, results: dict[str, Any]) -> None:
+    r = results[name]
+    assert r["returncode"] in (0, 5), r["output"]
+    assert r["left"] == [] and not r["report"], r
+
+
+def test_a_child_dies_with_its_parent_even_when_a_short_lived_thread_did_not_spawn_it(tmp_path: Path) -> None:
+    # The parent spawns `sleep` with die_with_parent() and prints its pid; SIGKILL of the parent must
+    # take the child with it.
+    script = textwrap.dedent("""
+        import subprocess, sys
+        from sim.lifetime import die_with_parent
+        child = subprocess.Popen(["sleep", "120"], preexec_fn=die_with_parent())
+        print(child.pid, flush=True)
+        sys.stdin.read()
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    fd = os.pidfd_open(child)
+    try:
+        parent.kill()
+        parent.wait(10)
+        import select
+
+        ready, _, _ = select.select([fd], [], [], 10)
+        assert ready, "the child outlived its SIGKILLed parent"
+    finally:
+        os.close(fd)
+
+
+def test_the_sim_stops_and_removes_the_orphaned_work_dir_when_its_parent_pipe_closes(tmp_path: Path) -> None:
+    work = tmp_path / "gsc-work"
+    work.mkdir()
+    r, w = os.pipe()
+    sim = subprocess.Popen([sys.executable, "-m", "sim", "--kubeconfig", str(work / "kc"), "--exit-with-fd",
+                            str(r), "--orphan-cleanup", str(work)], cwd=REPO, pass_fds=(r,),
+                           stdout=subprocess.PIPE, text=True)
+    os.close(r)
+    try:
+        assert sim.stdout is not None and "sim: serving" in sim.stdout.readline()
+        os.close(w)  # what the kernel does when the parent dies
+        assert sim.wait(30) == 0
+        assert not work.exists()
+    finally:
+        if sim.poll() is None:
+            sim.send_signal(signal.SIGKILL)
+            sim.wait()
