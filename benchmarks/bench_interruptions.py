@@ -2,7 +2,7 @@
 
 Prints one line per cell and the totals the issue asks for: leftovers (processes, work dirs, sockets)
 and false PASS reports, both goal 0. ``make test`` runs a few representative cells
-(tests/test_run_lifetime.py); this runs them all (about 24 cells, two at a time).
+(tests/test_run_lifetime.py); this runs them all (32 cells, two at a time).
 
     python benchmarks/bench_interruptions.py [--jobs 2]
 """

@@ -4,7 +4,8 @@
 
 POINT: ``starting`` (the sim runs but does not serve yet), ``preflight`` (it serves; the suite waits for
 the driver's slices), ``scenario`` (a pod process runs), ``teardown`` (the first scenario cleaned up
-its pods, the second has not started). SIGNAL: SIGINT, SIGTERM or SIGKILL. TARGET: ``pytest`` or
+its pods, the second has not started). SIGNAL: SIGINT, SIGINTx2 (Ctrl-C, then Ctrl-C again one second
+later, during the cleanup), SIGTERM or SIGKILL. TARGET: ``pytest`` or
 ``sim`` (the signal goes to the sim process instead).
 
 The harness makes itself a child subreaper, so every process the run started, orphaned or not, stays
@@ -40,7 +41,7 @@ POLL_S = 0.05
 FIRST = "test_released_capacity_lets_a_larger_claim_start"
 SECOND = "test_sharers_from_two_namespaces_pack_one_gpu"
 POINTS = ("starting", "preflight", "scenario", "teardown")
-SIGNALS = ("SIGINT", "SIGTERM", "SIGKILL")
+SIGNALS = ("SIGINT", "SIGINTx2", "SIGTERM", "SIGKILL")   # SIGINTx2: a second Ctrl-C while cleaning up
 TARGETS = ("pytest", "sim")
 
 
@@ -153,8 +154,13 @@ def run_cell(point: str, sig_name: str, target: str) -> dict[str, object]:
     report_before = (report_dir / "report.json").is_file()
     if reached:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, getattr(signal, sig_name))
+            os.kill(victim, getattr(signal, sig_name.removesuffix("x2")))
     result["signal_at_s"] = round(time.monotonic() - t0, 2)
+    if reached and sig_name.endswith("x2"):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(1.0)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, getattr(signal, sig_name.removesuffix("x2")))
     try:
         proc.wait(EXIT_TIMEOUT_S)
     except subprocess.TimeoutExpired:

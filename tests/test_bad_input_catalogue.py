@@ -268,8 +268,7 @@ def _run(args: list[str], tmp: Path, timeout: float = 60) -> subprocess.Complete
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("case", ["profile deviceClass not a DNS subdomain", "claim templates dir missing",
-                                  "kubeconfig without current-context", "gpus invalid YAML"])
+@pytest.mark.parametrize("case", ["claim templates dir missing", "gpus invalid YAML"])
 def test_the_suite_stops_on_bad_input_before_anything_starts(case: str, tmp_path: Path) -> None:
     build, fragments = CATALOGUE[case]
     scratch, run_tmp = tmp_path / "inputs", tmp_path / "tmpdir"
@@ -287,20 +286,14 @@ def test_the_suite_stops_on_bad_input_before_anything_starts(case: str, tmp_path
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--nodes", "Node_1"], "'Node_1' is not a valid node name"),
     (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--nodes", "node-1", "--gpus", "nosuch"], "GPU profile 'nosuch'"),
-    (["--log-level", "LOUD"], "--log-level 'LOUD'"),
+    (["--nodes", "node-1", "--gpus", "{bad_yaml}"], "not valid YAML"),
 ])
 def test_sim_bad_flags_exit_2_with_one_line(args: list[str], fragment: str, tmp_path: Path) -> None:
+    bad = tmp_path / "gpus.yaml"
+    bad.write_text("gpus: [\n")  # a GPU profile the driver cannot parse: named now, no crash-looping driver
+    args = [a.replace("{bad_yaml}", str(bad)) for a in args]
     proc = _run([sys.executable, "-m", "sim", "--kubeconfig", str(tmp_path / "kc"), *args], tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], lines
     assert not (tmp_path / "kc").exists()
-
-
-def test_sim_refuses_a_gpu_profile_the_driver_cannot_parse(tmp_path: Path) -> None:
-    bad = tmp_path / "gpus.yaml"
-    bad.write_text("gpus: [\n")
-    proc = _run([sys.executable, "-m", "sim", "--kubeconfig", str(tmp_path / "kc"), "--nodes", "node-1",
-                 "--gpus", str(bad)], tmp_path)
-    assert proc.returncode == 2 and "not valid YAML" in proc.stderr, proc.stderr

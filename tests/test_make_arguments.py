@@ -26,22 +26,18 @@ def make_conformance(tmp: Path, *variables: str) -> subprocess.CompletedProcess[
                           timeout=120)
 
 
-def test_a_semicolon_in_a_make_variable_runs_nothing(tmp_path: Path) -> None:
-    marker = tmp_path / "INJECTED"
-    done = make_conformance(tmp_path, f"KUBECONFIG_PATH=/x;echo INJECTED > {marker};false")
-    assert "Error 4" in done.stderr, done.stdout + done.stderr
-    assert f"kubeconfig /x;echo INJECTED > {marker};false does not exist" in done.stderr
-    assert not marker.exists()
-
-
-def test_a_path_with_a_space_is_one_argument(tmp_path: Path) -> None:
+def test_a_semicolon_runs_nothing_and_a_path_with_a_space_is_one_argument(tmp_path: Path) -> None:
+    # The profile (checked first) loads from a path with spaces, so the run gets as far as the kubeconfig,
+    # whose ';' commands are part of a path that does not exist.
     spaced = tmp_path / "my profiles"
     spaced.mkdir()
     shutil.copy(REPO / "fixtures/drivers/reference.yaml", spaced / "vendor profile.yaml")
-    done = make_conformance(tmp_path, "CLUSTER=sim", f"DRIVER_PROFILE={spaced / 'vendor profile.yaml'}",
-                            "CONFORMANCE_ARGS=--collect-only -q")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "24 tests collected" in done.stdout
+    marker = tmp_path / "INJECTED"
+    done = make_conformance(tmp_path, f"DRIVER_PROFILE={spaced / 'vendor profile.yaml'}",
+                            f"KUBECONFIG_PATH=/x;echo INJECTED > {marker};false")
+    assert "Error 4" in done.stderr, done.stdout + done.stderr
+    assert f"kubeconfig /x;echo INJECTED > {marker};false does not exist" in done.stderr
+    assert not marker.exists()
     assert list(tmp_path.glob("gsc-*")) == []
 
 

@@ -22,9 +22,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 HARNESS = REPO / "tests" / "interrupt_harness.py"
-CELLS = [("scenario", "SIGTERM", "pytest"), ("scenario", "SIGKILL", "pytest"), ("scenario", "SIGKILL", "sim"),
-         ("starting", "SIGINT", "pytest")]
+CELLS = [("scenario", "SIGTERM", "pytest"), ("scenario", "SIGKILL", "pytest"), ("scenario", "SIGKILL", "sim")]
 NO_CLUSTER = {"-k nomatch": ["-k", "nomatch"], "--collect-only": ["--collect-only"]}
+# The whole run has a bound: when it passes, the run stops as a Ctrl-C would (the SIGINT path) and says so.
+TIMED_OUT = ["--nodes=node-1", "--run-timeout=4", "-k", "test_released_capacity_lets_a_larger_claim_start"]
 
 
 def _cell(point: str, sig: str, target: str) -> dict[str, Any]:
@@ -41,16 +42,18 @@ def _no_cluster(args: list[str], tmp: Path) -> dict[str, Any]:
                           "no:cacheprovider", "--cluster=sim", f"--report-dir={tmp / 'r'}", *args],
                          cwd=REPO, env={**os.environ, "TMPDIR": str(run_tmp)}, capture_output=True,
                          text=True, timeout=120)
+    report = tmp / "r" / "report.json"
     return {"returncode": out.returncode, "left": sorted(p.name for p in run_tmp.iterdir()),
-            "report": (tmp / "r" / "report.json").exists(), "output": out.stdout[-1500:]}
+            "report": json.loads(report.read_text()) if report.exists() else None,
+            "output": out.stdout[-1500:]}
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    with ThreadPoolExecutor(len(CELLS) + len(NO_CLUSTER)) as pool:
+    with ThreadPoolExecutor(len(CELLS) + len(NO_CLUSTER) + 1) as pool:
         cells = {" ".join(c): pool.submit(_cell, *c) for c in CELLS}
         runs = {name: pool.submit(_no_cluster, args, tmp_path_factory.mktemp("nocluster"))
-                for name, args in NO_CLUSTER.items()}
+                for name, args in {**NO_CLUSTER, "timed out": TIMED_OUT}.items()}
         return {**{k: f.result() for k, f in cells.items()}, **{k: f.result() for k, f in runs.items()}}
 
 
@@ -72,7 +75,15 @@ def test_an_interrupted_run_leaves_nothing_and_never_says_pass(cell: str, result
 def test_a_run_that_starts_no_cluster_creates_no_work_dir(name: str, results: dict[str, Any]) -> None:
     r = results[name]
     assert r["returncode"] in (0, 5), r["output"]
-    assert r["left"] == [] and not r["report"], r
+    assert r["left"] == [] and r["report"] is None, r
+
+
+def test_a_run_past_its_run_timeout_is_incomplete_and_leaves_nothing(results: dict[str, Any]) -> None:
+    r = results["timed out"]
+    assert r["returncode"] == 3, r["output"]
+    assert r["report"]["verdict"] == "incomplete", r["output"]
+    assert "the run was interrupted by the run timeout (4s)" in r["report"]["incomplete"], r["report"]
+    assert r["left"] == [], r
 
 
 def test_a_child_dies_with_its_parent_even_when_a_short_lived_thread_did_not_spawn_it(tmp_path: Path) -> None:
