@@ -502,10 +502,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _STATE not in session.config.stash:
         return
     run = _run(session.config)
-    if not run.attempted and run.error is None:
-        return  # nothing asked for a cluster (collect-only, or every test deselected): no verdict
     if exitstatus == pytest.ExitCode.INTERRUPTED and run.interrupted is None:
         run.interrupted = "KeyboardInterrupt"
+    if not run.attempted and run.error is None and run.interrupted is None:
+        return  # nothing asked for a cluster (collect-only, or every test deselected): no verdict
     run._tearing_down = True
     # Scenario fixtures first (an interrupted run still has them on the stack), then the session's
     # suite fixture, whose finalizer removes the driver and stops the cluster. pytest's own
