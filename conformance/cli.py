@@ -29,7 +29,8 @@ ENV_OPTIONS = (
 
 def pytest_args(argv: list[str], env: dict[str, str] | os._Environ[str]) -> list[str]:
     """The pytest command line for ``argv`` and the CONFORMANCE_* variables in ``env``."""
-    args = [_relative(SCENARIOS)]
+    # The scenarios do not use hypothesis; skipping its plugin saves ~0.7 s per run.
+    args = [_relative(SCENARIOS), "-p", "no:hypothesispytest"]
     for var, flag in ENV_OPTIONS:
         value = env.get(var, "")
         if value:

@@ -46,7 +46,7 @@ def test_the_entry_point_builds_argv_from_the_environment_without_a_shell() -> N
            "CONFORMANCE_REPORT_DIR": "out dir", "CONFORMANCE_GPUS": "",
            "CONFORMANCE_ARGS": "-k 'sharing or publish' --wait-timeout=30 ';'"}
     args = pytest_args(["-x"], env)
-    assert args[1:] == ["--cluster=sim", "--kubeconfig=/a dir/k;rm -rf x", "--report-dir=out dir",
+    assert args[3:] == ["--cluster=sim", "--kubeconfig=/a dir/k;rm -rf x", "--report-dir=out dir",
                         "--junitxml=out dir/junit.xml", "-k", "sharing or publish", "--wait-timeout=30", ";",
                         "-x"]
 
