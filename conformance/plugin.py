@@ -172,6 +172,9 @@ class ConformanceRun:
     def fail_early(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
         self.error = message
         self.exit_code = code
+        # From here pytest unwinds to the teardown; a signal now must not replace this exit with an
+        # uncaught KeyboardInterrupt (pytest handles only one of them).
+        self._tearing_down = True
         pytest.exit(message, returncode=code)
 
     def start(self) -> Suite:
@@ -511,6 +514,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not run.attempted and run.error is None and run.interrupted is None:
         return  # nothing asked for a cluster (collect-only, or every test deselected): no verdict
     run._tearing_down = True
+    if run._timer is not None:
+        run._timer.cancel()
     # Scenario fixtures first (an interrupted run still has them on the stack), then the session's
     # suite fixture, whose finalizer removes the driver and stops the cluster. pytest's own
     # sessionfinish would do this too, but after the report is written.

@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,8 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
         templates = load_templates(Path(o.get("claim_templates")), schema)
     except TemplateError as exc:
         raise BadInput(str(exc)) from None
+    if provider == "sim":
+        _check_socket_room(profile.driver, nodes)
     return Inputs(provider=provider, profile=profile, templates=templates, schema=schema,
                   kubeconfig=Path(kubeconfig) if kubeconfig else None, server_version=server_version,
                   gpus=o.get("gpus"), nodes=nodes, feature_gates=gates, kube_version=kube_version,
@@ -178,6 +181,21 @@ def _check_nodes(text: str) -> tuple[str, ...]:
     if dup:
         raise BadInput(f"--nodes names {dup[0]!r} twice; give each node once.")
     return nodes
+
+
+def _check_socket_room(driver: str, nodes: tuple[str, ...]) -> None:
+    """The sim's state dir will be TMPDIR/gsc-XXXXXXXX/sim-state: its driver sockets must fit in a unix
+    socket path, which a deep TMPDIR (CI runners, pytest's tmp_path) can overflow."""
+    from sim.kubelet.nodedirs import NodeDirs
+
+    state_dir = Path(tempfile.gettempdir()) / "gsc-XXXXXXXX" / "sim-state"
+    for node in nodes:
+        try:
+            NodeDirs(state_dir / node).check_socket_room(driver)
+        except ValueError:
+            raise BadInput(f"TMPDIR {tempfile.gettempdir()} is too deep for the sim: its driver sockets "
+                           f"under {state_dir} would pass the 107-byte unix socket path limit; set TMPDIR "
+                           "to a shorter directory, e.g. TMPDIR=/tmp.") from None
 
 
 def _check_gates(text: str) -> dict[str, bool]:

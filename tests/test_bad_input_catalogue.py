@@ -204,6 +204,7 @@ CATALOGUE: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "run timeout not finite": (flags("--cluster=sim", "--run-timeout=nan"), ("not a finite number",)),
     "cluster kind unknown": (flags("--cluster=nope"), ("invalid choice: 'nope'",)),
     "report dir is a file": (raw_file("r", "x", "--cluster=sim", "--report-dir={f}"), ("is a file",)),
+    "TMPDIR too deep for the sim's sockets": (flags("--cluster=sim", "--nodes=node-1"), ("is too deep",)),
 }
 
 
@@ -237,6 +238,11 @@ def test_the_catalogue_holds_at_least_thirty_bad_inputs() -> None:
 def test_bad_input_is_one_sentence_exit_4_and_leaves_nothing(
         case: str, tmp_path: Path, private_tmpdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     build, fragments = CATALOGUE[case]
+    if case.startswith("TMPDIR too deep"):
+        deep = private_tmpdir / ("d" * 60)
+        os.environ["TMPDIR"] = str(deep)   # restored by the fixture's monkeypatch
+        private_tmpdir = deep
+        deep.mkdir()
     scratch = tmp_path / "inputs"
     scratch.mkdir()
     args = build(scratch)

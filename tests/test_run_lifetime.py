@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,14 +38,15 @@ def _cell(point: str, sig: str, target: str) -> dict[str, Any]:
 
 
 def _no_cluster(args: list[str], tmp: Path) -> dict[str, Any]:
-    run_tmp = tmp / "t"
-    run_tmp.mkdir(parents=True)
+    run_tmp = Path(tempfile.mkdtemp(prefix="gi-", dir="/tmp"))  # short: the sim's socket paths go under it
     out = subprocess.run([sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p",
                           "no:cacheprovider", "--cluster=sim", f"--report-dir={tmp / 'r'}", *args],
                          cwd=REPO, env={**os.environ, "TMPDIR": str(run_tmp)}, capture_output=True,
                          text=True, timeout=120)
     report = tmp / "r" / "report.json"
-    return {"returncode": out.returncode, "left": sorted(p.name for p in run_tmp.iterdir()),
+    left = sorted(p.name for p in run_tmp.iterdir())
+    shutil.rmtree(run_tmp, ignore_errors=True)
+    return {"returncode": out.returncode, "left": left,
             "report": json.loads(report.read_text()) if report.exists() else None,
             "output": out.stdout[-1500:]}
 
