@@ -2,8 +2,8 @@
 
 A few representative cells of the interruption matrix (tests/interrupt_harness.py; all of it:
 benchmarks/bench_interruptions.py), run side by side: each interrupts a real conformance run on sim and
-counts what is left (processes, work dirs, sockets) and what the report says. Plus the two mechanisms
-underneath (the parent-death signal and the sim's parent pipe), and runs that never start a cluster.
+counts what is left (processes, work dirs, sockets) and what the report says. Plus the mechanism
+underneath (the sim's parent pipe), and runs that never start a cluster.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -87,32 +86,6 @@ def test_a_run_past_its_run_timeout_is_incomplete_and_leaves_nothing(results: di
     assert r["report"]["verdict"] == "incomplete", r["output"]
     assert "the run was interrupted by the run timeout (4s)" in r["report"]["incomplete"], r["report"]
     assert r["left"] == [], r
-
-
-def test_a_child_dies_with_its_parent_even_when_a_short_lived_thread_did_not_spawn_it(tmp_path: Path) -> None:
-    # The parent spawns `sleep` with die_with_parent() and prints its pid; SIGKILL of the parent must
-    # take the child with it.
-    script = textwrap.dedent("""
-        import subprocess, sys
-        from sim.lifetime import die_with_parent
-        child = subprocess.Popen(["sleep", "120"], preexec_fn=die_with_parent())
-        print(child.pid, flush=True)
-        sys.stdin.read()
-    """)
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
-    assert parent.stdout is not None
-    child = int(parent.stdout.readline())
-    fd = os.pidfd_open(child)
-    try:
-        parent.kill()
-        parent.wait(10)
-        import select
-
-        ready, _, _ = select.select([fd], [], [], 10)
-        assert ready, "the child outlived its SIGKILLed parent"
-    finally:
-        os.close(fd)
 
 
 def test_the_sim_stops_and_removes_the_orphaned_work_dir_when_its_parent_pipe_closes(tmp_path: Path) -> None:

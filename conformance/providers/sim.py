@@ -225,6 +225,11 @@ class SimProvider(Provider):
         # Anything the sim left in its session (it should leave nothing) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        # A sim that was killed outright left its drivers and pods (own sessions, reparented): they are
+        # the processes working in or pointing at this run's state dir.
+        for pid in processes_using(self.state_dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(STOP_TIMEOUT)
         self._close_parent_fd()
@@ -233,6 +238,21 @@ class SimProvider(Provider):
         fd, self._parent_fd = self._parent_fd, None
         if fd is not None:
             os.close(fd)
+
+
+def processes_using(directory: Path) -> list[int]:
+    """Processes other than this one whose working directory or command line lies under ``directory``."""
+    root = str(directory.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(entry / "cwd")
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if cwd == root or cwd.startswith(root + "/") or any(root in a for a in argv):
+                found.append(int(entry.name))
+    return found
 
 
 def _repo_root() -> str:

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim.lifetime import die_with_parent
-
 # The environment every simulated container starts from, before the pod's env and CDI edits; PATH is the
 # host's so that commands resolve as they would in an image that has them.
 _BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
@@ -201,7 +199,7 @@ def start_process(argv: list[str], env: dict[str, str], cwd: Path, log_path: Pat
         try:
             popen = subprocess.Popen(
                 argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, close_fds=True, preexec_fn=die_with_parent(),
+                start_new_session=True, close_fds=True,
             )  # fmt: skip
         except OSError as e:
             raise StartError(f'exec: "{argv[0]}": {e.strerror}') from e
@@ -221,7 +219,6 @@ def _start_isolated(argv: list[str], env: dict[str, str], cwd: Path, log_path: P
                     [sys.executable, "-I", "-S", str(MOUNTNS_HELPER), str(plan_r), str(status_w)], env={},
                     cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True, close_fds=True, pass_fds=(plan_r, status_w),
-                    preexec_fn=die_with_parent(),  # kept across the helper's exec of the container
                 )  # fmt: skip
             except OSError as e:
                 raise StartError(f"the mount namespace helper did not start: {e.strerror}") from e

@@ -11,8 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sim.lifetime import die_with_parent
-
 log = logging.getLogger(__name__)
 
 _RESTART_BACKOFF_S = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -117,10 +115,8 @@ class DriverSupervisor:
                 with open(self._log_path, "ab", buffering=0) as logf:
                     logf.write(f"=== sim kubelet: starting {' '.join(self.argv)}\n".encode())
                     try:
-                        # Spawned from this supervising thread, which outlives the driver, so the
-                        # driver's parent-death signal fires only when the sim itself dies.
                         proc = subprocess.Popen(self.argv, cwd=self._cwd, env=self._env,
-                                                stdin=subprocess.DEVNULL, preexec_fn=die_with_parent(),
+                                                stdin=subprocess.DEVNULL,
                                                 stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
                     except OSError as e:
                         logf.write(f"=== sim kubelet: cannot start driver: {e}\n".encode())
