@@ -17,7 +17,7 @@ KUBECONFIG_PATH ?=
 REPORT_DIR ?= reports
 CONFORMANCE_ARGS ?=
 
-.PHONY: help setup test lint unit conformance bench protos image chart clean
+.PHONY: help setup cel test lint unit conformance bench protos image chart clean
 
 help:
 	@echo "make conformance   run the GPU-sharing conformance suite (CLUSTER=auto|kind|existing|sim)"
@@ -32,21 +32,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,kind]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# The sim's CEL library (upstream's DRA CEL environment, Go, sim/celgo): built once per source version
+# into ~/.cache/gpu-share-conformance/ (needs Go; exit 4 with the fix when it is missing).
+cel: $(STAMP)
+	$(BIN)/python -m sim.celbuild
+
+setup: $(STAMP) cel
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 # PYTEST_ARGS is split by Python's shlex, never by /bin/sh.
 test: export PYTEST_ARGS := $(PYTEST_ARGS)
-test: lint
+test: lint cel
 	$(call q,$(BIN)/python) -c 'import os, shlex, sys, pytest; sys.exit(pytest.main(["-q", *shlex.split(os.environ["PYTEST_ARGS"])]))'
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
 		driver/api/dra_v1.proto driver/api/dra_v1beta1.proto driver/api/pluginregistration.proto
 
-bench: $(STAMP)
+bench: $(STAMP) cel
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 conformance: export CONFORMANCE_CLUSTER := $(CLUSTER)
@@ -55,7 +60,7 @@ conformance: export CONFORMANCE_GPUS := $(GPUS)
 conformance: export CONFORMANCE_KUBECONFIG := $(KUBECONFIG_PATH)
 conformance: export CONFORMANCE_REPORT_DIR := $(REPORT_DIR)
 conformance: export CONFORMANCE_ARGS := $(CONFORMANCE_ARGS)
-conformance: $(STAMP)
+conformance: $(STAMP) cel
 	$(call q,$(BIN)/python) -m conformance
 
 image:
