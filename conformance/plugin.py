@@ -39,7 +39,7 @@ from conformance.inventory import by_node
 from conformance.kube import Kube, api_message, raw
 from conformance.options import OPTIONS, SHARED_OPTIONS, dest
 from conformance.preflight import FatalPreflight, check_dra_api, run_preflight
-from conformance.providers.base import Provider, ProviderConfig, ProviderError
+from conformance.providers.base import DriverInputError, Provider, ProviderConfig, ProviderError
 from conformance.session import Suite
 from conformance.templates import TemplateError, load_templates, schema_version
 from conformance.validate import BadInput, Inputs, check
@@ -206,6 +206,8 @@ class ConformanceRun:
         try:
             self.provider = provider_cls(config)
             handle = self.provider.start()
+        except DriverInputError as exc:
+            self.fail_early(str(exc))
         except ProviderError as exc:
             # Inputs were checked already: a cluster that does not come up is not the driver's fault,
             # and no verdict can be given.

@@ -93,10 +93,7 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
         gates = _check_gates(o.get("sim_feature_gates") or "")
         _check_kube_version(kube_version)
         _check_driver_command(o.get("sim_driver_command"))
-        if profile.install.method != "chart" or not profile.sim_driver_args:
-            raise BadInput(f"driver profile {profile.name!r} cannot run on sim (sim runs the reference "
-                           "driver only: install.method chart with sim.driverArgs); use --cluster kind or "
-                           "existing for it.")
+        _check_sim_launch(profile, o.get("sim_driver_command"), nodes, o.get("gpus"))
     if provider in ("sim", "kind"):
         check_gpu_profiles(o.get("gpus") or (DEFAULT_SIM_GPUS if provider == "sim" else None), nodes)
     if provider == "existing":
@@ -216,7 +213,20 @@ def _check_kube_version(version: str | None) -> None:
                        f"{', '.join(SUPPORTED_VERSIONS)}.")
 
 
+def _check_sim_launch(profile: DriverProfile, driver_command: str | None, nodes: tuple[str, ...],
+                      gpus: str | None) -> None:
+    """The profile's sim: section resolves into a runnable launch spec (the provider's own check)."""
+    from conformance.providers.base import ProviderError
+    from conformance.providers.sim import resolve_launch
+
+    try:
+        resolve_launch(profile, driver_command, nodes, gpus)
+    except ProviderError as exc:
+        raise BadInput(str(exc)) from None
+
+
 def _check_driver_command(command: str | None) -> None:
+    """Its quoting; whether it exists and runs is the launch spec's check (``_check_sim_launch``)."""
     if command is None:
         return
     try:
@@ -226,12 +236,7 @@ def _check_driver_command(command: str | None) -> None:
                        "quoting.") from None
     if not argv:
         raise BadInput("--sim-driver-command is empty; pass the command that starts the driver, or leave "
-                       "the option out for 'python -m driver'.")
-    exe = argv[0]
-    found = shutil.which(exe) if "/" not in exe else (exe if Path(exe).is_file() else None)
-    if found is None:
-        raise BadInput(f"--sim-driver-command: {exe!r} is not an executable on PATH or a file; pass a "
-                       "command that exists.")
+                       "the option out to run the profile's sim.command.")
 
 
 def check_gpu_profiles(spec: str | None, nodes: tuple[str, ...]) -> None:

@@ -151,7 +151,7 @@ CATALOGUE: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
                               ("must be a mapping",)),
     "profile missing": (flags("--cluster=sim", "--driver-profile=/nonexistent/vendor.yaml"), ("not found",)),
     "profile that cannot run on sim": (flags("--cluster=sim", "--driver-profile=dra-example"),
-                                       ("cannot run on sim",)),
+                                       ("has no 'sim' section, so the sim cannot run its driver",)),
     "gpus unknown profile name": (flags("--cluster=sim", "--gpus=nosuch"), ("GPU profile 'nosuch'",)),
     "gpus invalid YAML": (raw_file("g.yaml", "gpus: [\n", "--cluster=sim", "--gpus={f}"),
                           ("not valid YAML",)),
@@ -195,7 +195,8 @@ CATALOGUE: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
                            ("must be true or false",)),
     "kube version not emulated": (flags("--cluster=sim", "--sim-kube-version=1.20"), ("not emulated",)),
     "driver command missing": (flags("--cluster=sim", "--sim-driver-command=/nonexistent/driver"),
-                               ("not an executable",)),
+                               ("the driver command /nonexistent/driver (--sim-driver-command) does not "
+                                "exist",)),
     "driver command quoting": (flags("--cluster=sim", "--sim-driver-command='unterminated"),
                                ("does not parse",)),
     "wait timeout zero": (flags("--cluster=sim", "--wait-timeout=0"),

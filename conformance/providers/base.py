@@ -32,6 +32,11 @@ class ProviderError(RuntimeError):
     """A provider could not do what was asked; the message is one sentence: what and how to fix it."""
 
 
+class DriverInputError(ProviderError):
+    """What the user gave cannot run: the driver the profile (or --sim-driver-command) names exited before
+    it registered, having published nothing. Bad input (exit 4), not an incomplete run."""
+
+
 @dataclass(frozen=True)
 class ProviderConfig:
     """Everything a provider may need, taken from the command line and the driver profile."""

@@ -21,15 +21,17 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from conformance.profiles import ProfileError
+from conformance.profiles import DriverProfile, ProfileError
 from conformance.providers.base import (
     ClusterHandle,
     DriverDeployment,
+    DriverInputError,
     Provider,
     ProviderConfig,
     ProviderError,
@@ -69,27 +71,8 @@ class SimProvider(Provider):
 
     def launch_spec(self) -> LaunchSpec:
         """The profile's sim: section as the sim kubelet's launch spec; ProviderError names the field."""
-        cfg, profile = self.config, self.config.profile
-        if profile.sim is None:
-            raise ProviderError(f"driver profile {profile.name!r} has no 'sim' section, so the sim cannot "
-                                "run its driver; add sim.command (docs/driver-profiles.md) or use --cluster "
-                                "kind or existing.")
-        override = shlex.split(cfg.driver_command) if cfg.driver_command else None
-        fix = "give the driver's path with --sim-driver-command (make SIM_DRIVER_COMMAND=/path/to/driver)"
-        try:
-            if override:  # the command the user named is checked first: the rest is the profile's
-                LaunchSpec.from_dict({"name": profile.driver, "command": override}).executable(
-                    "--sim-driver-command", fix=fix)
-            spec = profile.sim.resolve(profile.driver, os.environ, override)
-            spec.check_nodes(cfg.nodes)
-            spec.executable("--sim-driver-command" if override else "sim.command", fix=fix)
-        except (ProfileError, LaunchError) as exc:
-            raise ProviderError(f"driver profile {profile.name}: {exc}") from None
-        if cfg.gpus and "gpus" not in spec.placeholders():
-            raise ProviderError(f"--gpus {cfg.gpus} has no effect on driver profile {profile.name}: its sim "
-                                "section does not use {gpus} (the driver finds its own hardware); drop "
-                                "--gpus (make GPUS=).")
-        return spec
+        cfg = self.config
+        return resolve_launch(cfg.profile, cfg.driver_command, cfg.nodes, cfg.gpus)
 
     def command(self) -> list[str]:
         cfg = self.config
@@ -160,7 +143,7 @@ class SimProvider(Provider):
             failure = self._driver_failure
         if failure:
             self.stop()
-            raise ProviderError(f"driver profile {self.config.profile.name}: {failure}")
+            raise DriverInputError(f"driver profile {self.config.profile.name}: {failure}")
 
     def _pump(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -309,6 +292,33 @@ class SimProvider(Provider):
         if fd is not None:
             os.close(fd)
 
+
+
+def resolve_launch(profile: DriverProfile, driver_command: str | None, nodes: Iterable[str],
+                   gpus: str | None) -> LaunchSpec:
+    """The profile's sim: section, with ${VARIABLES} from the environment and --sim-driver-command, as
+    the sim kubelet's launch spec; ProviderError names the field and the fix. The input check before a
+    run and the provider itself both call this, so they cannot disagree."""
+    if profile.sim is None:
+        raise ProviderError(f"driver profile {profile.name!r} has no 'sim' section, so the sim cannot "
+                            "run its driver; add sim.command (docs/driver-profiles.md) or use --cluster "
+                            "kind or existing.")
+    override = shlex.split(driver_command) if driver_command else None
+    fix = "give the driver's path with --sim-driver-command (make SIM_DRIVER_COMMAND=/path/to/driver)"
+    try:
+        if override:  # the command the user named is checked first: the rest is the profile's
+            LaunchSpec.from_dict({"name": profile.driver, "command": override}).executable(
+                "--sim-driver-command", fix=fix)
+        spec = profile.sim.resolve(profile.driver, os.environ, override)
+        spec.check_nodes(nodes)
+        spec.executable("--sim-driver-command" if override else "sim.command", fix=fix)
+    except (ProfileError, LaunchError) as exc:
+        raise ProviderError(f"driver profile {profile.name}: {exc}") from None
+    if gpus and "gpus" not in spec.placeholders():
+        raise ProviderError(f"--gpus {gpus} has no effect on driver profile {profile.name}: its sim "
+                            "section does not use {gpus} (the driver finds its own hardware); drop "
+                            "--gpus (make GPUS=).")
+    return spec
 
 def processes_using(directory: Path) -> list[int]:
     """Processes other than this one whose working directory, command line or environment points under
