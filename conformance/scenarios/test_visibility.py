@@ -39,9 +39,10 @@ def check_nvidia_smi_view(sc: Scenario, pod: PodRef, gpu: Gpu) -> None:
 def test_every_sharer_runs_and_sees_its_gpu_and_memory(scenario: Scenario) -> None:
     sc = scenario
     (gpu,) = sc.suite.pick_gpus(1)
-    r, k = share_plan(gpu)
+    plan = share_plan(sc, gpu)
+    r, k = plan.requests, plan.sharers
     if k < 1:
-        pytest.skip(f"{gpu.label}: no sharer of {format_bytes(r)} fits")
+        pytest.skip(f"{gpu.label}: no sharer of {format_bytes(r[sc.profile.shared_capacity])} fits")
     ns = [sc.namespace("a"), sc.namespace("b")]
     pods = [sc.sharer(ns[i % 2], f"viewer-{i}", gpu, r) for i in range(k)]
     sc.wait_running(pods)
