@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conformance import report as report_mod
 from conformance.capacity import (
     DeviceCapacities,
     consumed_mismatch,
@@ -18,7 +19,7 @@ from conformance.capacity import (
     share_plan,
     sharer_requests,
 )
-from conformance.inventory import Gpu
+from conformance.inventory import Gpu, capacities_by_device
 from conformance.preflight import PreflightResult, share_request_problem
 from conformance.profiles import PROFILE_DIR, ProfileError, load_profile, parse_profile
 from sim import quantity as q
@@ -228,3 +229,14 @@ def test_bad_share_request_value_stops_at_profile_load_with_exit_4(tmp_path: Pat
     bad.write_text(yaml.safe_dump(_profile_data(shareRequests={"compute": "half"})))
     proc = _suite(tmp_path, f"--driver-profile={bad}")
     assert proc.returncode == 4 and "'shareRequests.compute' is 'half'" in proc.stdout + proc.stderr
+
+
+def test_report_lists_every_capacity_and_policy_of_each_device() -> None:
+    gpu = Gpu(node="node-1", pool="node-1", slice_name="s", device="gpu-0", identity="u", product="p",
+              attributes={}, capacity=None, shareable=True, capacities=device(**DRA_EXAMPLE))
+    meta = {"capacities": capacities_by_device([gpu]), "share_requests": {"memory": "share"}}
+    assert meta["capacities"]["node-1/gpu-0"]["compute"]["published"] == DRA_EXAMPLE["compute"]
+    text = report_mod.render_markdown(report_mod.build(meta, [], []))
+    assert "| node-1/gpu-0 | compute | 100, default 100, range 1..100 step 1 |" in text
+    assert "| node-1/gpu-0 | memory | 80Gi, default 80Gi, range 1Gi..80Gi step 1Gi |" in text
+    assert "A sharer asks for: memory: share" in text
