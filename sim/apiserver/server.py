@@ -162,6 +162,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {}
         if warnings:
             headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings)
+        accept = self.headers.get("Accept", "")
+        if protobuf.protobuf_only(accept):  # a client-go client that reads protobuf only
+            code, body = protobuf.encode_response(code, obj)
+            self._send(code, body, protobuf.CONTENT_TYPE, headers=headers)
+            return
         self._send(code, json.dumps(obj, separators=(",", ":")).encode(), headers=headers)
 
     def _read_body(self) -> bytes:
@@ -189,8 +194,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not raw.strip():
             raise bad_request("the request needs a body")
         ctype = content_type.split(";")[0].strip().lower()
-        if ctype == "application/vnd.kubernetes.protobuf":
-            return protobuf.decode_body(raw)
+        if protobuf.is_protobuf(ctype):
+            return protobuf.decode(raw)
         if "protobuf" in ctype or "cbor" in ctype:
             raise ApiError(
                 415,
@@ -591,6 +596,7 @@ class _Handler(BaseHTTPRequestHandler):
         bookmarks = _bool(q.get("allowWatchBookmarks"))
         timeout = _int(q, "timeoutSeconds")
         deadline = time.monotonic() + (timeout if timeout is not None else DEFAULT_WATCH_TIMEOUT)
+        protobuf.check_acceptable(self.headers.get("Accept", ""), rt.api_version, rt.kind)
         since: int | None = None
         initial = rv_raw in ("", "0") or send_initial_events
         if rv_raw not in ("", "0"):
@@ -659,14 +665,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _start_stream(self) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", protobuf.stream_content_type(self.headers.get("Accept", "")))
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
         self.wfile.flush()
 
     def _chunk(self, event: dict[str, Any]) -> None:
-        data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        if protobuf.protobuf_only(self.headers.get("Accept", "")):
+            data = protobuf.watch_frame_or_error(event["type"], event["object"])
+        else:
+            data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
