@@ -23,10 +23,12 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 OBJECT_TYPES = (JSON, YAML, PROTOBUF)
 PATCH_TYPES = (JSON_PATCH, MERGE, STRATEGIC, APPLY)
 
-try:
-    _YAML_LOADER: Any = yaml.CSafeLoader
-    _YAML_PARSER: Any = yaml.CParser
-except AttributeError:  # pragma: no cover - pyyaml without libyaml
+try:  # libyaml: fast, and it stops at a nesting depth of 1000 by itself
+    from yaml.cyaml import CParser, CSafeLoader
+
+    _YAML_LOADER: Any = CSafeLoader
+    _YAML_PARSER: Any = CParser
+except ImportError:  # pragma: no cover - pyyaml without libyaml
     _YAML_LOADER = yaml.SafeLoader
     _YAML_PARSER = yaml.SafeLoader
 

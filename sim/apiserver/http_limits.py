@@ -6,7 +6,8 @@
 - deadlines, not just per-read timeouts: a request's line, headers and body must arrive within a fixed
   time however slowly the bytes trickle in, and a keep-alive connection is closed when idle;
 - a bounded number of connections served at once (each holds one thread); beyond it a new connection
-  waits briefly for a slot, then gets a 503.
+  waits briefly for a slot, then is closed unanswered (it has not even said hello: the answer would have
+  to be TLS, and a handshake is what the slots bound).
 Figures follow kube-apiserver's defaults where it has one (3 MiB bodies, 32 s to read headers, 90 s idle).
 """
 
@@ -34,6 +35,7 @@ class Limits:
     write_timeout: float = 60.0  # a client that reads nothing of a response (or a watch) is dropped
     max_connections: int = 256  # each holds a thread; watches hold theirs for as long as they run
     queue_wait: float = 1.0  # how long a connection beyond max_connections waits for a slot
+    linger_bytes: int = 256 * 1024  # read (and dropped) after refusing a body, so the answer arrives
     max_depth: int = 100  # nesting of a JSON/YAML body; Kubernetes objects nest about 20 deep
     yaml_alias_budget: int = 100_000  # nodes that YAML aliases may add to a body by expansion
 
@@ -112,6 +114,24 @@ class DeadlineReader:
         data = bytes(self._buf[:n])
         del self._buf[:n]
         return data
+
+    def discard(self, limit: int, quiet: float) -> None:
+        """Read and drop up to `limit` bytes, until EOF, the deadline, or `quiet` seconds without data."""
+        dropped = len(self._buf)
+        self._buf = bytearray()
+        overall = self._deadline
+        try:
+            while dropped < limit:
+                now = time.monotonic()
+                self._deadline = now + quiet if overall is None else min(overall, now + quiet)
+                if not self._fill():
+                    break
+                dropped += len(self._buf)
+                self._buf = bytearray()
+        except (TimeoutError, OSError):
+            pass
+        finally:
+            self._deadline = overall
 
     def peer_closed(self, max_buffered: int) -> bool:
         """Without waiting: has the client closed (or sent more than `max_buffered` bytes nobody asked
@@ -225,14 +245,3 @@ class ConnectionSlots:
 
     def release(self) -> None:
         self._slots.release()
-
-
-BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-)
-_BUSY_BODY = (
-    b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":'
-    b'"too many connections to the sim at once; retry","reason":"ServiceUnavailable","code":503}'
-)
-BUSY_RESPONSE = BUSY_RESPONSE % (len(_BUSY_BODY), _BUSY_BODY)

@@ -22,7 +22,6 @@ from . import bodies, discovery, guards, listoptions, openapi, protobuf, tables
 from .encoded import EncodedObjects
 from .errors import ApiError, bad_request
 from .http_limits import (
-    BUSY_RESPONSE,
     ConnectionSlots,
     DeadlineReader,
     HeaderTooLarge,
@@ -143,13 +142,8 @@ class ApiHTTPServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         # One thread per connection, but never more than max_connections of them.
         if not self.slots.acquire():
-            log.warning("refused a connection: %d connections are served already",
+            log.warning("closed a new connection: %d connections are served already",
                         self.limits.max_connections)
-            try:
-                request.setblocking(False)
-                request.send(BUSY_RESPONSE)
-            except OSError:
-                pass
             self.shutdown_request(request)
             return
         try:
@@ -280,6 +274,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.set_deadline(None)
             self.connection.settimeout(limits.write_timeout)
 
+    def _linger(self) -> None:
+        """After refusing a request whose body is unread: read a little of what is in flight, so closing
+        does not reset the connection before the client has read the answer (as Go's server does)."""
+        self.rfile.set_deadline(time.monotonic() + 1.0)
+        self.rfile.discard(self.server.limits.linger_bytes, quiet=0.1)
+        self.rfile.set_deadline(None)
+
     def _parse_body(self, raw: bytes, content_type: str) -> Any:
         """A body in one of the media types the API defines (bodies.OBJECT_TYPES / PATCH_TYPES, as the
         caller has already checked), decoded within the nesting and alias limits."""
@@ -315,6 +316,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.settimeout(self.server.limits.write_timeout)
             self._send_json(e.code, e.status())
+            if not body_read and (self.headers.get("Transfer-Encoding")
+                                  or self.headers.get("Content-Length", "0").strip() != "0"):
+                self._linger()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as e:  # a bug must not take the server down: report it as a 500 Status
