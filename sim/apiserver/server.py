@@ -253,6 +253,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.command != "HEAD" and len(body) <= 65536:
+            # Head and body in one write: one TLS record and one syscall for a typical response.
+            self._headers_buffer.extend((b"\r\n", body))
+            self.flush_headers()
+            return
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
