@@ -1,32 +1,44 @@
-"""The DRA structured-parameters allocator with KEP-5075 semantics (allocator-rules.md).
+"""The DRA structured-parameters allocator, as upstream's incubating variant decides (KEP-5075).
 
 Pure: inputs are plain dicts (slices, device classes, claims), the node, an `AllocatedState` and the
 feature gates; output is one `status.allocation` per claim, or the node-level reason why not, or an
 `AllocatorError` carrying upstream's fatal text. No I/O, no clock.
+
+The search mirrors upstream's `allocateOne`/`allocateDevice` step for step (docs/allocator-rules.md),
+quirks included: the check order, what is and is not rolled back on backtracking, and the 32-results
+limit with its backtracking signal.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from sim.allocator_constraints import build_constraints
-from sim.allocator_counters import CounterLedger
+from sim.allocator_counters import CounterLedger, consumes
 from sim.allocator_pools import Pool, device_visible, gather_pools
-from sim.allocator_state import AllocatedState, DeviceID
+from sim.allocator_state import AllocatedState, DeviceID, parse_quantity_cached
 from sim.cel import CelCompileError, CelError, compile_selector, device_variable
-from sim.quantity import MissingCapacity, Quantity, capacity_key, consumed_capacity, to_json
+from sim.quantity import MissingCapacity, Quantity, consumed_capacity, to_json
 
 MAX_RESULTS = 32
 CANNOT_ALLOCATE = "cannot allocate all claims"
 INVALID_POOLS = "invalid resource pools were encountered"
+# upstream cel.EnhanceRuntimeError's hint for a missing map key
+NO_SUCH_KEY_HINT = ("consider using CEL optional chaining (.? followed by orValue()) or guarding the check "
+                    "with has() for optional fields")
 
 
 class AllocatorError(Exception):
     """A fatal allocator error: scheduling of the pod aborts with this text."""
+
+
+class _MaxResultsExceeded(Exception):
+    """upstream errAllocationResultMaxSizeExceeded: backtrack further, try another subrequest."""
 
 
 @dataclass(frozen=True)
@@ -57,17 +69,68 @@ def claim_ref(claim: Mapping[str, Any]) -> str:
     return f"{ns}/{md.get('name', '')}" if ns else md.get("name", "")
 
 
-@dataclass(frozen=True)
-class DeviceRef:
-    """One device of one slice, with what the search needs precomputed."""
+def enhance_runtime_error(text: str) -> str:
+    """upstream cel.EnhanceRuntimeError: a missing key gets the optional-chaining hint (once)."""
+    if "no such key:" in text and NO_SUCH_KEY_HINT not in text:
+        return f"{text}. {NO_SUCH_KEY_HINT}"
+    return text
 
-    pool: Pool
-    slice: Mapping[str, Any]
-    device: Mapping[str, Any]
-    id: DeviceID
-    key: tuple  # identifies the device's content for caches: (slice uid, resourceVersion, index)
-    capacity: Mapping[str, Mapping[str, Any]]  # keys normalised to the driver's domain
-    multi: bool
+
+# (request's capacity asks, device capacity) -> what the request takes of every capacity, or None when
+# the device is ineligible (a capacity it lacks, a policy violation). Content-keyed, so shared by calls.
+_CONSUMED: dict[tuple, dict[str, Quantity] | None] = {}
+_CONSUMED_MAX = 16384
+
+
+def _consumption(asks: Mapping[str, Quantity] | None, asks_sig: tuple | None, capacity: Mapping[str, Any],
+                 cap_sig: str) -> dict[str, Quantity] | None:
+    key = (asks_sig, cap_sig)
+    if key in _CONSUMED:
+        return _CONSUMED[key]
+    try:
+        # Keys match exactly (R2): `<driver>/memory` in a request is not a device's `memory`.
+        hit = consumed_capacity(asks, capacity)
+    except MissingCapacity:
+        hit = None
+    if len(_CONSUMED) >= _CONSUMED_MAX:
+        _CONSUMED.clear()
+    _CONSUMED[key] = hit
+    return hit
+
+
+class DeviceRef:
+    """One device of one slice, with what the search reads precomputed once per slice version."""
+
+    __slots__ = (
+        "cap_sig",
+        "cap_values",
+        "capacity",
+        "counters",
+        "device",
+        "id",
+        "id_text",
+        "index",
+        "key",
+        "multi",
+        "pool",
+        "slice",
+    )
+
+    def __init__(self, pool: Pool, slice_: Mapping[str, Any], device: Mapping[str, Any], key: tuple,
+                 index: int) -> None:
+        self.pool = pool
+        self.slice = slice_
+        self.device = device
+        self.id: DeviceID = (pool.driver, pool.name, device.get("name", ""))
+        self.id_text = "/".join(self.id)
+        self.key = key  # the device's content for caches: (slice uid, resourceVersion, position)
+        self.capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
+        self.cap_values = {k: parse_quantity_cached(v.get("value", "0")).value
+                           for k, v in self.capacity.items()}
+        self.cap_sig = json.dumps(self.capacity, sort_keys=True) if self.capacity else ""
+        self.multi = bool(device.get("allowMultipleAllocations"))
+        self.counters = consumes(device)
+        self.index = index  # position in the node's device list
 
 
 class SelectorCache:
@@ -87,11 +150,11 @@ class SelectorCache:
 
     def matches(self, expression: str, dev: DeviceRef, consumable_capacity: bool) -> bool:
         """True/False, or raises CelError (compile or runtime)."""
-        program = compile_selector(expression)
         rkey = (expression, dev.key, consumable_capacity)
         hit = self._results.get(rkey)
         if hit is None:
             try:
+                program = compile_selector(expression)
                 vkey = (dev.key, consumable_capacity)
                 var = self._vars.get(vkey)
                 if var is None:
@@ -100,13 +163,17 @@ class SelectorCache:
             except CelError as exc:
                 hit = exc
             self._results[rkey] = hit
-        if isinstance(hit, CelError):
-            raise hit
-        return hit
+        if hit is True or hit is False:
+            return hit
+        raise hit
 
 
 def pool_devices(pools: list[Pool], node: Mapping[str, Any]) -> list[DeviceRef]:
-    """Devices in search order: pools by driver then name, slices by name, devices in slice order."""
+    """Devices in search order: pools by driver then name, slices by name, devices in slice order.
+
+    Incomplete and invalid pools carry no slices, so they contribute nothing; devices of a slice with
+    per-device node selection that the node cannot reach are left out (upstream's isSelectable).
+    """
     out: list[DeviceRef] = []
     for pool in pools:
         for s in pool.slices:
@@ -115,325 +182,389 @@ def pool_devices(pools: list[Pool], node: Mapping[str, Any]) -> list[DeviceRef]:
             for i, d in enumerate(spec.get("devices") or []):
                 if not device_visible(spec, d, node):
                     continue
-                caps = {capacity_key(k, pool.driver): v for k, v in (d.get("capacity") or {}).items()}
-                out.append(DeviceRef(
-                    pool, s, d, (pool.driver, pool.name, d.get("name", "")),
-                    (md.get("uid") or md.get("name"), md.get("resourceVersion"), i),
-                    caps, bool(d.get("allowMultipleAllocations")),
-                ))
+                key = (md.get("uid") or md.get("name"), md.get("resourceVersion"), i)
+                out.append(DeviceRef(pool, s, d, key, len(out)))
     return out
 
 
-@dataclass
 class _Request:
-    """One (sub)request to satisfy, with its class and selectors resolved."""
+    """One request without subrequests, or one subrequest (upstream's requestData)."""
 
-    claim_index: int
-    name: str  # the main request name
-    sub: str | None
-    spec: Mapping[str, Any]
-    cls: Mapping[str, Any]
-    admin: bool
-    count: int = 1
-    all_devices: list[DeviceRef] | None = None
-    capacity_requests: dict[str, Any] | None = None
+    __slots__ = (
+        "admin",
+        "all_devices",
+        "all_mode",
+        "asks_sig",
+        "capacity_requests",
+        "claim_index",
+        "cls",
+        "consumed",
+        "count",
+        "match",
+        "name",
+        "parent",
+        "spec",
+    )
+
+    def __init__(self, claim_index: int, name: str, parent: str | None, spec: Mapping[str, Any],
+                 cls: Mapping[str, Any], admin: bool) -> None:
+        self.claim_index = claim_index
+        self.name = name  # upstream request.name(): the bare subrequest name for a subrequest
+        self.parent = parent
+        self.spec = spec
+        self.cls = cls
+        self.admin = admin
+        self.all_mode = False
+        self.count = 1
+        self.all_devices: list[DeviceRef] = []
+        self.capacity_requests: dict[str, Quantity] | None = None
+        self.asks_sig: tuple | None = None
+        self.match: dict[int, bool] = {}  # device index -> selectable (upstream deviceMatchesRequest)
+        # device index -> what this request takes of every capacity of the device; None: ineligible
+        self.consumed: dict[int, dict[str, Quantity] | None] = {}
 
     @property
     def result_name(self) -> str:
-        return f"{self.name}/{self.sub}" if self.sub else self.name
+        return f"{self.parent}/{self.name}" if self.parent else self.name
+
+    @property
+    def num_devices(self) -> int:
+        return len(self.all_devices) if self.all_mode else self.count
 
 
-@dataclass
 class _Result:
-    request: _Request
-    dev: DeviceRef
-    consumed: dict[str, Quantity] | None
-    share_id: str | None
+    __slots__ = ("consumed", "dev", "request", "share_id")
+
+    def __init__(self, request: _Request, dev: DeviceRef, consumed: dict[str, Quantity] | None,
+                 share_id: str | None) -> None:
+        self.request = request
+        self.dev = dev
+        self.consumed = consumed
+        self.share_id = share_id
 
 
-@dataclass
 class _Search:
-    claims: list[Mapping[str, Any]]
-    devices: list[DeviceRef]
-    state: AllocatedState
-    features: Features
-    cache: SelectorCache
-    new_uuid: Callable[[], str]
-    constraints: list[list[Any]] = field(default_factory=list)
-    # per main request: list of alternatives (one for exactly, several for firstAvailable)
-    plan: list[list[list[_Request]]] = field(default_factory=list)
-    allocating_dedicated: set[DeviceID] = field(default_factory=set)
-    allocating_consumed: dict[DeviceID, dict[str, Decimal]] = field(default_factory=dict)
-    results: list[_Result] = field(default_factory=list)
-    saw_invalid_pool: bool = False
-    counters: CounterLedger = field(default_factory=CounterLedger)
+    def __init__(self, claims: list[Mapping[str, Any]], pools: list[Pool], devices: list[DeviceRef],
+                 state: AllocatedState, features: Features, cache: SelectorCache,
+                 new_uuid: Callable[[], str]) -> None:
+        self.claims = claims
+        self.pools = pools
+        self.devices = devices
+        self.state = state
+        self.features = features
+        self.cc = features.consumable_capacity
+        self.cache = cache
+        self.new_uuid = new_uuid
+        self.constraints: list[list[Any]] = []
+        self.plan: list[list[list[_Request]]] = []  # claim -> request -> alternatives
+        self.selected: list[list[int]] = []  # claim -> request -> chosen subrequest
+        self.results: list[list[_Result]] = [[] for _ in claims]
+        self.allocating_devices: dict[DeviceID, set[int]] = {}  # exclusive device -> claim indices
+        self.allocating_capacity: dict[DeviceID, dict[str, Decimal]] = {}
+        self.counters = CounterLedger(state.is_allocated)
 
-    def multi(self, dev: DeviceRef) -> bool:
-        return self.features.consumable_capacity and dev.multi
-
-    # -- selectors --
-    def selectable(self, req: _Request, dev: DeviceRef) -> bool:
-        try:
-            for i, sel in enumerate((req.cls.get("spec") or {}).get("selectors") or []):
-                expr = (sel.get("cel") or {}).get("expression", "")
-                try:
-                    if not self.cache.matches(expr, dev, self.features.consumable_capacity):
-                        return False
-                except CelCompileError as exc:
-                    raise AllocatorError(
-                        f"class {_name(req.cls)}: selector #{i}: CEL compile error: {exc}") from None
-                except CelError as exc:
-                    raise AllocatorError(
-                        f"class {_name(req.cls)}: selector #{i}: CEL runtime error: {exc}") from None
-            for i, sel in enumerate(req.spec.get("selectors") or []):
-                expr = (sel.get("cel") or {}).get("expression", "")
-                try:
-                    if not self.cache.matches(expr, dev, self.features.consumable_capacity):
-                        return False
-                except CelCompileError as exc:
-                    raise AllocatorError(
-                        f"claim {claim_ref(self.claims[req.claim_index])}: selector #{i}: "
-                        f"CEL compile error: {exc}") from None
-                except CelError as exc:
-                    raise AllocatorError(
-                        f"claim {claim_ref(self.claims[req.claim_index])}: selector #{i}: "
-                        f"CEL runtime error: {exc}") from None
-        except AllocatorError:
-            raise
+    # -- selectors (upstream isSelectable / selectorsMatch) --
+    def _selectors_match(self, req: _Request, dev: DeviceRef, selectors: list[Mapping[str, Any]],
+                         cls: Mapping[str, Any] | None) -> bool:
+        for i, sel in enumerate(selectors):
+            expr = (sel.get("cel") or {}).get("expression", "")
+            try:
+                if not self.cache.matches(expr, dev, self.cc):
+                    return False
+            except CelCompileError as exc:
+                where = (f"class {_name(cls)}" if cls is not None
+                         else f"claim {claim_ref(self.claims[req.claim_index])}")
+                raise AllocatorError(f"{where}: selector #{i}: CEL compile error: {exc}") from None
+            except CelError as exc:
+                where = (f"class {_name(cls)}" if cls is not None
+                         else f"claim {claim_ref(self.claims[req.claim_index])}")
+                raise AllocatorError(f"{where}: selector #{i} on device {dev.id_text}: CEL runtime error: "
+                                     f"{enhance_runtime_error(str(exc))}") from None
         return True
 
-    # -- capacity (section 3, 4) --
-    def consumption(
-        self, req: _Request, dev: DeviceRef, include_allocating: bool
-    ) -> tuple[bool, dict | None]:
-        """(eligible, consumed-for-shared-devices). Applies to shared devices always, and to
-        dedicated devices only as a filter when the request names capacities."""
-        if not self.features.consumable_capacity:
-            return True, None
-        multi = self.multi(dev)
-        if not multi and req.capacity_requests is None:
-            return True, None
-        requests = req.capacity_requests
-        if requests:
-            requests = {capacity_key(k, dev.id[0]): v for k, v in requests.items()}
-        try:
-            consumed = consumed_capacity(requests, dev.capacity)
-        except MissingCapacity:
-            return False, None
+    def selectable(self, req: _Request, dev: DeviceRef) -> bool:
+        hit = req.match.get(dev.index)
+        if hit is None:
+            class_selectors = (req.cls.get("spec") or {}).get("selectors") or []
+            hit = (self._selectors_match(req, dev, class_selectors, req.cls)
+                   and self._selectors_match(req, dev, req.spec.get("selectors") or [], None))
+            req.match[dev.index] = hit
+        return hit
+
+    # -- capacity (upstream CmpRequestOverCapacity; rules section 3) --
+    def _consumed(self, req: _Request, dev: DeviceRef) -> dict[str, Quantity] | None:
+        if dev.index in req.consumed:
+            return req.consumed[dev.index]
+        hit = req.consumed[dev.index] = _consumption(req.capacity_requests, req.asks_sig, dev.capacity,
+                                                     dev.cap_sig)
+        return hit
+
+    def capacity_fits(self, req: _Request, dev: DeviceRef) -> bool:
+        """For every device, exclusive ones included: committed shares (even stale ones on a device
+        that is no longer multi-allocatable, R3) + in-flight shares + this request <= capacity."""
+        consumed = self._consumed(req, dev)
         if consumed is None:
-            return False, None
+            return False
+        if not consumed:
+            return True
         committed = self.state.consumed(dev.id)
-        allocating = self.allocating_consumed.get(dev.id, {}) if include_allocating else {}
-        for name, cap in dev.capacity.items():
-            total = consumed[name].value + committed.get(name, Decimal(0)) + allocating.get(name, Decimal(0))
-            if total > Quantity.parse(cap["value"]).value:
-                return False, None
-        return True, (consumed if multi else None)
+        allocating = self.allocating_capacity.get(dev.id)
+        values = dev.cap_values
+        for name, q in consumed.items():
+            total = q.value
+            if committed:
+                total += committed.get(name, 0)
+            if allocating:
+                total += allocating.get(name, 0)
+            if total > values[name]:
+                return False
+        return True
 
-    def _counts_as_allocated(self, dev: DeviceRef) -> bool:
-        """Committed use for counter accounting: dedicated, or any committed share (section 11)."""
-        return self.state.is_dedicated(dev.id) or self.state.has_shares(dev.id)
+    def in_use(self, dev_id: DeviceID) -> bool:
+        return self.state.is_dedicated(dev_id) or bool(self.allocating_devices.get(dev_id))
 
-    # -- one device --
-    def in_use(self, req: _Request, dev: DeviceRef) -> bool:
-        if self.multi(dev):
-            # A shared device with a committed dedicated result stays exclusive (section 5).
-            return not req.admin and self.state.is_dedicated(dev.id)
-        if dev.id in self.allocating_dedicated:
-            return True  # never twice in one Allocate call, not even for admin access
-        return not req.admin and self.state.is_dedicated(dev.id)
-
-    def try_device(self, req: _Request, dev: DeviceRef, all_mode: bool) -> Callable[[], None] | None:
-        """Allocate `dev` for `req` if every check passes; returns the undo, or None."""
-        ok, consumed = self.consumption(req, dev, include_allocating=True)
-        if not ok:
+    # -- one device (upstream allocateDevice) --
+    def allocate_device(self, req: _Request, dev: DeviceRef, must: bool) -> Callable[[], None] | None:
+        ci = req.claim_index
+        dev_id = dev.id
+        multi = self.cc and dev.multi
+        if not multi and req.admin and ci in self.allocating_devices.get(dev_id, ()):
             return None
-        multi = self.multi(dev)
-        took_counters = False
-        if dev.device.get("consumesCounters"):
-            if not self.features.partitionable_devices:
-                return None
-            # A shared device pays its counters once: not while it already has consumption.
-            already_shared = multi and (bool(self.state.consumed(dev.id))
-                                        or dev.id in self.allocating_consumed)
-            if not already_shared:
-                if not self.counters.fits(dev, self.devices, self._counts_as_allocated):
-                    return None
-                self.counters.take(dev)
-                took_counters = True
-        claim_constraints = self.constraints[req.claim_index]
-        added = []
-        for c in claim_constraints:
-            if not c.add(req.name, req.sub, dev.device, dev.id[0]):
-                for a in reversed(added):
-                    a.remove(req.name, req.sub, dev.device, dev.id[0])
-                if took_counters and not multi:
-                    self.counters.release(dev)
-                if all_mode:
+        if not req.admin and self.in_use(dev_id):
+            return None
+        if dev.counters and not self.features.partitionable_devices:
+            return None
+        # A shared device pays its counters once: not while it has committed or in-flight consumption.
+        skip_counters = multi and (self.state.has_consumed(dev_id) or dev_id in self.allocating_capacity)
+        if not skip_counters and dev.counters and not self.counters.take_if_available(dev.pool, dev.counters):
+            return None
+        base, sub = (req.parent, req.name) if req.parent else (req.name, None)
+        constraints = self.constraints[ci]
+        for i, c in enumerate(constraints):
+            if not c.add(base, sub, dev.device, dev_id[0]):
+                if must:
                     raise AllocatorError(
-                        f"claim {claim_ref(self.claims[req.claim_index])}, request {req.result_name}: "
-                        f"cannot add device {dev.id[0]}/{dev.id[1]}/{dev.id[2]} because a claim constraint "
-                        "would not be satisfied")
+                        f"claim {claim_ref(self.claims[ci])}, request {req.name}: cannot add device "
+                        f"{dev.id_text} because a claim constraint would not be satisfied")
+                for e in range(i):
+                    constraints[e].remove(base, sub, dev.device, dev_id[0])
+                return None  # QUIRK (R14): counters taken above stay taken
+        if not multi:
+            self.allocating_devices.setdefault(dev_id, set()).add(ci)
+        consumed: dict[str, Quantity] | None = None
+        share_id = None
+        if self.cc:
+            if not self.capacity_fits(req, dev):
+                # QUIRK (R6): constraints, counters and the in-use mark are not rolled back here.
                 return None
-            added.append(c)
-        share_id = self.new_uuid() if multi else None
-        if multi:
-            bucket = self.allocating_consumed.setdefault(dev.id, {})
-            for name, q in (consumed or {}).items():
-                bucket[name] = bucket.get(name, Decimal(0)) + q.value
-        else:
-            self.allocating_dedicated.add(dev.id)
-        self.results.append(_Result(req, dev, consumed if dev.capacity else None, share_id))
+            if multi:
+                consumed = self._consumed(req, dev) or {}
+                share_id = self.new_uuid()
+                bucket = self.allocating_capacity.setdefault(dev_id, {})
+                for name, q in consumed.items():
+                    bucket[name] = bucket.get(name, 0) + q.value
+        result = _Result(req, dev, consumed or None, share_id)
+        results = self.results[ci]
+        results.append(result)
 
         def undo() -> None:
-            self.results.pop()
+            for c in constraints:
+                c.remove(base, sub, dev.device, dev_id[0])
+            holders = self.allocating_devices.get(dev_id)
+            if holders is not None:
+                holders.discard(ci)
             if multi:
-                bucket = self.allocating_consumed[dev.id]
-                for name, q in (consumed or {}).items():
-                    bucket[name] -= q.value
-            else:
-                self.allocating_dedicated.discard(dev.id)
-                if took_counters:
-                    self.counters.release(dev)  # upstream releases counters of exclusive devices only
-            for a in reversed(added):
-                a.remove(req.name, req.sub, dev.device, dev.id[0])
+                if result.consumed:
+                    bucket = self.allocating_capacity.get(dev_id)
+                    if bucket is not None:
+                        for name, q in result.consumed.items():
+                            if name in bucket:
+                                bucket[name] -= q.value
+                        if all(v == 0 for v in bucket.values()):
+                            del self.allocating_capacity[dev_id]
+                # QUIRK (R7): counters of a multi-allocatable device are not released.
+            elif dev.counters and self.features.partitionable_devices:
+                self.counters.release(dev.pool, dev.counters)
+            results.pop()
 
         return undo
 
-    # -- depth-first search (section 12) --
-    def solve(self, claim_i: int, req_i: int) -> bool:
-        if claim_i >= len(self.plan):
+    # -- depth-first search (upstream allocateOne; rules section 12) --
+    def allocate_one(self, ci: int, ri: int, si: int, di: int, in_sub: bool, start: int) -> bool:
+        if ci >= len(self.plan):
             return True
-        if req_i >= len(self.plan[claim_i]):
-            return self.solve(claim_i + 1, 0)
-        # firstAvailable: subrequests in order, the first that leads to a full solution wins.
-        return any(self.solve_request(alt, claim_i, req_i, 0, 0) for alt in self.plan[claim_i][req_i])
-
-    def solve_request(self, req: _Request, claim_i: int, req_i: int, slot: int, start: int) -> bool:
-        if req.all_devices is not None:
-            if not req.all_devices:
-                return False  # an empty "all" set fails the request (section 8)
-            if slot >= len(req.all_devices):
-                return self.solve(claim_i, req_i + 1)
-            dev = req.all_devices[slot]
-            if self.in_use(req, dev):
-                return False
-            undo = self.try_device(req, dev, all_mode=True)
+        claim_plan = self.plan[ci]
+        if ri >= len(claim_plan):
+            try:
+                return self.allocate_one(ci + 1, 0, 0, 0, False, 0)
+            except _MaxResultsExceeded:
+                return False  # another allocation of this claim may let a later one fit
+        alternatives = claim_plan[ri]
+        req = alternatives[si]
+        if not in_sub and req.parent is not None:
+            # firstAvailable: subrequests in order, the first that leads to a full solution wins.
+            all_exceeded = True
+            for sub_i in range(len(alternatives)):
+                try:
+                    ok = self.allocate_one(ci, ri, sub_i, 0, True, 0)
+                except _MaxResultsExceeded:
+                    continue
+                all_exceeded = False
+                if ok:
+                    self.selected[ci][ri] = sub_i
+                    return True
+            if all_exceeded:
+                raise _MaxResultsExceeded
+            return False
+        if req.all_mode and not req.all_devices:
+            return False  # an empty "all" set fails the request (section 8)
+        num_devices = req.num_devices
+        if di >= num_devices:
+            return self.allocate_one(ci, ri + 1, 0, 0, False, 0)
+        if len(self.results[ci]) + num_devices - di > MAX_RESULTS:
+            raise _MaxResultsExceeded  # R11: counts the results this claim actually gets
+        if req.all_mode:
+            undo = self.allocate_device(req, req.all_devices[di], must=True)
             if undo is None:
                 return False
-            if self.solve_request(req, claim_i, req_i, slot + 1, 0):
-                return True
-            undo()
-            return False
-        if slot >= req.count:
-            return self.solve(claim_i, req_i + 1)
-        for pos in range(start, len(self.devices)):
-            dev = self.devices[pos]
-            if dev.pool.invalid:
-                self.saw_invalid_pool = True
-                continue
-            if self.in_use(req, dev):
+            try:
+                done = self.allocate_one(ci, ri, si, di + 1, in_sub, 0)
+            except Exception:
+                undo()
+                raise
+            if not done:
+                undo()
+            return done
+        admin = req.admin
+        allocating = self.allocating_devices
+        devices = self.devices
+        for pos in range(start, len(devices)):
+            dev = devices[pos]
+            if admin:
+                if ci in allocating.get(dev.id, ()):
+                    continue
+            elif self.in_use(dev.id):
                 continue
             if not self.selectable(req, dev):
                 continue
-            if not self.consumption(req, dev, include_allocating=True)[0]:
+            if self.cc and not self.capacity_fits(req, dev):
                 continue
-            undo = self.try_device(req, dev, all_mode=False)
+            undo = self.allocate_device(req, dev, must=False)
             if undo is None:
                 continue
             # Next slot of the same request starts after this device: combinations, not permutations.
-            if self.solve_request(req, claim_i, req_i, slot + 1, pos + 1):
+            try:
+                done = self.allocate_one(ci, ri, si, di + 1, in_sub, pos + 1)
+            except Exception:
+                undo()
+                raise
+            if done:
                 return True
             undo()
         return False
 
 
-def _prepare(search: _Search, classes: Mapping[str, Mapping[str, Any]], pools: list[Pool]) -> None:
+def _prepare_request(search: _Search, classes: Mapping[str, Mapping[str, Any]], ci: int,
+                     spec: Mapping[str, Any], name: str, parent: str | None) -> _Request:
+    """upstream validateDeviceRequest: checks in upstream's order, then the "all" candidate set."""
+    ref = claim_ref(search.claims[ci])
+    for i, sel in enumerate(spec.get("selectors") or []):
+        if not (sel or {}).get("cel"):
+            raise AllocatorError(f"claim {ref}, request {name}, selector #{i}: CEL expression empty "
+                                 "(unsupported selector type?)")
+    # Subrequests have no adminAccess field in resource.k8s.io/v1.
+    has_admin = parent is None and spec.get("adminAccess") is not None
+    if has_admin and not search.features.admin_access:
+        raise AllocatorError(f"claim {ref}, request {name}: admin access is requested, but the feature is "
+                             "disabled")
+    class_name = spec.get("deviceClassName") or ""
+    if not class_name:
+        raise AllocatorError(f"claim {ref}, request {name}: missing device class name (unsupported request "
+                             "type?)")
+    cls = classes.get(class_name)
+    if cls is None:
+        raise AllocatorError(f"claim {ref}, request {name}: could not retrieve device class {class_name}: "
+                             f'deviceclass.resource.k8s.io "{class_name}" not found')
+    req = _Request(ci, name, parent, spec, cls, has_admin and bool(spec.get("adminAccess")))
+    cap = spec.get("capacity")
+    if cap is not None and search.cc and cap.get("requests") is not None:
+        req.capacity_requests = {k: parse_quantity_cached(v) for k, v in cap["requests"].items()}
+        req.asks_sig = tuple(sorted((k, q.value, q.format) for k, q in req.capacity_requests.items()))
+    mode = spec.get("allocationMode") or "ExactCount"
+    if mode == "ExactCount":
+        req.count = int(spec.get("count") or 1)
+    elif mode == "All":
+        req.all_mode = True
+        by_pool: dict[int, list[DeviceRef]] = {}
+        for dev in search.devices:
+            by_pool.setdefault(id(dev.pool), []).append(dev)
+        for pool in search.pools:
+            if pool.incomplete:
+                raise AllocatorError(f"claim {ref}, request {name}: asks for all devices, but resource pool "
+                                     f"{pool.driver}/{pool.name} is currently being updated")
+            if pool.invalid:
+                raise AllocatorError(f"claim {ref}, request {name}: asks for all devices, but resource pool "
+                                     f"{pool.driver}/{pool.name} is currently invalid")
+            for dev in by_pool.get(id(pool), ()):
+                # Fixed before the search, against committed consumption only (section 8).
+                if search.selectable(req, dev) and (not search.cc or search.capacity_fits(req, dev)):
+                    req.all_devices.append(dev)
+    else:
+        raise AllocatorError(f"claim {ref}, request {name}: unsupported count mode {mode}")
+    return req
+
+
+def _prepare(search: _Search, classes: Mapping[str, Mapping[str, Any]]) -> None:
     features = search.features
     for ci, claim in enumerate(search.claims):
         ref = claim_ref(claim)
         devices_spec = ((claim.get("spec") or {}).get("devices") or {})
-        search.constraints.append(build_constraints(devices_spec.get("constraints") or [],
-                                                    features.consumable_capacity))
         claim_plan: list[list[_Request]] = []
-        total = 0
+        min_devices = 0
         for request in devices_spec.get("requests") or []:
             name = request.get("name", "")
-            if request.get("firstAvailable"):
-                if not features.prioritized_list:
-                    raise AllocatorError(f"claim {ref}, request {name}: has subrequests, but the "
-                                         "DRAPrioritizedList feature is disabled")
-                alts = [(sub, sub.get("name")) for sub in request["firstAvailable"]]
+            subs = request.get("firstAvailable") or []
+            if subs and not features.prioritized_list:
+                raise AllocatorError(f"claim {ref}, request {name}: has subrequests, but the "
+                                     "DRAPrioritizedList feature is disabled")
+            if not features.consumable_capacity:
+                exactly = request.get("exactly")
+                if exactly is not None and exactly.get("capacity") is not None:
+                    raise AllocatorError(f"claim {ref}, request {name}: has capacity requests, but the "
+                                         "DRAConsumableCapacity feature is disabled")
+                for sub in subs:
+                    if sub.get("capacity") is not None:
+                        raise AllocatorError(f"claim {ref}, subrequest {sub.get('name', '')}: has capacity "
+                                             "requests, but the DRAConsumableCapacity feature is disabled")
+            if subs:
+                alts = [_prepare_request(search, classes, ci, sub, sub.get("name", ""), name) for sub in subs]
+                min_devices += min(a.num_devices for a in alts)
             else:
-                alts = [(request.get("exactly") or {}, None)]
-            prepared = []
-            for spec, sub in alts:
-                label = f"subrequest {sub}" if sub else f"request {name}"
-                class_name = spec.get("deviceClassName", "")
-                cls = classes.get(class_name)
-                if cls is None:
-                    raise AllocatorError(
-                        f"claim {ref}, {label}: could not retrieve device class {class_name}")
-                admin = bool(spec.get("adminAccess"))
-                if admin and not features.admin_access:
-                    raise AllocatorError(f"claim {ref}, {label}: admin access is requested, but the "
-                                         "feature is disabled")
-                cap = spec.get("capacity")
-                cap_requests = None
-                if cap is not None:
-                    if not features.consumable_capacity:
-                        raise AllocatorError(f"claim {ref}, {label}: has capacity requests, but the "
-                                             "DRAConsumableCapacity feature is disabled")
-                    cap_requests = {}
-                    for k, v in (cap.get("requests") or {}).items():
-                        cap_requests[k] = Quantity.parse(v)
-                req = _Request(ci, name, sub, spec, cls, admin)
-                mode = spec.get("allocationMode") or "ExactCount"
-                if mode == "All":
-                    req.all_devices = []
-                else:
-                    req.count = int(spec.get("count") or 1)
-                req.capacity_requests = cap_requests
-                prepared.append(req)
-            claim_plan.append(prepared)
-            total += max((r.count if r.all_devices is None else 0) for r in prepared)
-        if total > MAX_RESULTS:
-            raise AllocatorError(f"claim {ref}: number of requested devices {total} exceeds the claim limit "
-                                 f"of {MAX_RESULTS}")
+                alts = [_prepare_request(search, classes, ci, request.get("exactly") or {}, name, None)]
+                min_devices += alts[0].num_devices
+            claim_plan.append(alts)
+        # R11: "all" requests count with their candidate set, firstAvailable with its smallest choice.
+        if min_devices > MAX_RESULTS:
+            raise AllocatorError(f"claim {ref}: number of requested devices {min_devices} exceeds the claim "
+                                 f"limit of {MAX_RESULTS}")
+        specs = devices_spec.get("constraints") or []
+        for i, spec in enumerate(specs):
+            if not spec.get("matchAttribute") and not spec.get("distinctAttribute"):
+                raise AllocatorError(f"claim {ref}, constraint #{i}: empty constraint (unsupported "
+                                     "constraint type?)")
+        search.constraints.append(build_constraints(specs, features.consumable_capacity))
         search.plan.append(claim_plan)
-    # "All" candidate sets are fixed before the search, against committed consumption only.
-    for claim_plan in search.plan:
-        for alts in claim_plan:
-            for req in alts:
-                if req.all_devices is None:
-                    continue
-                ref = claim_ref(search.claims[req.claim_index])
-                where = f"claim {ref}, request {req.result_name}"
-                for pool in pools:
-                    if pool.incomplete or pool.invalid:
-                        what = "being updated" if pool.incomplete else "invalid"
-                        raise AllocatorError(f"{where}: asks for all devices, but resource pool "
-                                             f"{pool.driver}/{pool.name} is currently {what}")
-                for dev in search.devices:
-                    if not search.selectable(req, dev):
-                        continue
-                    if (search.multi(dev) or req.capacity_requests is not None) and \
-                            not search.consumption(req, dev, include_allocating=False)[0]:
-                        continue
-                    req.all_devices.append(dev)
-                if len(req.all_devices) > MAX_RESULTS:
-                    raise AllocatorError(f"{where}: number of requested devices "
-                                         f"{len(req.all_devices)} exceeds the claim limit of {MAX_RESULTS}")
+        search.selected.append([0] * len(claim_plan))
 
 
-def _node_selector(results: list[_Result]) -> dict[str, Any] | None:
+def _node_selector(results: list[_Result], node_name: str) -> dict[str, Any] | None:
     term: dict[str, list] = {"matchFields": [], "matchExpressions": []}
     for r in results:
         spec = r.dev.slice.get("spec") or {}
         src = r.dev.device if spec.get("perDeviceNodeSelection") else spec
         if src.get("nodeName"):
             return {"nodeSelectorTerms": [{"matchFields": [
-                {"key": "metadata.name", "operator": "In", "values": [src["nodeName"]]}]}]}
+                {"key": "metadata.name", "operator": "In", "values": [node_name]}]}]}
         selector = src.get("nodeSelector")
         if selector:
             terms = selector.get("nodeSelectorTerms") or []
@@ -448,9 +579,9 @@ def _node_selector(results: list[_Result]) -> dict[str, Any] | None:
     return {"nodeSelectorTerms": [clean]} if clean else None
 
 
-def _allocation_for(search: _Search, ci: int) -> dict[str, Any]:
+def _allocation_for(search: _Search, ci: int, node_name: str) -> dict[str, Any]:
     claim = search.claims[ci]
-    mine = [r for r in search.results if r.request.claim_index == ci]
+    mine = search.results[ci]
     out_results = []
     for r in mine:
         entry: dict[str, Any] = {"request": r.request.result_name, "driver": r.dev.id[0],
@@ -478,7 +609,7 @@ def _allocation_for(search: _Search, ci: int) -> dict[str, Any]:
     allocation: dict[str, Any] = {"devices": {"results": out_results}}
     if config:
         allocation["devices"]["config"] = config
-    selector = _node_selector(mine)
+    selector = _node_selector(mine, node_name)
     if selector is not None:
         allocation["nodeSelector"] = selector
     return allocation
@@ -502,11 +633,18 @@ def allocate(
     node may pass precomputed `pools`/`devices` instead.
     """
     if pools is None:
-        pools = gather_pools(slices, node)
+        pools = gather_pools(slices, node, features.partitionable_devices)
     if devices is None:
         devices = pool_devices(pools, node)
-    search = _Search(list(claims), devices, state, features, cache or SelectorCache(), new_uuid)
-    _prepare(search, classes, pools)
-    if not search.solve(0, 0):
-        return Outcome(None, INVALID_POOLS if search.saw_invalid_pool else CANNOT_ALLOCATE)
-    return Outcome([_allocation_for(search, ci) for ci in range(len(search.claims))])
+    search = _Search(list(claims), pools, devices, state, features, cache or SelectorCache(), new_uuid)
+    _prepare(search, classes)
+    try:
+        done = search.allocate_one(0, 0, 0, 0, False, 0)
+    except _MaxResultsExceeded:
+        raise AllocatorError("allocation max size exceeded") from None
+    if not done:
+        # Not fatal: another node may still fit; surfaced only if no node does.
+        invalid = any(p.invalid for p in pools)
+        return Outcome(None, INVALID_POOLS if invalid else CANNOT_ALLOCATE)
+    node_name = (node.get("metadata") or {}).get("name", "")
+    return Outcome([_allocation_for(search, ci, node_name) for ci in range(len(search.claims))])

@@ -1,67 +1,84 @@
-"""Partitionable devices: shared counters (allocator-rules.md section 11).
+"""Partitionable devices: shared counters (allocator-rules.md section 11), as upstream keeps them.
 
-A pool's slices may declare `sharedCounters` (counter sets); devices declare `consumesCounters`. A
-device may be allocated only while every counter it consumes is still available in its pool. An
-exclusive device takes its counters each time; a multi-allocatable one only on its first share.
+A pool's counter-set slices declare `sharedCounters`; devices declare `consumesCounters`. Available
+counters per pool are the counter sets minus what committed devices consume (computed once per
+Allocate call). Devices picked during the call add to `consumed`; a device fits while no counter of
+any set of its pool is over. Upstream's bookkeeping is reproduced with its quirks: the maps are keyed
+by pool *name* (not driver and pool), and callers release counters only where upstream does
+(exclusive devices on backtracking, or a failed counter check), so counters taken by a
+multi-allocatable device, or by a device that then fails a constraint, stay taken for the rest of the
+call (R7, R14).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
-from sim.quantity import Quantity
+from sim.allocator_state import parse_quantity_cached
 
-CounterKey = tuple[str, str, str]  # (driver, pool, counter set)
+Counters = dict[str, dict[str, Decimal]]  # counter set -> counter -> amount
 
 
-def _counters(obj: Mapping[str, Any]) -> dict[str, Decimal]:
-    return {name: Quantity.parse(c["value"]).value for name, c in (obj.get("counters") or {}).items()}
+def _amounts(counters: Mapping[str, Any] | None) -> dict[str, Decimal]:
+    return {name: parse_quantity_cached((c or {}).get("value", "0")).value
+            for name, c in (counters or {}).items()}
 
 
 def consumes(device: Mapping[str, Any]) -> list[tuple[str, dict[str, Decimal]]]:
-    return [(c.get("counterSet", ""), _counters(c)) for c in device.get("consumesCounters") or []]
+    """A device's `consumesCounters`, parsed: [(counter set, {counter: amount})]."""
+    return [(c.get("counterSet", ""), _amounts(c.get("counters")))
+            for c in device.get("consumesCounters") or []]
 
 
 class CounterLedger:
-    """Available counters per pool, built lazily from the pool and the committed allocations."""
+    """Counter accounting for one Allocate call."""
 
-    def __init__(self) -> None:
-        self._available: dict[CounterKey, dict[str, Decimal]] = {}
-        self._pools_done: set[tuple[str, str]] = set()
+    def __init__(self, is_allocated: Callable[[tuple[str, str, str]], bool]) -> None:
+        self._is_allocated = is_allocated
+        self._available: dict[str, Counters] = {}
+        self._consumed: dict[str, Counters] = {}
 
-    def _load(self, pool: Any, devices: Iterable[Any], in_use: Any) -> None:
-        key = (pool.driver, pool.name)
-        if key in self._pools_done:
-            return
-        self._pools_done.add(key)
-        for s in pool.slices:
-            for counter_set in (s.get("spec") or {}).get("sharedCounters") or []:
-                key_ = (pool.driver, pool.name, counter_set.get("name", ""))
-                self._available[key_] = _counters(counter_set)
-        for dev in devices:
-            if dev.pool is pool and in_use(dev):
-                self._take(dev, +1)
+    def _available_for(self, pool: Any) -> Counters:
+        hit = self._available.get(pool.name)
+        if hit is not None:
+            return hit
+        available = {name: _amounts(counters) for name, counters in pool.counter_sets.items()}
+        for group in (pool.slices, pool.other_slices):
+            for s in group:
+                for d in (s.get("spec") or {}).get("devices") or []:
+                    if not self._is_allocated((pool.driver, pool.name, d.get("name", ""))):
+                        continue
+                    for set_name, need in consumes(d):
+                        bucket = available.get(set_name)
+                        if bucket is None:
+                            continue
+                        for name, amount in need.items():
+                            if name in bucket:
+                                bucket[name] -= amount  # may go negative: then nothing is left
+        self._available[pool.name] = available
+        return available
 
-    def _take(self, dev: Any, sign: int) -> None:
-        for set_name, need in consumes(dev.device):
-            bucket = self._available.setdefault((dev.id[0], dev.id[1], set_name), {})
-            for name, amount in need.items():
-                bucket[name] = bucket.get(name, Decimal(0)) - sign * amount
-
-    def fits(self, dev: Any, devices: Iterable[Any], in_use: Any) -> bool:
-        self._load(dev.pool, devices, in_use)
-        for set_name, need in consumes(dev.device):
-            bucket = self._available.get((dev.id[0], dev.id[1], set_name))
-            if bucket is None:
-                return False  # consumes from a counter set the pool does not declare
-            if any(name not in bucket or bucket[name] < amount for name, amount in need.items()):
-                return False
+    def take_if_available(self, pool: Any, need: list[tuple[str, dict[str, Decimal]]]) -> bool:
+        """upstream checkAvailableCounters: add `need`, then check every counter of the pool."""
+        available = self._available_for(pool)
+        consumed = self._consumed.setdefault(pool.name, {})
+        for set_name, amounts in need:
+            bucket = consumed.setdefault(set_name, {})
+            for name, amount in amounts.items():
+                bucket[name] = bucket.get(name, Decimal(0)) + amount
+        for set_name, counters in available.items():
+            used = consumed.get(set_name) or {}
+            for name, value in counters.items():
+                if value < used.get(name, 0):
+                    self.release(pool, need)
+                    return False
         return True
 
-    def take(self, dev: Any) -> None:
-        self._take(dev, +1)
-
-    def release(self, dev: Any) -> None:
-        self._take(dev, -1)
+    def release(self, pool: Any, need: list[tuple[str, dict[str, Decimal]]]) -> None:
+        consumed = self._consumed.get(pool.name) or {}
+        for set_name, amounts in need:
+            bucket = consumed.setdefault(set_name, {})
+            for name, amount in amounts.items():
+                bucket[name] = bucket.get(name, Decimal(0)) - amount

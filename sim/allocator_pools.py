@@ -84,6 +84,14 @@ def device_visible(spec: Mapping[str, Any], device: Mapping[str, Any], node: Map
 
 @dataclass
 class Pool:
+    """One resource pool seen from one node.
+
+    `slices` are the device slices that target the node, sorted by name; `counter_sets` maps each
+    counter set name to its counters (quantity strings); `other_slices` are device slices of the pool
+    that do not target the node (they still consume shared counters). An incomplete or invalid pool
+    carries no slices: nothing is allocated from it.
+    """
+
     driver: str
     name: str
     generation: int
@@ -91,35 +99,122 @@ class Pool:
     incomplete: bool = False
     invalid: bool = False
     invalid_reason: str = ""
+    counter_sets: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    other_slices: list[Mapping[str, Any]] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return not (self.incomplete or self.invalid)
 
 
-def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any]) -> list[Pool]:
-    """Pools visible from `node`, sorted by driver then pool name; slices in a pool sorted by name."""
-    pools: dict[tuple[str, str], Pool] = {}
-    for s in slices:
-        spec = s.get("spec") or {}
-        if not slice_visible(spec, node):
+def _spec(s: Mapping[str, Any]) -> Mapping[str, Any]:
+    return s.get("spec") or {}
+
+
+def _pool_key(s: Mapping[str, Any]) -> tuple[str, str]:
+    spec = _spec(s)
+    return spec.get("driver", ""), (spec.get("pool") or {}).get("name", "")
+
+
+def _generation(s: Mapping[str, Any]) -> int:
+    return int((_spec(s).get("pool") or {}).get("generation") or 0)
+
+
+def _slice_count(s: Mapping[str, Any]) -> int:
+    return int((_spec(s).get("pool") or {}).get("resourceSliceCount") or 0)
+
+
+def _targets_node(spec: Mapping[str, Any], node: Mapping[str, Any], partitionable: bool) -> bool:
+    """upstream GatherPools: counter-set slices always belong; otherwise node, all, selector, or
+    per-device selection; anything else is an unknown extension and skipped."""
+    if not partitionable and (spec.get("perDeviceNodeSelection") is not None or spec.get("sharedCounters")):
+        return False
+    if spec.get("sharedCounters"):
+        return True
+    if spec.get("nodeName") or spec.get("allNodes") or spec.get("nodeSelector") is not None:
+        return slice_visible(spec, node)
+    if spec.get("perDeviceNodeSelection"):
+        return any(device_visible(spec, d, node) for d in spec.get("devices") or [])
+    return False
+
+
+def _invalid_reason(device_slices: list[Mapping[str, Any]], counter_slices: list[Mapping[str, Any]],
+                    other_slices: list[Mapping[str, Any]], partitionable: bool,
+                    counter_sets: dict[str, Mapping[str, Any]]) -> str:
+    seen: set[str] = set()
+    for s in device_slices:
+        for d in _spec(s).get("devices") or []:
+            if d.get("name") in seen:
+                return f"duplicate device name {d.get('name')}"
+            seen.add(d.get("name"))
+    if not partitionable:
+        return ""
+    for s in counter_slices:
+        for cs in _spec(s).get("sharedCounters") or []:
+            if cs.get("name", "") in counter_sets:
+                return f"duplicate counter set name {cs.get('name', '')}"
+            counter_sets[cs.get("name", "")] = cs.get("counters") or {}
+    for group in (device_slices, other_slices):
+        for s in group:
+            for d in _spec(s).get("devices") or []:
+                for use in d.get("consumesCounters") or []:
+                    set_name = use.get("counterSet", "")
+                    counters = counter_sets.get(set_name)
+                    if counters is None:
+                        return f"counter set {set_name} not found"
+                    for counter in use.get("counters") or {}:
+                        if counter not in counters:
+                            return f"counter {counter} not found in counter set {set_name}"
+    return ""
+
+
+def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any],
+                 partitionable: bool = True) -> list[Pool]:
+    """Pools visible from `node`, sorted by driver then pool name; slices in a pool sorted by name.
+
+    As upstream's GatherPools: only the newest generation counts; a pool whose published slices do
+    not add up to `resourceSliceCount` is incomplete (an obsolete generation is dropped); duplicate
+    device names, duplicate counter sets and devices consuming counters a pool does not define make
+    it invalid.
+    """
+    all_slices = list(slices)
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for s in all_slices:
+        if not _targets_node(_spec(s), node, partitionable):
             continue
-        pool_ref = spec.get("pool") or {}
-        key = (spec.get("driver", ""), pool_ref.get("name", ""))
-        gen = int(pool_ref.get("generation") or 0)
-        current = pools.get(key)
-        if current is None or gen > current.generation:
-            pools[key] = Pool(key[0], key[1], gen, [s])
-        elif gen == current.generation:
-            current.slices.append(s)
+        key = _pool_key(s)
+        group = groups.get(key)
+        if group is None or _generation(s) > _generation(group[0]):
+            groups[key] = [s]
+        elif _generation(s) == _generation(group[0]):
+            group.append(s)
     result = []
-    for key in sorted(pools):
-        pool = pools[key]
-        pool.slices.sort(key=lambda s: s["metadata"]["name"])
-        want = int(((pool.slices[0].get("spec") or {}).get("pool") or {}).get("resourceSliceCount") or 1)
-        pool.incomplete = len(pool.slices) != want
-        seen: set[str] = set()
-        for s in pool.slices:
-            for d in (s.get("spec") or {}).get("devices") or []:
-                if d.get("name") in seen:
-                    pool.invalid = True
-                    pool.invalid_reason = f"duplicate device name {d.get('name')}"
-                seen.add(d.get("name"))
-        result.append(pool)
+    for key in sorted(groups):
+        group = groups[key]
+        gen = _generation(group[0])
+        want = _slice_count(group[0])
+        everything: list[Mapping[str, Any]] | None = None
+        if len(group) != want:
+            same_gen = [s for s in all_slices if _pool_key(s) == key and _generation(s) >= gen]
+            if any(_generation(s) > gen for s in same_gen):
+                continue  # the driver is replacing this generation: ignore the old one
+            everything = same_gen
+            if len(everything) != want:
+                result.append(Pool(key[0], key[1], gen, incomplete=True))
+                continue
+        group.sort(key=lambda s: (s.get("metadata") or {}).get("name", ""))
+        if partitionable:
+            device_slices = [s for s in group if not _spec(s).get("sharedCounters")]
+            counter_slices = [s for s in group if _spec(s).get("sharedCounters")]
+        else:
+            device_slices, counter_slices = group, []
+        names = {id(s) for s in group}
+        other = [s for s in everything or [] if id(s) not in names and not _spec(s).get("sharedCounters")]
+        counter_sets: dict[str, Mapping[str, Any]] = {}
+        reason = _invalid_reason(device_slices, counter_slices, other, partitionable, counter_sets)
+        if reason:
+            result.append(Pool(key[0], key[1], gen, invalid=True, invalid_reason=reason))
+            continue
+        result.append(Pool(key[0], key[1], gen, device_slices, counter_sets=counter_sets,
+                           other_slices=other))
     return result

@@ -6,11 +6,15 @@ or replacing a claim subtracts exactly what it added, so per-pod work never resc
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 from sim.quantity import Quantity
+
+# The same few quantity strings recur in every slice and result; Quantity is immutable.
+parse_quantity_cached = functools.lru_cache(maxsize=8192)(Quantity.parse)
 
 DeviceID = tuple[str, str, str]  # (driver, pool, device)
 
@@ -27,6 +31,7 @@ class AllocatedState:
         self._dedicated: dict[DeviceID, int] = {}
         self._consumed: dict[DeviceID, dict[str, Decimal]] = {}
         self._shares: dict[DeviceID, int] = {}
+        self._with_consumed: dict[DeviceID, int] = {}  # results whose consumedCapacity is set
         self._shared_ids: set[tuple[DeviceID, str]] = set()
         self._by_claim: dict[str, list[Mapping[str, Any]]] = {}
         self.version = 0
@@ -40,6 +45,14 @@ class AllocatedState:
 
     def has_shares(self, dev: DeviceID) -> bool:
         return self._shares.get(dev, 0) > 0
+
+    def has_consumed(self, dev: DeviceID) -> bool:
+        """Upstream's `AggregatedCapacity` has an entry: some shared result carries consumedCapacity."""
+        return self._with_consumed.get(dev, 0) > 0
+
+    def is_allocated(self, dev: DeviceID) -> bool:
+        """upstream IsDeviceAllocated (counter accounting): dedicated, shared, or consuming."""
+        return dev in self._dedicated or dev in self._shares or dev in self._with_consumed
 
     def shared_ids(self) -> set[tuple[DeviceID, str]]:
         return set(self._shared_ids)
@@ -76,11 +89,15 @@ class AllocatedState:
                     self._shared_ids.discard((dev, share))
                 consumed = r.get("consumedCapacity")
                 if consumed is not None:
+                    count = self._with_consumed.get(dev, 0) + sign
                     totals = self._consumed.setdefault(dev, {})
                     for name, q in consumed.items():
-                        totals[name] = totals.get(name, Decimal(0)) + sign * Quantity.parse(q).value
-                    if sign < 0 and all(v == 0 for v in totals.values()) and not self.has_shares(dev):
-                        del self._consumed[dev]
+                        totals[name] = totals.get(name, Decimal(0)) + sign * parse_quantity_cached(q).value
+                    if count <= 0:
+                        self._with_consumed.pop(dev, None)
+                        self._consumed.pop(dev, None)
+                    else:
+                        self._with_consumed[dev] = count
             else:
                 self._dedicated[dev] = self._dedicated.get(dev, 0) + sign
                 if self._dedicated[dev] <= 0:

@@ -257,7 +257,7 @@ class Scheduler(WatchLoop):
             slices = [self.cache[SLICES][sk] for sk in
                       sorted(self._node_slices.get(name, set()) | self._global_slices)
                       if sk in self.cache[SLICES]]
-            pools = gather_pools(slices, node)
+            pools = gather_pools(slices, node, self.features.partitionable_devices)
             hit = self._pools_cache[name] = (pools, pool_devices(pools, node))
         return hit
 

@@ -292,7 +292,9 @@ CASES: dict[str, Case] = {
         want=[[("gpu", "gpu-1", "24Gi")]]),
     "s12-cel-runtime-error-fatal": Case(
         one(device("gpu-0")), [claim("a", ("gpu", exactly(selectors=['device.attributes["gpu.example.com"].nope'])))],
-        fatal="claim default/a: selector #0: CEL runtime error: no such key: nope"),
+        fatal="claim default/a: selector #0 on device gpu.example.com/node-1/gpu-0: CEL runtime error: "
+              "no such key: nope. consider using CEL optional chaining (.? followed by orValue()) or guarding "
+              "the check with has() for optional fields"),
     "s12-cel-compile-error-fatal": Case(
         one(device("gpu-0")), [claim("a", ("gpu", exactly(selectors=["device.driver =="])))],
         fatal="claim default/a: selector #0: CEL compile error: compilation failed"),

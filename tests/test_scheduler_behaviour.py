@@ -173,7 +173,7 @@ def test_bad_input_keeps_pod_pending_and_scheduler_serves_others() -> None:
         assert cond["reason"] == "SchedulerError"
         assert cond["message"].startswith(
             'running "DynamicResources" filter plugin: claim default/badcel: '
-            "selector #0: CEL runtime error: no such key: missing"
+            "selector #0 on device gpu.example.com/node-1/gpu-0: CEL runtime error: no such key: missing"
         )
 
 
