@@ -318,6 +318,42 @@ CASES: dict[str, Case] = {
             {"matchExpressions": [{"key": "rack", "operator": "In", "values": ["r1"]}]}]})],
         [claim("a", ("gpu", exactly("1Gi")))], want=[[("gpu", "gpu-0", "1Gi")]],
         node=node("node-1", {"rack": "r1"})),
+    # --- issue 13 rules beyond the repros (tests/test_allocator_repros.py) ---
+    "r11-over-limit-subrequest-falls-back-to-smaller-one": Case(
+        one(*[device(f"gpu-{i}", multi=False) for i in range(33)]),
+        [claim("a", ("last", exactly(selectors=['device.attributes["gpu.example.com"].uuid == "uuid-gpu-32"'])),
+               first_available={"big": [{"name": "many", "deviceClassName": "gpu.example.com", "count": 32},
+                                        {"name": "one", "deviceClassName": "gpu.example.com"}]})],
+        want=[[("last", "gpu-32", None), ("big/one", "gpu-0", None)]]),
+    "r11-smallest-subrequest-counts-before-search": Case(
+        one(device("gpu-0")),
+        [claim("a", ("r", exactly(count=32)),
+               first_available={"f": [{"name": "x", "deviceClassName": "gpu.example.com", "count": 2},
+                                      {"name": "y", "deviceClassName": "gpu.example.com", "count": 1}]})],
+        fatal="claim default/a: number of requested devices 33 exceeds the claim limit of 32"),
+    "r9-class-cel-runtime-error-names-class-and-device": Case(
+        one(device("gpu-0")), [claim("a", ("gpu", exactly(cls="broken")))],
+        classes=[device_class("broken", ['device.attributes["gpu.example.com"].nope == "x"'])],
+        fatal="class broken: selector #0 on device gpu.example.com/node-1/gpu-0: CEL runtime error: no such key"),
+    "r9-missing-class-text": Case(
+        one(device("gpu-0")), [claim("a", first_available={"gpu": [{"name": "s", "deviceClassName": "nope"}]})],
+        fatal='claim default/a, request s: could not retrieve device class nope: '
+              'deviceclass.resource.k8s.io "nope" not found'),
+    "r9-empty-constraint-fatal": Case(
+        one(device("gpu-0")), [claim("a", ("gpu", exactly()), constraints=[{"requests": ["gpu"]}])],
+        fatal="claim default/a, constraint #0: empty constraint (unsupported constraint type?)"),
+    "r4-admin-access-not-twice-in-one-claim": Case(
+        one(device("gpu-0", multi=False)),
+        [claim("a", ("x", exactly(admin=True)), ("y", exactly(admin=True)))],
+        reason="cannot allocate all claims"),
+    "r1-incomplete-pool-skipped-other-pool-used": Case(
+        [slice_("a", [device("gpu-0")], pool="p-a", count=2), slice_("b", [device("gpu-1")], pool="p-b")],
+        [claim("a", ("gpu", exactly("1Gi")))], want=[[("gpu", "gpu-1", "1Gi")]]),
+    "r2-qualified-request-key-on-qualified-device": Case(
+        one({"name": "gpu-0", "allowMultipleAllocations": True,
+             "capacity": {"gpu.example.com/memory": {"value": "8Gi"}}}),
+        [claim("a", ("gpu", exactly(capacity={"gpu.example.com/memory": "2Gi"})))],
+        want=[[("gpu", "gpu-0", None)]]),
 }
 
 

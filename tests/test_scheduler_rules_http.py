@@ -29,6 +29,9 @@ UNREACHABLE_OVER_HTTP = {
     "s9-admin-disabled-is-fatal",
     # The API server refuses a claim whose CEL does not compile (422), as a real one does.
     "s12-cel-compile-error-fatal",
+    # PreFilter reports a missing class first; the API server refuses a constraint with no kind.
+    "r9-missing-class-text",
+    "r9-empty-constraint-fatal",
 }
 WAIT_S = 20
 
