@@ -10,10 +10,11 @@ checks, in the order a hostile caller meets them, keep it to the one who started
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import secrets
-from email.message import Message
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from .errors import ApiError
@@ -58,11 +59,13 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=256)  # clients send the same few Host values on every request
 def host_is_loopback(value: str | None) -> bool:
     parsed = _split_host_port(value or "")
     return parsed is not None and is_loopback_host(parsed[0])
 
 
+@functools.lru_cache(maxsize=256)
 def origin_allowed(origin: str, port: int) -> bool:
     """Only this server's own origin (a page it served, which it never does) may send Origin."""
     try:
@@ -80,9 +83,10 @@ def token_matches(authorization: str | None, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def check_caller(headers: Message, token: str, port: int) -> None:
-    """Raise the ApiError a request from this caller gets, or return when it may proceed."""
-    hosts = headers.get_all("Host") or []
+def check_caller(headers: Mapping[str, list[str]], token: str, port: int) -> None:
+    """Raise the ApiError a request from this caller gets, or return when it may proceed. `headers`:
+    lower-case name -> values (http_limits.header_lists)."""
+    hosts = headers.get("host", [])
     if len(hosts) != 1:
         raise ApiError(400, "BadRequest", "the request needs exactly one Host header")
     if not host_is_loopback(hosts[0]):
@@ -90,9 +94,10 @@ def check_caller(headers: Message, token: str, port: int) -> None:
         raise ApiError(421, "BadRequest",
                        f"this server answers only for loopback hosts (127.0.0.1, localhost, [::1]), "
                        f"not {hosts[0]!r}")
-    origin = headers.get("Origin")
-    if origin is not None and not origin_allowed(origin, port):
-        raise ApiError(403, "Forbidden", f"cross-site requests are refused (Origin {origin!r})")
-    if not token_matches(headers.get("Authorization"), token):
+    for origin in headers.get("origin", []):
+        if not origin_allowed(origin, port):
+            raise ApiError(403, "Forbidden", f"cross-site requests are refused (Origin {origin!r})")
+    authorization = headers.get("authorization", [])
+    if len(authorization) != 1 or not token_matches(authorization[0], token):
         # Upstream's wording; the fix is the kubeconfig this run wrote, which holds the token.
         raise ApiError(401, "Unauthorized", "Unauthorized")

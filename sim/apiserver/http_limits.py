@@ -19,6 +19,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
 
@@ -176,11 +177,19 @@ MAX_CHUNK_LINE = 4096
 MAX_TRAILER_LINES = 64
 
 
-def content_length(headers: Message, limit: int) -> int | None:
-    """The declared body length (None when the body is chunked or absent). Raises 400 for a malformed
-    framing and 413 when the length is over `limit`, before any of the body is read."""
-    encodings = headers.get_all("Transfer-Encoding") or []
-    lengths = headers.get_all("Content-Length") or []
+def header_lists(message: Message) -> dict[str, list[str]]:
+    """Lower-case header name -> its values, made once per request (Message.get scans every header)."""
+    out: dict[str, list[str]] = {}
+    for name, value in message.items():
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+def content_length(headers: Mapping[str, list[str]], limit: int) -> int | None:
+    """The declared body length (None when the body is chunked, 0 when absent). Raises 400 for a
+    malformed framing and 413 when the length is over `limit`, before any of the body is read."""
+    encodings = headers.get("transfer-encoding", [])
+    lengths = headers.get("content-length", [])
     if encodings:
         if lengths:
             raise bad_framing("both Transfer-Encoding and Content-Length are set")
@@ -199,7 +208,7 @@ def content_length(headers: Message, limit: int) -> int | None:
     return n
 
 
-def read_body(reader: DeadlineReader, headers: Message, limit: int) -> bytes:
+def read_body(reader: DeadlineReader, headers: Mapping[str, list[str]], limit: int) -> bytes:
     """The request body, whole, and never more than `limit` bytes of it held (413 beyond)."""
     n = content_length(headers, limit)
     if n is not None:

@@ -27,6 +27,7 @@ from .http_limits import (
     HeaderTooLarge,
     Limits,
     content_length,
+    header_lists,
     read_body,
 )
 from .patch import APPLY
@@ -185,6 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile = DeadlineReader(self.connection)
         self._requests = 0
         self._started = 0.0
+        self._header_lists: dict[str, list[str]] = {}
 
     def handle_one_request(self) -> None:
         limits = self.server.limits
@@ -220,8 +222,9 @@ class _Handler(BaseHTTPRequestHandler):
         return super().handle_expect_100()
 
     def _check_request(self) -> None:
-        guards.check_caller(self.headers, self.server.token, self.server.port)
-        content_length(self.headers, self.server.limits.max_body)
+        self._header_lists = header_lists(self.headers)
+        guards.check_caller(self._header_lists, self.server.token, self.server.port)
+        content_length(self._header_lists, self.server.limits.max_body)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -272,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         limits = self.server.limits
         self.rfile.set_deadline(self._started + limits.request_timeout)
         try:
-            return read_body(self.rfile, self.headers, limits.max_body)
+            return read_body(self.rfile, self._header_lists, limits.max_body)
         except TimeoutError:
             raise ApiError(408, "Timeout", "the request body did not arrive in time") from None
         finally:
@@ -321,8 +324,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.settimeout(self.server.limits.write_timeout)
             self._send_json(e.code, e.status())
-            if not body_read and (self.headers.get("Transfer-Encoding")
-                                  or self.headers.get("Content-Length", "0").strip() != "0"):
+            if not body_read and (self.headers["Transfer-Encoding"]
+                                  or (self.headers["Content-Length"] or "0").strip() != "0"):
                 self._linger()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
