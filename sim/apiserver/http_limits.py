@@ -180,8 +180,8 @@ MAX_TRAILER_LINES = 64
 def header_lists(message: Message) -> dict[str, list[str]]:
     """Lower-case header name -> its values, made once per request (Message.get scans every header)."""
     out: dict[str, list[str]] = {}
-    for name, value in message.items():
-        out.setdefault(name.lower(), []).append(value)
+    for name, value in message.raw_items():  # items() would run the email policy over every value
+        out.setdefault(name.lower(), []).append(value.strip())
     return out
 
 
