@@ -44,7 +44,7 @@ bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 conformance: $(STAMP)
-	$(BIN)/python -m pytest conformance/scenarios \
+	$(BIN)/python -m pytest conformance/scenarios -p no:hypothesispytest \
 		--cluster=$(CLUSTER) --driver-profile=$(DRIVER_PROFILE) \
 		$(if $(GPUS),--gpus=$(GPUS)) $(if $(KUBECONFIG_PATH),--kubeconfig=$(KUBECONFIG_PATH)) \
 		--report-dir=$(REPORT_DIR) --junitxml=$(REPORT_DIR)/junit.xml $(CONFORMANCE_ARGS)

@@ -360,6 +360,7 @@ def cluster_diagnostics(suite: Suite) -> dict[str, Any]:
 # ---- hooks ----------------------------------------------------------------------------------------
 _REPORTS = pytest.StashKey[list]()
 _T0 = pytest.StashKey[float]()
+_CHECK_MESSAGE = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -382,6 +383,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep = yield
     if rep.when == "call":
         item.stash[_CALL_REPORT] = rep
+    if rep.failed and call.excinfo is not None and call.excinfo.errisinstance(AssertionError):
+        # A failed check's message is its verdict: report it without the exception's type name.
+        item.stash.setdefault(_CHECK_MESSAGE, str(call.excinfo.value).strip())
     item.stash.setdefault(_REPORTS, []).append(rep)
     return rep
 
@@ -391,7 +395,7 @@ def _record(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
     outcome, reason = "passed", ""
     for rep in reports:
         if rep.failed:
-            outcome, reason = "failed", _short_reason(rep)
+            outcome, reason = "failed", item.stash.get(_CHECK_MESSAGE, "") or _short_reason(rep)
             break
         if rep.skipped:
             outcome = "skipped"

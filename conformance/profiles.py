@@ -32,6 +32,9 @@ _VISIBILITY: _Spec = {
     # env name template -> value template; placeholders are device attributes plus
     # {device}, {pool}, {shareID} and {granted} (granted capacity in bytes).
     "env": (dict, False, None),
+    # device node path templates of one GPU (e.g. "/dev/nvidia{minor}"), placeholders from its attributes:
+    # a container must see its GPU's nodes and no other GPU's.
+    "deviceNodes": (list, False, None),
 }
 _CLAIMS: _Spec = {
     "sharing": (bool, True, None),
@@ -71,6 +74,7 @@ _PROFILE: _Spec = {
 class Visibility:
     method: str                                   # "env" or "nvidia-smi"
     env: dict[str, str] = field(default_factory=dict)
+    device_nodes: tuple[str, ...] = ()            # path templates of one GPU's device nodes
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,10 @@ def _check_semantics(data: dict[str, Any], source: str) -> None:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ProfileError(f"driver profile {source}: 'claims.visibility.env' entries must map "
                                    f"a name template to a value template (strings), got {name!r}: {value!r}.")
+    for node in vis.get("deviceNodes", []):
+        if not isinstance(node, str) or not node.startswith("/dev/"):
+            raise ProfileError(f"driver profile {source}: 'claims.visibility.deviceNodes' entries must be "
+                               f"path templates under /dev/ (e.g. \"/dev/nvidia{{minor}}\"), got {node!r}.")
     for arg in data.get("sim", {}).get("driverArgs", []):
         if not isinstance(arg, str):
             raise ProfileError(f"driver profile {source}: 'sim.driverArgs' must be a list of strings, "
@@ -226,7 +234,8 @@ def parse_profile(data: Any, source: str = "<inline>") -> DriverProfile:
         ),
         sharing=claims["sharing"],
         request_policy=claims["requestPolicy"],
-        visibility=Visibility(method=vis["method"], env=dict(vis.get("env", {}))),
+        visibility=Visibility(method=vis["method"], env=dict(vis.get("env", {})),
+                              device_nodes=tuple(vis.get("deviceNodes", []))),
         enforcement=claims.get("enforcement", False),
         sim_driver_args=tuple(data.get("sim", {}).get("driverArgs", [])),
         pod_image=data.get("pod", {}).get("image", "busybox:1.36"),

@@ -9,6 +9,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from conformance.devicenodes import device_node_probe
 from conformance.inventory import Gpu
 from conformance.kube import Kube
 from conformance.observe import WaitTimeout, wait_for
@@ -39,9 +40,8 @@ class Suite:
     def pod_command(self) -> list[str]:
         # Both the sim (a local process, no shell added) and a real node run this: print what the
         # container sees, then stay Running.
-        if self.profile.visibility.method == "nvidia-smi":
-            return ["sh", "-c", "nvidia-smi -L; exec sleep 3600"]
-        return ["sh", "-c", "env; exec sleep 3600"]
+        view = "nvidia-smi -L" if self.profile.visibility.method == "nvidia-smi" else "env"
+        return ["sh", "-c", f"{view}; {device_node_probe(self.profile, self.preflight.gpus)}exec sleep 3600"]
 
     def validate(self, body: dict[str, Any]) -> None:
         validate_object(body, self.schema_version, f"{body['kind']}/{body['metadata']['name']}")

@@ -20,7 +20,8 @@ from kubernetes.client.exceptions import ApiException
 from conformance.capacity import format_bytes, parse
 from conformance.inventory import Gpu
 from conformance.kube import Kube, condition, items, raw
-from conformance.observe import State, WaitTimeout, hold, wait_for
+from conformance.observe import FinalSignal, State, WaitTimeout, hold, wait_for, wait_for_all
+from conformance.podfate import Cause, cause_of, pod_events
 
 if TYPE_CHECKING:
     from conformance.session import Suite
@@ -29,6 +30,10 @@ LABEL_RUN = "conformance.gpu-share.dev/run"
 LABEL_SCENARIO = "conformance.gpu-share.dev/scenario"
 NAMESPACE_PREFIX = "gsc-"
 UNSCHEDULABLE_MESSAGE = "cannot allocate all claims"
+
+
+class PodWillNotRun(FinalSignal):
+    """A pod that had to run never will: the message says what happened, in the driver's words."""
 
 
 @dataclass
@@ -163,25 +168,89 @@ class Scenario:
         return f"{LABEL_SCENARIO}={self.id}"
 
     def wait_running(self, pods: list[PodRef], timeout: float | None = None) -> dict[str, dict[str, Any]]:
-        wanted = {p.key for p in pods}
+        """Wait until every pod runs. A final cause (the driver refused to prepare, the container could
+        not be created or exited, the pod is gone) ends the wait at once with PodWillNotRun."""
+        wanted = {p.key: p for p in pods}
+        sources = {"pods": (self._list_pods, {"label_selector": self._selector()})}
+        for ns in sorted({p.namespace for p in pods}):
+            sources[f"events {ns}"] = (self.kube.core.list_namespaced_event,
+                                       {"namespace": ns, "field_selector": "involvedObject.kind=Pod"})
 
-        def check(state: State) -> State | None:
-            for k in wanted:
-                pod = state.get(k)
-                if pod and (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
-                    raise AssertionError(f"pod {k} ended ({pod_summary(pod)}) instead of running")
-            return state if all(k in state and is_running(state[k]) for k in wanted) else None
+        last: dict[str, Cause | None] = {}  # why each pod not yet Running is not, as last seen
 
-        def describe(state: State) -> str:
-            return "; ".join(f"{k}: {pod_summary(state[k]) if k in state else 'absent'}"
+        def check(states: dict[str, State]) -> Any:
+            seen = states["pods"]
+            events = {k: e for name, st in states.items() if name != "pods" for k, e in st.items()}
+            last.clear()
+            for k, p in wanted.items():
+                if not (k in seen and is_running(seen[k])):
+                    last[k] = cause_of(seen.get(k), pod_events(events, seen.get(k), p.namespace, p.name))
+            final = next(((k, c) for k, c in sorted(last.items()) if c is not None and c.final), None)
+            if final is not None:
+                return final
+            return None if last else dict(seen)
+
+        def describe(states: dict[str, State]) -> str:
+            seen = states["pods"]
+            return "; ".join(f"{k}: {pod_summary(seen[k]) if k in seen else 'absent'}"
                              for k in sorted(wanted))
 
+        what = f"pod(s) {', '.join(sorted(wanted))} to be Running"
         try:
-            return wait_for(self._list_pods, check, timeout=timeout or self.suite.wait_timeout,
-                            what=f"pod(s) {', '.join(sorted(wanted))} to be Running", describe=describe,
-                            label_selector=self._selector())
+            result = wait_for_all(sources, check, timeout=timeout or self.suite.wait_timeout, what=what,
+                                  describe=describe)
         except WaitTimeout as exc:
-            raise WaitTimeout(f"{exc}{self._pod_events(pods)}") from None
+            why = "; ".join(f"{wanted[k].name}: {self._why_not_running(c)}" for k, c in sorted(last.items()))
+            raise WaitTimeout(f"{why + '; ' if why else ''}{exc}{self._pod_events(pods)}") from None
+        if isinstance(result, tuple):
+            k, cause = result
+            raise PodWillNotRun(self._final_message(wanted[k], cause))
+        return {k: v for k, v in result.items() if k in wanted}
+
+    @staticmethod
+    def _why_not_running(cause: Cause | None) -> str:
+        """A phrase for a pod still not Running when the wait gave up."""
+        if cause is None:
+            return "it is not Running yet"
+        return f"{cause.text}{': ' + cause.quote if cause.quote else ''}"
+
+    def _allocation(self, pod: PodRef) -> str:
+        """'was allocated gpu-1 (share 6Gi)' from the pod's claim; '' when it has no allocation."""
+        try:
+            claim = self.claim_of(pod)
+        except (AssertionError, ApiException):
+            return ""
+        alloc = ((claim.get("status") or {}).get("allocation") or {}).get("devices") or {}
+        parts = []
+        for r in alloc.get("results") or ():
+            consumed = r.get("consumedCapacity") or {}
+            if set(consumed) == {self.profile.capacity}:
+                share = f" (share {consumed[self.profile.capacity]})"
+            elif consumed:
+                share = " (share " + ", ".join(f"{n}={v}" for n, v in sorted(consumed.items())) + ")"
+            else:
+                share = ""
+            parts.append(f"{r.get('device')}{share}")
+        return f"was allocated {' and '.join(parts)}" if parts else ""
+
+    def _final_message(self, pod: PodRef, cause: Cause) -> str:
+        quote = f": {cause.quote}" if cause.quote else ""
+        if cause.kind == "gone":
+            return f"{pod.name} {cause.text}"
+        if cause.kind in ("exited", "crash-loop", "failed"):
+            quote += self._log_tail(pod)
+        allocated = self._allocation(pod)
+        return f"{pod.name} {allocated} but {cause.text}{quote}" if allocated else \
+            f"{pod.name}: {cause.text}{quote}"
+
+    def _log_tail(self, pod: PodRef, lines: int = 5) -> str:
+        try:
+            text = self.kube.core.read_namespaced_pod_log(pod.name, pod.namespace, tail_lines=lines,
+                                                          _request_timeout=10)
+        except Exception:  # the log is context only; its absence must not hide the cause
+            return ""
+        text = " | ".join(x for x in (text or "").splitlines() if x.strip())
+        return f"; its last log lines: {text[-500:]}" if text else ""
 
     def wait_rejected(self, pod: PodRef) -> dict[str, Any]:
         """Positive signal of a scheduler rejection, then the settle window; records the timing."""

@@ -58,7 +58,7 @@ def test_unknown_nested_key_names_where_it_sits() -> None:
     with pytest.raises(
         ProfileError,
         match=r"unknown key 'envs' under 'claims.visibility'; valid "
-        "keys are: env, method",
+        "keys are: deviceNodes, env, method",
     ):
         parse_profile(data, "x.yaml")
 
@@ -96,3 +96,13 @@ def test_profile_that_is_not_yaml_is_rejected(tmp_path: Path) -> None:
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ProfileError, match="not valid YAML"):
         load_profile(str(bad))
+
+
+def test_device_node_templates_must_be_paths_under_dev() -> None:
+    data = _reference()
+    data["claims"]["visibility"]["deviceNodes"] = ["nvidia{minor}"]
+    with pytest.raises(ProfileError, match=r"'claims.visibility.deviceNodes' entries must be path templates "
+                                           r"under /dev/"):
+        parse_profile(data, "x.yaml")
+    data["claims"]["visibility"]["deviceNodes"] = ["/dev/nvidia{minor}"]
+    assert parse_profile(data, "x.yaml").visibility.device_nodes == ("/dev/nvidia{minor}",)

@@ -252,7 +252,7 @@ def test_slices_are_wiped_when_the_driver_stays_away_and_republished_when_it_ret
         assert [s["spec"]["nodeName"] for s in sim.slices()] == ["node-1"]
         first = sim.kubelet.plugins.client(DRIVER)
         w = watch.Watch()
-        # Watch from before the stop: the wipe may come before the watch starts (stopping takes ~0.5 s).
+        # Watch from before the stop: under load the wipe can come while stop_driver() still waits.
         since = sim.res.list_resource_slice().metadata.resource_version
         sim.kubelet.stop_driver()
         for ev in w.stream(sim.res.list_resource_slice, resource_version=since, timeout_seconds=20):

@@ -261,7 +261,7 @@ def test_driver_error_gives_event_and_container_creating_then_retry_succeeds(nod
     assert pod["status"]["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
     assert event["type"] == "Warning"
     assert event["message"] == (
-        "Failed to prepare dynamic resources: NodePrepareResources failed for "
+        "Failed to prepare dynamic resources: prepare dynamic resources: NodePrepareResources failed for "
         "ResourceClaim c1: GPU gpu-0 is already in use by another claim"
     )
     node.prepare_error = ""
@@ -276,7 +276,8 @@ def test_unregistered_driver_is_named_in_the_event(node):
     node.claim("c1", ["gpu"], p, [gpu("gpu-0", ["gpu"], "GPU-aaa", 1)])
     node.bind("orphan")
     event = node.wait_event("orphan", "FailedPrepareDynamicResources")
-    assert event["message"] == f"Failed to prepare dynamic resources: DRA driver {DRIVER} is not registered"
+    assert event["message"] == ("Failed to prepare dynamic resources: prepare dynamic resources: "
+                                f"DRA driver {DRIVER} is not registered")
 
 
 def test_missing_command_is_a_start_error_and_the_node_keeps_serving(node):

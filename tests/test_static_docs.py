@@ -91,7 +91,9 @@ DIAGNOSES = [
         "conformance/scenarios/test_publish.py",
     ),
     ("shareIDs are not distinct", "conformance/scenarios/checks.py"),
-    ("instead of running", "conformance/workloads.py"),
+    ("the driver refused to prepare it", "conformance/podfate.py"),
+    ("instead of running", "conformance/podfate.py"),
+    ("could not be created", "conformance/podfate.py"),
 ]
 
 

@@ -31,6 +31,8 @@ def run_suite(tmp_path: Path, *args: str, timeout: float = 120) -> tuple[dict, s
             "-q",
             "-p",
             "no:cacheprovider",
+            "-p",
+            "no:hypothesispytest",  # the scenarios use none of it; loading it costs ~0.7 s per run
             "--cluster=sim",
             f"--report-dir={report_dir}",
             *args,
@@ -75,7 +77,9 @@ MUTANTS = [
         "prepare-refuses-second-claim",
         [mutant("refuse_second_claim"), "-m", "sharing"],
         "sharing",
-        "to be Running",
+        # at the first FailedPrepareDynamicResources event, in the driver's words (not a wait timeout)
+        "was allocated gpu-0 (share 6Gi) but the driver refused to prepare it: requested device gpu-0 is "
+        "already allocated to different claim ",
     ),
     (
         "cdi-env-names-wrong-gpu",
@@ -182,3 +186,32 @@ def test_reference_driver_passes_every_capability(tmp_path: Path) -> None:
     assert report["verdict"] == "pass" and report["simulated"] is True
     assert 'property name="capability" value="overcapacity"' in junit.read_text()
     print(f"full sim run: {wall:.1f}s wall (suite's own figure {report['wall_seconds']}s)")
+
+
+DEVICE_NODES_PROFILE = "--driver-profile=tests/profiles/reference-device-nodes.yaml"
+
+
+@pytest.mark.parametrize(
+    ("variant", "outcome", "reason"),
+    [
+        ("device_nodes", "passed", ""),
+        ("device_nodes_leak", "failed", "but also sees the device node(s) /dev/nvidia"),
+    ],
+    ids=["own-device-node-only", "every-gpus-device-node-leaks"],
+)
+def test_a_sharer_sees_its_own_gpu_device_node_and_no_other(
+    tmp_path: Path, variant: str, outcome: str, reason: str
+) -> None:
+    # The variants' CDI specs name /dev/nvidia<index> nodes (files standing in for them); the sim
+    # kubelet applies them in each container's private mount namespace, or says why it cannot.
+    from sim.kubelet.mountns import host_unavailable_reason
+
+    report, output, _ = run_suite(tmp_path, "--nodes=node-1", *FAST, DEVICE_NODES_PROFILE, mutant(variant),
+                                  "-m", "visibility", "-k", "own_device_nodes")
+    (check,) = report["capabilities"]["visibility"]["checks"]
+    cannot = host_unavailable_reason()
+    if cannot:
+        assert (check["outcome"], check["reason"]) == ("skipped", cannot), output[-3000:]
+        pytest.skip(cannot)
+    assert check["outcome"] == outcome, f"{check}\n{output[-3000:]}"
+    assert reason in check["reason"], check["reason"]

@@ -125,6 +125,11 @@ class Provider(abc.ABC):
         provider cannot look; the checks that read them then skip with that reason. Optional."""
         return None
 
+    def container_edits_unapplied(self, node: str) -> str:
+        """Why the containers on ``node`` do not get their CDI device nodes and mounts ('' when they do,
+        as with any real container runtime); the checks of what a container sees then skip with it."""
+        return ""
+
     @abc.abstractmethod
     def stop(self) -> None:
         """Stop the cluster and remove everything this provider made, unless keep_cluster is set.

@@ -7,6 +7,7 @@ driver processes, their gRPC sockets and CDI files are real.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import select
 import shlex
@@ -173,6 +174,18 @@ class SimProvider(Provider):
                 with contextlib.suppress(OSError, yaml.YAMLError):  # a spec being replaced right now
                     specs[path.name] = yaml.safe_load(path.read_text()) or {}
         return specs
+
+    def container_edits_unapplied(self, node: str) -> str:
+        # The sim kubelet decides at start whether containers get a private mount namespace, and says so.
+        path = self.state_dir / node / "container-isolation.json"
+        try:
+            said = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return (f"the sim kubelet of {node} did not say whether it applies CDI device nodes and mounts "
+                    f"({path} is missing or unreadable)")
+        if said.get("applied") is True:
+            return ""
+        return str(said.get("reason") or "not applied (no reason given)")
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

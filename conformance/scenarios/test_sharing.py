@@ -13,7 +13,7 @@ from conformance.scenarios.checks import (
     assert_unique_cdi_devices,
     share_plan,
 )
-from conformance.workloads import Scenario
+from conformance.workloads import PodWillNotRun, Scenario
 
 pytestmark = pytest.mark.sharing
 
@@ -29,7 +29,7 @@ def test_sharers_from_two_namespaces_pack_one_gpu(scenario: Scenario) -> None:
     pods = [sc.sharer(ns[i % 2], f"sharer-{i}", gpu, r) for i in range(k)]
     try:
         sc.wait_running(pods)
-    except WaitTimeout:
+    except (WaitTimeout, PodWillNotRun):
         assert_unique_cdi_devices(sc, gpu)  # the likelier cause, named precisely when it is the cause
         raise
     results = {}

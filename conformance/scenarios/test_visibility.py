@@ -7,6 +7,7 @@ import re
 import pytest
 
 from conformance.capacity import format_bytes
+from conformance.devicenodes import END_MARK, device_node_paths, seen_device_nodes
 from conformance.inventory import Gpu
 from conformance.scenarios.checks import assert_on_gpu, env_view, expected_env, share_plan
 from conformance.workloads import PodRef, Scenario
@@ -39,6 +40,10 @@ def check_nvidia_smi_view(sc: Scenario, pod: PodRef, gpu: Gpu) -> None:
 def test_every_sharer_runs_and_sees_its_gpu_and_memory(scenario: Scenario) -> None:
     sc = scenario
     (gpu,) = sc.suite.pick_gpus(1)
+    unapplied = sc.suite.provider.container_edits_unapplied(gpu.node)
+    if sc.profile.visibility.method == "nvidia-smi" and unapplied:
+        # nvidia-smi lists the GPU device nodes it can open: without them applied it sees the host's.
+        pytest.skip(unapplied)
     r, k = share_plan(gpu)
     if k < 1:
         pytest.skip(f"{gpu.label}: no sharer of {format_bytes(r)} fits")
@@ -50,3 +55,33 @@ def test_every_sharer_runs_and_sees_its_gpu_and_memory(scenario: Scenario) -> No
             check_nvidia_smi_view(sc, p, gpu)
         else:
             check_env_view(sc, p, gpu, sc.suite.preflight.gpus)
+
+
+def test_every_sharer_sees_only_its_own_device_nodes(scenario: Scenario) -> None:
+    sc = scenario
+    if not sc.profile.visibility.device_nodes:
+        pytest.skip(f"driver profile {sc.profile.name!r} names no GPU device nodes "
+                    "(claims.visibility.deviceNodes)")
+    (gpu,) = sc.suite.pick_gpus(1)
+    unapplied = sc.suite.provider.container_edits_unapplied(gpu.node)
+    if unapplied:
+        pytest.skip(unapplied)
+    own = device_node_paths(sc.profile, gpu)
+    assert own, (f"{gpu.label} does not publish the attributes the profile's device node templates "
+                 f"{list(sc.profile.visibility.device_nodes)} use")
+    others = {g.device: device_node_paths(sc.profile, g) - own for g in sc.suite.preflight.gpus
+              if g.node == gpu.node and g.device != gpu.device}
+    r, k = share_plan(gpu)
+    if k < 1:
+        pytest.skip(f"{gpu.label}: no sharer of {format_bytes(r)} fits")
+    ns = [sc.namespace("a"), sc.namespace("b")]
+    pods = [sc.sharer(ns[i % 2], f"nodes-{i}", gpu, r) for i in range(min(k, 2))]
+    sc.wait_running(pods)
+    for p in pods:
+        assert_on_gpu(sc, p, gpu)
+        seen = seen_device_nodes(sc.wait_log(p, lambda t: END_MARK in t, what="the device node probe"))
+        missing = sorted(own - seen)
+        assert not missing, f"{p.name} does not see its GPU's device node(s) {missing} ({gpu.label})"
+        leaked = "; ".join(f"{', '.join(sorted(paths & seen))} of {device}"
+                           for device, paths in sorted(others.items()) if paths & seen)
+        assert not leaked, f"{p.name} was allocated {gpu.device} but also sees the device node(s) {leaked}"

@@ -269,6 +269,11 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {}
         if warnings:
             headers["Warning"] = ", ".join(f'299 - "{w}"' for w in warnings)
+        accept = self.headers.get("Accept", "")
+        if protobuf.protobuf_only(accept):  # a client-go client that reads protobuf only
+            code, body = protobuf.encode_response(code, obj)
+            self._send(code, body, protobuf.CONTENT_TYPE, headers=headers)
+            return
         self._send(code, json.dumps(obj, separators=(",", ":")).encode(), headers=headers)
 
     def _read_body(self) -> bytes:
@@ -296,8 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise bad_request("the request needs a body")
         limits = self.server.limits
         ctype = bodies.media_type(content_type) or bodies.JSON
-        if ctype == bodies.PROTOBUF:
-            value = protobuf.decode_body(raw)
+        if protobuf.is_protobuf(ctype):
+            value = protobuf.decode(raw)
             bodies.check_depth(value, limits.max_depth)
             return value
         if ctype in (bodies.YAML, APPLY):
@@ -690,6 +695,7 @@ class _Handler(BaseHTTPRequestHandler):
         bookmarks = _bool(q.get("allowWatchBookmarks"))
         timeout = opts.timeout_seconds
         deadline = time.monotonic() + (timeout if timeout is not None else DEFAULT_WATCH_TIMEOUT)
+        protobuf.check_acceptable(self.headers.get("Accept", ""), rt.api_version, rt.kind)
         since = opts.resource_version or None  # unset or "0": start with the current state
         initial = since is None or send_initial_events
         try:
@@ -747,19 +753,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _start_stream(self) -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", protobuf.stream_content_type(self.headers.get("Accept", "")))
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
         self.wfile.flush()
 
     def _chunk(self, event: dict[str, Any]) -> None:
-        data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
+        if protobuf.protobuf_only(self.headers.get("Accept", "")):
+            data = protobuf.watch_frame_or_error(event["type"], event["object"])
+        else:
+            data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
     def _send_event(self, kind: str, obj: dict[str, Any]) -> None:
-        """One WatchEvent; the object's bytes are encoded once and shared with every other watcher."""
+        """One WatchEvent; in JSON the object's bytes are encoded once and shared with every other
+        watcher."""
+        if protobuf.protobuf_only(self.headers.get("Accept", "")):
+            self._chunk({"type": kind, "object": obj})
+            return
         encoded = self.server.encoded.get(obj)
         head = b'{"type":"%s","object":' % kind.encode()
         size = len(head) + len(encoded) + 2

@@ -5,9 +5,10 @@ Spec files (``*.json``, ``*.yaml``) are read from a list of directories, later o
 Injecting a device applies its spec's top-level ``containerEdits`` (once per spec) and then the device's own
 edits, in the order the devices were requested; an env entry replaces an earlier one with the same key.
 
-The simulated container is a plain process, so only env edits change what it sees. Device nodes and mount
-sources are checked to exist (a runtime fails the start otherwise); hooks, mounts and device nodes are
-recorded in the resolution for inspection but not applied.
+The simulated container is a local process. Env edits always apply. Device nodes and mount sources are
+checked to exist (a runtime fails the start otherwise); where the host allows a private mount namespace
+(``mountns.py``), the device nodes and mounts are applied in it (``Resolution.mount_plan``), else they are
+recorded only. Hooks are recorded, never run (they would rewrite the host's filesystem).
 """
 
 from __future__ import annotations
@@ -98,6 +99,32 @@ class Resolution:
             key, _, value = entry.partition("=")
             out[key] = value
         return out
+
+    def mount_plan(self) -> tuple[dict[str, Any], list[str]]:
+        """What the container's private mount namespace gets (``mountns.enter``), and the edits that
+        cannot be applied on a host-sharing container, each with why."""
+        plan: dict[str, Any] = {"deviceNodes": [], "mounts": []}
+        dropped: list[str] = []
+        for n in self.edits.device_nodes:
+            path = os.path.normpath(n["path"])
+            if not path.startswith("/dev/"):
+                raise CDIError(f"CDI device node {n['path']}: the simulated kubelet creates device nodes in "
+                               "the container's private /dev only (the rest of its filesystem is the host's)")
+            plan["deviceNodes"].append({"path": path, "hostPath": n.get("hostPath") or n["path"]})
+        for m in self.edits.mounts:
+            options = list(m.get("options") or ())
+            bind = m.get("type") in (None, "", "bind") or "bind" in options or "rbind" in options
+            target = os.path.normpath(m["containerPath"])
+            if not target.startswith("/dev/") and not os.path.exists(target):
+                dropped.append(f"mount {m['hostPath']} on {target}: not applied, the target does not exist "
+                               "and the container's filesystem is the host's")
+                continue
+            if not bind and target.startswith("/dev/") and not os.path.exists(target):
+                dropped.append(f"{m.get('type')} mount on {target}: not applied, no such directory in /dev")
+                continue
+            plan["mounts"].append({"hostPath": m["hostPath"], "containerPath": target, "bind": bind,
+                                   "type": m.get("type") or "bind", "options": options})
+        return plan, dropped
 
 
 def parse_device_id(device_id: str) -> tuple[str, str]:

@@ -58,15 +58,15 @@ def pod_claims(store: Any, pod: dict[str, Any]) -> list[PodClaim]:
             claim = store.get(CLAIMS, claim_name, namespace=ns)
         except Exception as e:
             if getattr(e, "code", None) == 404:
-                raise PrepareError(f"failed to fetch ResourceClaim {claim_name} referenced by pod {ns}/"
-                                   f"{meta['name']}: resourceclaim {claim_name!r} not found") from e
+                raise PrepareError(f"fetch ResourceClaim {claim_name}: resourceclaims.resource.k8s.io "
+                                   f'"{claim_name}" not found') from e
             raise
         allocation = (claim.get("status") or {}).get("allocation")
         if not allocation:
             raise PrepareError(f"ResourceClaim {claim_name} is not allocated")
         reserved = {r.get("uid") for r in (claim.get("status") or {}).get("reservedFor") or []}
         if meta["uid"] not in reserved:
-            raise PrepareError(f"pod {ns}/{meta['name']} ({meta['uid']}) is not allowed to use ResourceClaim "
+            raise PrepareError(f"pod {meta['name']} ({meta['uid']}) is not allowed to use ResourceClaim "
                                f"{claim_name} ({claim['metadata']['uid']})")
         drivers = tuple(sorted({r["driver"] for r in allocation.get("devices", {}).get("results") or []}))
         requests = tuple(r["name"] for r in claim.get("spec", {}).get("devices", {}).get("requests") or [])
@@ -104,12 +104,14 @@ class ClaimCache:
             try:
                 results = client.prepare(refs)
             except DRACallError as e:
-                raise PrepareError(f"NodePrepareResources failed: {e}") from e
-            failures = []
+                raise PrepareError(f"NodePrepareResources: {e}") from e
+            # Worded as the kubelet's DRA manager words it (pkg/kubelet/cm/dra/manager.go): the first
+            # claim the driver refused, else how many it left unanswered.
+            failures, skipped = [], 0
             for ref in refs:
                 result = results.get(ref.uid)
                 if result is None:
-                    failures.append(f"NodePrepareResources skipped 1 ResourceClaim {ref.name}: no response")
+                    skipped += 1
                 elif result.error:
                     failures.append(f"NodePrepareResources failed for ResourceClaim {ref.name}: "
                                     f"{result.error}")
@@ -119,7 +121,9 @@ class ClaimCache:
                         prepared = PreparedClaim(ref, driver, result.devices, pods={pod_uid})
                         self._prepared.setdefault(ref.uid, {})[driver] = prepared
             if failures:
-                raise PrepareError("; ".join(failures))
+                raise PrepareError(failures[0])
+            if skipped:
+                raise PrepareError(f"NodePrepareResources skipped {skipped} ResourceClaims")
 
     def release(self, pod_uid: str) -> None:
         """Drop the pod's references and NodeUnprepareResources the claims no pod on this node uses."""

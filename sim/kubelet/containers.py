@@ -6,12 +6,16 @@ Images are not pulled and are ignored: the container's ``command`` + ``args`` ru
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,8 +184,17 @@ class RunningProcess:
         return self.popen.wait()
 
 
-def start_process(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> RunningProcess:
+MOUNTNS_HELPER = Path(__file__).resolve().with_name("mountns.py")
+SETUP_TIMEOUT_S = 30.0
+
+
+def start_process(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
+                  mounts: dict[str, Any] | None = None) -> RunningProcess:
+    """Start the container's process. With ``mounts`` (a ``Resolution.mount_plan``), it starts in a
+    private mount namespace set up by the mountns helper, which then execs ``argv`` with ``env``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if mounts is not None:
+        return _start_isolated(argv, env, cwd, log_path, mounts)
     with open(log_path, "ab", buffering=0) as log:
         try:
             popen = subprocess.Popen(
@@ -191,6 +204,60 @@ def start_process(argv: list[str], env: dict[str, str], cwd: Path, log_path: Pat
         except OSError as e:
             raise StartError(f'exec: "{argv[0]}": {e.strerror}') from e
     return RunningProcess(popen=popen, log_path=log_path)
+
+
+def _start_isolated(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
+                    mounts: dict[str, Any]) -> RunningProcess:
+    # The plan (argv, env, mounts) goes through a pipe, not a file: env may hold secrets. The status pipe
+    # reads EOF when the helper's exec succeeded, or the setup error when it did not.
+    plan_r, plan_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        with open(log_path, "ab", buffering=0) as log:
+            try:
+                popen = subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(MOUNTNS_HELPER), str(plan_r), str(status_w)], env={},
+                    cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, close_fds=True, pass_fds=(plan_r, status_w),
+                )  # fmt: skip
+            except OSError as e:
+                raise StartError(f"the mount namespace helper did not start: {e.strerror}") from e
+        os.close(plan_r)
+        plan_r = -1
+        os.close(status_w)
+        status_w = -1
+        with os.fdopen(plan_w, "wb") as f:
+            plan_w = -1
+            f.write(json.dumps({**mounts, "argv": argv, "env": env, "cwd": str(cwd)}).encode())
+        error = _read_until_eof(status_r, SETUP_TIMEOUT_S)
+    except BrokenPipeError:
+        error = _read_until_eof(status_r, SETUP_TIMEOUT_S) or "the mount namespace helper exited early"
+    finally:
+        for fd in (plan_r, plan_w, status_w):
+            if fd >= 0:
+                os.close(fd)
+        os.close(status_r)
+    if error is not None:
+        RunningProcess(popen=popen, log_path=log_path).terminate(0)
+        raise StartError(f"container setup in a private mount namespace failed: {error}")
+    return RunningProcess(popen=popen, log_path=log_path)
+
+
+def _read_until_eof(fd: int, timeout: float) -> str | None:
+    """None at EOF with nothing written (the exec happened), else what the helper wrote."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return f"no exec within {timeout:.0f}s"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return data.decode(errors="replace") if data else None
+        data += chunk
 
 
 def exit_code(returncode: int) -> int:

@@ -18,6 +18,7 @@ from sim.kubelet.cdi import Registry
 from sim.kubelet.claims import ClaimCache
 from sim.kubelet.driverproc import DriverSupervisor
 from sim.kubelet.events import EventRecorder
+from sim.kubelet.mountns import host_unavailable_reason
 from sim.kubelet.nodedirs import NodeDirs
 from sim.kubelet.podworker import PodWorker
 from sim.kubelet.registration import PluginManager
@@ -72,6 +73,10 @@ class Kubelet:
         self.plugins = PluginManager(self.dirs.plugins_registry, self._driver_reachability)
         self.claims = ClaimCache(self.plugins)
         self.cdi = Registry([self.dirs.cdi])
+        # None: containers get a private mount namespace with their CDI device nodes and mounts; else why
+        # not (recorded for the suite, which then skips what depends on it).
+        self.isolation_reason = host_unavailable_reason()
+        self.dirs.write_isolation(self.isolation_reason)
         self.driver: DriverSupervisor | None = None
         self._lock = threading.Lock()
         self._workers: dict[str, PodWorker] = {}

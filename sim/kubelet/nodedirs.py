@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 # sun_path in struct sockaddr_un is 108 bytes including the NUL; gRPC cannot bind or dial longer paths.
 MAX_UNIX_SOCKET_PATH = 107
+ISOLATION_FILE = "container-isolation.json"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,17 @@ class NodeDirs:
     @property
     def pod_logs(self) -> Path:
         return self.root / "pods"
+
+    @property
+    def isolation_file(self) -> Path:
+        """Whether this node's containers get their CDI device nodes and mounts (container-isolation.json)."""
+        return self.root / ISOLATION_FILE
+
+    def write_isolation(self, reason: str | None) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.isolation_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"applied": reason is None, "reason": reason or ""}))
+        os.replace(tmp, self.isolation_file)
 
     def plugin_dir(self, driver_name: str) -> Path:
         return self.plugins / driver_name

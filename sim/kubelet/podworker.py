@@ -157,8 +157,11 @@ class PodWorker:
                 self._prepared = True
                 return True
             except PrepareError as e:
+                # The kubelet's words: its event text around the DRA manager's "prepare dynamic
+                # resources: ..." error.
                 self.kubelet.events.emit(self.pod, "Warning", "FailedPrepareDynamicResources",
-                                         f"Failed to prepare dynamic resources: {e}")
+                                         "Failed to prepare dynamic resources: prepare dynamic resources: "
+                                         f"{e}")
             except Exception as e:  # an API error reading a claim: retried like any sync error
                 log.warning("pod %s/%s: prepare failed: %s", *self.key, e)
             delay = SYNC_BACKOFF_S[min(attempt, len(SYNC_BACKOFF_S) - 1)]
@@ -225,6 +228,8 @@ class PodWorker:
             resolution = self.kubelet.cdi.resolve(ids)
             env = resolution.apply_env(env)
             argv = resolve_argv(spec, env)
+            isolation = self.kubelet.isolation_reason
+            mounts, dropped = resolution.mount_plan() if isolation is None else (None, [])
         except ContainerConfigError as e:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(e)}}
             self.kubelet.events.emit(self.pod, "Warning", "Failed", f"Error: {e}", field_path)
@@ -239,11 +244,17 @@ class PodWorker:
             return False
         log_path = self.log_dir / c.name / f"{c.restart_count}.log"
         (self.log_dir / c.name / f"{c.restart_count}.cdi.json").parent.mkdir(parents=True, exist_ok=True)
+        applied: dict[str, Any] = {"mountNamespace": isolation is None, "hooks": "recorded, not run"}
+        if isolation is not None:
+            applied["notApplied"] = [f"device nodes and mounts: {isolation}"]
+        elif dropped:
+            applied["notApplied"] = dropped
         _write_json(self.log_dir / c.name / f"{c.restart_count}.cdi.json",
-                    {"cdiDevices": ids, "edits": resolution.edits.to_json(), "argv": argv})
+                    {"cdiDevices": ids, "edits": resolution.edits.to_json(), "argv": argv,
+                     "applied": applied})
         cwd = Path(spec["workingDir"]) if spec.get("workingDir") else self.log_dir / c.name
         try:
-            proc = start_process(argv, env, cwd, log_path)
+            proc = start_process(argv, env, cwd, log_path, mounts)
         except StartError as e:
             self._start_failed(c, e, field_path)
             return False
