@@ -172,12 +172,21 @@ def _fields(buf: bytes, msg_name: str) -> list[tuple[int, int, Any]]:
     out: list[tuple[int, int, Any]] = []
     i, n = 0, len(buf)
     while i < n:
-        key, i = _read_varint(buf, i, msg_name)
+        # one-byte varints (nearly every key and length) are read inline: this loop is the hot path
+        key = buf[i]
+        if key < 0x80:
+            i += 1
+        else:
+            key, i = _read_varint(buf, i, msg_name)
         number, wire = key >> 3, key & 7
         if wire == 0:
             value, i = _read_varint(buf, i, msg_name)
         elif wire == 2:
-            size, i = _read_varint(buf, i, msg_name)
+            size = buf[i] if i < n else 0x80
+            if size < 0x80:
+                i += 1
+            else:
+                size, i = _read_varint(buf, i, msg_name)
             if i + size > n:
                 raise bad_request(f"protobuf body is truncated inside field {number} of {msg_name}")
             value, i = buf[i : i + size], i + size
@@ -490,23 +499,28 @@ def _decode_message(buf: bytes, msg: Message, path: str) -> dict[str, Any]:
         f = msg.by_number.get(number)
         if f is None:
             raise _unknown_field(msg.name, number, path)
-        where = f"{path}.{f.json}" if path else f.json
+        # the path of a field is only spelled out where it is needed (nested values, errors)
         if f.map:
             if wire != 2:
                 raise _wrong_wire(msg.name, number, wire, path)
-            key, value = _map_entry(f, raw, where, msg.name)
+            key, value = _map_entry(f, raw, _join(path, f.json), msg.name)
             values.setdefault(number, {})[key] = value
             continue
         if wire != f.wire:
             if f.repeated and wire == 2 and f.wire in (0, 1, 5):  # packed (proto3 writers)
                 items = values.setdefault(number, [])
-                items.extend(_unpack(f, raw, where, msg.name))
+                items.extend(_unpack(f, raw, _join(path, f.json), msg.name))
                 continue
             raise _wrong_wire(msg.name, number, wire, path)
-        if f.wire == 2 and f.type not in ("string", "bytes"):
-            value = _value(f, f.type, f.message, raw, where)
+        if f.type == "string":
+            try:
+                value = raw.decode()
+            except UnicodeDecodeError:
+                raise bad_request(f"{_join(path, f.json)}: a protobuf string is not valid UTF-8") from None
+        elif f.wire == 2 and f.type != "bytes":
+            value = _value(f, f.type, f.message, raw, _join(path, f.json))
         else:
-            value = _scalar(f, wire, raw, where)
+            value = _scalar(f, wire, raw, "")
         if f.repeated:
             values.setdefault(number, []).append(value)
         else:
@@ -581,7 +595,6 @@ def _encode_message(obj: Any, msg: Message, path: str, inlined: bool = False) ->
         )
     out = bytearray()
     for f in msg.by_wire:
-        where = f"{path}.{f.json}" if path else f.json
         if f.inline:
             sub = _encode_message(obj, f.message, path, inlined=True)  # type: ignore[arg-type]
             out += f.tag + _varint_bytes(len(sub)) + sub
@@ -589,6 +602,7 @@ def _encode_message(obj: Any, msg: Message, path: str, inlined: bool = False) ->
         value = obj.get(f.json)
         if f.map:
             if value:
+                where = _join(path, f.json)
                 if not isinstance(value, dict):
                     raise bad_request(f"{where}: expected a map")
                 for key in sorted(value):
@@ -597,6 +611,7 @@ def _encode_message(obj: Any, msg: Message, path: str, inlined: bool = False) ->
             continue
         if f.repeated:
             if value:
+                where = _join(path, f.json)
                 if not isinstance(value, list):
                     raise bad_request(f"{where}: expected a list")
                 for i, item in enumerate(value):
@@ -604,8 +619,19 @@ def _encode_message(obj: Any, msg: Message, path: str, inlined: bool = False) ->
             continue
         if value is None and (f.pointer or f.type == "bytes"):
             continue
-        out += _encode_field(f, f.type, f.message, value, where)
+        if f.type in _SCALAR_WIRE:
+            try:
+                out += f.tag + _encode_scalar(f.type, value, "")
+            except ApiError:
+                _encode_scalar(f.type, value, _join(path, f.json))  # the same error, with its path
+                raise
+            continue
+        out += _encode_field(f, f.type, f.message, value, _join(path, f.json))
     return bytes(out)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
 
 
 def _encode_map_entry(f: Field, key: str, value: Any, where: str) -> bytes:
