@@ -209,7 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.connection.settimeout(limits.write_timeout)
                 self.wfile.write(_HEADER_TOO_LARGE)
             except OSError:
-                pass
+                return
+            self._linger()
 
     def handle_expect_100(self) -> bool:
         # Refuse before inviting the body, so a refused body is never sent.
