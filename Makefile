@@ -13,7 +13,7 @@ KUBECONFIG_PATH ?=
 REPORT_DIR ?= reports
 CONFORMANCE_ARGS ?=
 
-.PHONY: help setup test lint unit conformance bench protos image chart clean
+.PHONY: help setup cel test lint unit conformance bench protos image chart clean
 
 help:
 	@echo "make conformance   run the GPU-sharing conformance suite (CLUSTER=auto|kind|existing|sim)"
@@ -28,22 +28,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,kind]'
 	@touch $(STAMP)
 
-setup: $(STAMP)
+# The sim's CEL library (upstream's DRA CEL environment, Go, sim/celgo): built once per source version
+# into ~/.cache/gpu-share-conformance/ (needs Go; exit 4 with the fix when it is missing).
+cel: $(STAMP)
+	$(BIN)/python -m sim.celbuild
+
+setup: $(STAMP) cel
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: lint
+test: lint cel
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
 		driver/api/dra_v1.proto driver/api/dra_v1beta1.proto driver/api/pluginregistration.proto
 
-bench: $(STAMP)
+bench: $(STAMP) cel
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-conformance: $(STAMP)
+conformance: $(STAMP) cel
 	$(BIN)/python -m pytest conformance/scenarios -p no:hypothesispytest \
 		--cluster=$(CLUSTER) --driver-profile=$(DRIVER_PROFILE) \
 		$(if $(GPUS),--gpus=$(GPUS)) $(if $(KUBECONFIG_PATH),--kubeconfig=$(KUBECONFIG_PATH)) \

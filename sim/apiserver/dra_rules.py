@@ -7,13 +7,14 @@ sim/quantity.py, the one home for quantity maths.
 
 from __future__ import annotations
 
+import contextvars
 import itertools
 import math
 import re
 from decimal import Decimal
 from typing import Any
 
-from ..cel import CelCompileError, compile_selector
+from ..cel import validate_selector
 from ..config import SimConfig
 from ..quantity import parse_quantity
 from .errors import field_cause
@@ -42,6 +43,12 @@ MAX_VALID_VALUES = 10
 MAX_CEL_LENGTH = 10 * 1024
 
 Causes = list[dict[str, str]]
+# (DRAConsumableCapacity, DRAListTypeAttributes) for CEL selectors of the object being validated: the
+# new-expressions CEL environment depends on them. Set by validate().
+_cel_gates: contextvars.ContextVar[tuple[bool, bool]] = contextvars.ContextVar(
+    "cel_gates", default=(True, False))
+_CEL_REASONS = {"Invalid": "FieldValueInvalid", "Forbidden": "FieldValueForbidden",
+                "Required": "FieldValueRequired", "InternalError": "InternalError"}
 
 
 def _bad(causes: Causes, path: str, message: str, reason: str = "FieldValueInvalid") -> None:
@@ -426,10 +433,19 @@ def _validate_selectors(causes: Causes, path: str, selectors: Any) -> None:
                 "FieldValueTooLong",
             )
         else:
-            try:
-                compile_selector(expr)
-            except CelCompileError as e:
-                _bad(causes, f"{path}[{i}].cel.expression", f"Invalid value: {expr!r}: {e}")
+            consumable, lists = _cel_gates.get()
+            problem = validate_selector(expr, consumable_capacity=consumable, list_type_attributes=lists)
+            if problem is None:
+                continue
+            if problem.reason == "Invalid":
+                message = f"Invalid value: {expr!r}: {problem.detail}"
+            elif problem.reason == "Forbidden":
+                message = f"Forbidden: {problem.detail}"
+            elif problem.reason == "Required":
+                message = f"Required value: {problem.detail}"
+            else:
+                message = f"Internal error: {problem.detail}"
+            _bad(causes, f"{path}[{i}].cel.expression", message, _CEL_REASONS[problem.reason])
 
 
 def _validate_exact(causes: Causes, path: str, req: dict[str, Any]) -> None:
@@ -633,6 +649,14 @@ def _validate_claim_status(causes: Causes, status: dict[str, Any], names: set[st
 
 
 def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, config: SimConfig) -> Causes:
+    token = _cel_gates.set((config.gate("DRAConsumableCapacity"), config.gate("DRAListTypeAttributes")))
+    try:
+        return _validate(rt, obj, old, config)
+    finally:
+        _cel_gates.reset(token)
+
+
+def _validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, config: SimConfig) -> Causes:
     causes: Causes = []
     if rt.kind == "ResourceSlice":
         causes += validate_slice(obj, config)
