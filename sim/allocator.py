@@ -12,6 +12,7 @@ limit with its backtracking signal.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -127,7 +128,7 @@ class DeviceRef:
         self.capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
         self.cap_values = {k: parse_quantity_cached(v.get("value", "0")).value
                            for k, v in self.capacity.items()}
-        self.cap_sig = json.dumps(self.capacity, sort_keys=True) if self.capacity else ""
+        self.cap_sig: str | None = None  # content key of `capacity`, made when first needed
         self.multi = bool(device.get("allowMultipleAllocations"))
         self.counters = consumes(device)
         self.index = index  # position in the node's device list
@@ -295,6 +296,8 @@ class _Search:
     def _consumed(self, req: _Request, dev: DeviceRef) -> dict[str, Quantity] | None:
         if dev.index in req.consumed:
             return req.consumed[dev.index]
+        if dev.cap_sig is None:
+            dev.cap_sig = json.dumps(dev.capacity, sort_keys=True) if dev.capacity else ""
         hit = req.consumed[dev.index] = _consumption(req.capacity_requests, req.asks_sig, dev.capacity,
                                                      dev.cap_sig)
         return hit
@@ -615,6 +618,15 @@ def _allocation_for(search: _Search, ci: int, node_name: str) -> dict[str, Any]:
     return allocation
 
 
+def _allow_depth(search: _Search) -> None:
+    """The search recurses once per device, request and claim (as upstream's allocateOne does); make
+    sure Python's recursion limit covers the deepest path of this pod, e.g. 128 claims of 32 devices."""
+    depth = 100 + sum(2 + sum(3 + max(r.num_devices for r in alts) for alts in claim_plan)
+                      for claim_plan in search.plan)
+    if depth + 200 > sys.getrecursionlimit():
+        sys.setrecursionlimit(depth + 1000)  # never lowered: other threads may be deep too
+
+
 def allocate(
     claims: list[Mapping[str, Any]],
     node: Mapping[str, Any],
@@ -638,6 +650,7 @@ def allocate(
         devices = pool_devices(pools, node)
     search = _Search(list(claims), pools, devices, state, features, cache or SelectorCache(), new_uuid)
     _prepare(search, classes)
+    _allow_depth(search)
     try:
         done = search.allocate_one(0, 0, 0, 0, False, 0)
     except _MaxResultsExceeded:

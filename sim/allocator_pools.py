@@ -101,6 +101,7 @@ class Pool:
     invalid_reason: str = ""
     counter_sets: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     other_slices: list[Mapping[str, Any]] = field(default_factory=list)
+    cross_node: bool = False  # judged from slices beyond the node's own (a cache of it depends on them)
 
     @property
     def usable(self) -> bool:
@@ -169,18 +170,28 @@ def _invalid_reason(device_slices: list[Mapping[str, Any]], counter_slices: list
 
 
 def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any],
-                 partitionable: bool = True) -> list[Pool]:
+                 partitionable: bool = True,
+                 all_slices: Iterable[Mapping[str, Any]] | None = None) -> list[Pool]:
     """Pools visible from `node`, sorted by driver then pool name; slices in a pool sorted by name.
 
     As upstream's GatherPools: only the newest generation counts; a pool whose published slices do
     not add up to `resourceSliceCount` is incomplete (an obsolete generation is dropped); duplicate
     device names, duplicate counter sets and devices consuming counters a pool does not define make
-    it invalid.
+    it invalid. `all_slices` (default: `slices`) is every slice of the cluster, consulted as upstream
+    does when the node's view of a pool looks incomplete.
     """
-    all_slices = list(slices)
+    slices = list(slices)
+    everything_known = slices if all_slices is None else list(all_slices)
+    node_name = (node.get("metadata") or {}).get("name")
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for s in all_slices:
-        if not _targets_node(_spec(s), node, partitionable):
+    for s in slices:
+        spec = _spec(s)
+        slice_node = spec.get("nodeName")
+        if slice_node and not spec.get("sharedCounters") and (
+                partitionable or spec.get("perDeviceNodeSelection") is None):
+            if slice_node != node_name:  # the common case: a device slice of some node
+                continue
+        elif not _targets_node(spec, node, partitionable):
             continue
         key = _pool_key(s)
         group = groups.get(key)
@@ -195,12 +206,12 @@ def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any],
         want = _slice_count(group[0])
         everything: list[Mapping[str, Any]] | None = None
         if len(group) != want:
-            same_gen = [s for s in all_slices if _pool_key(s) == key and _generation(s) >= gen]
+            same_gen = [s for s in everything_known if _pool_key(s) == key and _generation(s) >= gen]
             if any(_generation(s) > gen for s in same_gen):
                 continue  # the driver is replacing this generation: ignore the old one
             everything = same_gen
             if len(everything) != want:
-                result.append(Pool(key[0], key[1], gen, incomplete=True))
+                result.append(Pool(key[0], key[1], gen, incomplete=True, cross_node=True))
                 continue
         group.sort(key=lambda s: (s.get("metadata") or {}).get("name", ""))
         if partitionable:
@@ -213,8 +224,9 @@ def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any],
         counter_sets: dict[str, Mapping[str, Any]] = {}
         reason = _invalid_reason(device_slices, counter_slices, other, partitionable, counter_sets)
         if reason:
-            result.append(Pool(key[0], key[1], gen, invalid=True, invalid_reason=reason))
+            result.append(Pool(key[0], key[1], gen, invalid=True, invalid_reason=reason,
+                               cross_node=everything is not None))
             continue
         result.append(Pool(key[0], key[1], gen, device_slices, counter_sets=counter_sets,
-                           other_slices=other))
+                           other_slices=other, cross_node=everything is not None))
     return result

@@ -233,7 +233,13 @@ class Scheduler(WatchLoop):
         for obj in (old, s):
             if obj is None:
                 continue
-            node = (obj.get("spec") or {}).get("nodeName")
+            spec = obj.get("spec") or {}
+            pool_key = (spec.get("driver", ""), (spec.get("pool") or {}).get("name", ""))
+            for cached_node, (cached_pools, _) in list(self._pools_cache.items()):
+                # A node whose view of this pool was judged from other nodes' slices depends on it too.
+                if any(p.cross_node and (p.driver, p.name) == pool_key for p in cached_pools):
+                    self._pools_cache.pop(cached_node, None)
+            node = spec.get("nodeName")
             if node:
                 self._node_slices.setdefault(node, set()).discard(k)
                 self._pools_cache.pop(node, None)
@@ -257,7 +263,9 @@ class Scheduler(WatchLoop):
             slices = [self.cache[SLICES][sk] for sk in
                       sorted(self._node_slices.get(name, set()) | self._global_slices)
                       if sk in self.cache[SLICES]]
-            pools = gather_pools(slices, node, self.features.partitionable_devices)
+            # Every slice of the cluster, for a pool that looks incomplete from this node.
+            pools = gather_pools(slices, node, self.features.partitionable_devices,
+                                 all_slices=self.cache[SLICES].values())
             hit = self._pools_cache[name] = (pools, pool_devices(pools, node))
         return hit
 

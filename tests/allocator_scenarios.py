@@ -2,10 +2,10 @@
 
 Shared by tests/test_allocator_properties.py (a small derandomized set) and
 benchmarks/bench_allocator_properties.py (10,000+ scenarios). A scenario is one node with one or two
-pools of shared and exclusive devices (consumable capacity with and without request policies,
-shared counters), existing allocations made by the allocator itself (some with admin access), and
-the claims of one pod (counts, allocationMode All, firstAvailable, capacity requests, admin access,
-matchAttribute and distinctAttribute constraints).
+pools of shared and exclusive devices (consumable capacity with and without request policies, shared
+counters; now and then an incomplete or an invalid pool), existing allocations made by the allocator
+itself (some with admin access), and the claims of one pod (counts, allocationMode All,
+firstAvailable, capacity requests, admin access, matchAttribute and distinctAttribute constraints).
 """
 
 from __future__ import annotations
@@ -78,9 +78,13 @@ def _slices(rng: random.Random) -> list[dict[str, Any]]:
         pool = f"pool-{p}"
         counter_sets = [f"cs-{i}" for i in range(rng.choice([0, 0, 1, 2]))]
         devices = [_device(rng, f"gpu-{p}-{i}", counter_sets) for i in range(rng.randint(2, 6))]
+        if rng.random() < 0.04:  # a device consuming a counter set the pool lacks: an invalid pool
+            devices[-1]["consumesCounters"] = [{"counterSet": "cs-missing",
+                                                "counters": {"mem": {"value": "1Gi"}}}]
         split = rng.random() < 0.3 and len(devices) > 1
         groups = [devices[: len(devices) // 2], devices[len(devices) // 2:]] if split else [devices]
-        count = len(groups) + (1 if counter_sets else 0)
+        # Now and then a slice is still missing: an incomplete pool.
+        count = len(groups) + (1 if counter_sets else 0) + (1 if rng.random() < 0.04 else 0)
         for i, group in enumerate(groups):
             out.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
                         "metadata": {"name": f"{pool}-dev-{i}", "uid": f"{pool}-dev-{i}",

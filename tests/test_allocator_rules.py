@@ -354,6 +354,17 @@ CASES: dict[str, Case] = {
              "capacity": {"gpu.example.com/memory": {"value": "8Gi"}}}),
         [claim("a", ("gpu", exactly(capacity={"gpu.example.com/memory": "2Gi"})))],
         want=[[("gpu", "gpu-0", None)]]),
+    "r8-duplicate-counter-set-makes-pool-invalid": Case(
+        [{**c, "metadata": {"name": f"node-1-counters-{i}"},
+          "spec": {**c["spec"], "pool": {**c["spec"]["pool"], "resourceSliceCount": 3}}}
+         for i, c in enumerate([counters_pool()[0]] * 2)]
+        + [slice_("node-1-gpus", [part("gpu-0", "8Gi")], count=3)],
+        [claim("a", ("gpu", exactly()))], reason="invalid resource pools were encountered"),
+    "r1-obsolete-generation-ignored": Case(
+        [slice_("old", [device("gpu-0")], generation=1, count=2),
+         slice_("new", [device("gpu-1")], node="node-2", pool="node-1", generation=2)],
+        # Ignored, not "being updated": an All request finds nothing instead of failing on the pool.
+        [claim("a", ("gpu", exactly(mode="All")))], reason="cannot allocate all claims"),
 }
 
 
@@ -410,3 +421,11 @@ def test_node_local_result_pins_node() -> None:
                    {"gpu.example.com": device_class()}, AllocatedState())
     assert out.allocations[0]["nodeSelector"] == {"nodeSelectorTerms": [{"matchFields": [
         {"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}]}
+
+
+def test_deep_pod_does_not_hit_the_recursion_limit() -> None:
+    """The search recurses per device; a pod of many claims of many devices must still be decided."""
+    devices = [device(f"gpu-{i}", multi=False) for i in range(60 * 16)]
+    claims = [claim(f"c{i}", ("gpu", exactly(count=16))) for i in range(60)]
+    out = allocate(claims, node(), one(*devices), {"gpu.example.com": device_class()}, AllocatedState())
+    assert out.ok and sum(len(a["devices"]["results"]) for a in out.allocations) == 960
