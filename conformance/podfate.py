@@ -73,11 +73,13 @@ def prepare_cause(message: str) -> Cause:
     return Cause(False, "pending", "its claims are not prepared yet", detail)
 
 
-def _container_cause(status: dict[str, Any], restart_policy: str) -> Cause | None:
+def _container_cause(status: dict[str, Any], restart_policy: str, init: bool = False) -> Cause | None:
     name = status.get("name", "")
     state = status.get("state") or {}
     waiting = state.get("waiting") or {}
     terminated = state.get("terminated")
+    if init and terminated is not None and terminated.get("exitCode") == 0:
+        return None  # an init container is done when it exits 0
     restarts = status.get("restartCount") or 0
     if waiting.get("reason") in _CREATE_FAILED:
         return Cause(True, "create-failed", f"its container {name} could not be created "
@@ -100,8 +102,10 @@ def cause_of(pod: dict[str, Any] | None, events: list[dict[str, Any]]) -> Cause 
         return Cause(True, "gone", "was deleted before it ran")
     status = pod.get("status") or {}
     policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
-    for cstatus in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
-        found = _container_cause(cstatus, policy)
+    statuses = [(c, True) for c in status.get("initContainerStatuses") or []] + \
+        [(c, False) for c in status.get("containerStatuses") or []]
+    for cstatus, init in statuses:
+        found = _container_cause(cstatus, policy, init)
         if found is not None:
             return found
     if status.get("phase") in ("Failed", "Succeeded"):

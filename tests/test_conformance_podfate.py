@@ -81,6 +81,15 @@ def test_an_exited_container_is_final():
     assert cause.final and "exited with code 3 (Error)" in cause.text
 
 
+def test_a_finished_init_container_is_not_a_cause():
+    init = {"name": "setup", "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    p = pod(containers=[{"name": "ctr", "restartCount": 0,
+                         "state": {"waiting": {"reason": "PodInitializing"}}}])
+    p["status"]["initContainerStatuses"] = [init]
+    assert cause_of(p, []) is None
+
+
 def test_a_crash_loop_is_final():
     status = {"name": "ctr", "restartCount": 2, "lastState": {"terminated": {"exitCode": 1}},
               "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
