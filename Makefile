@@ -4,8 +4,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# $(call q,TEXT): TEXT as one single-quoted shell word (for paths such as the venv's, which may hold spaces).
+q = '$(subst ','\'',$(1))'
 
-# make conformance knobs (forwarded to the pytest plugin)
+# make conformance knobs. They reach the suite through the environment of one Python entry point
+# (python -m conformance builds pytest's argv from them), never through the shell's word splitting:
+# a value with spaces, quotes or ';' is one argument and nothing in it runs.
 CLUSTER ?= auto
 DRIVER_PROFILE ?= reference
 GPUS ?=
@@ -38,8 +42,10 @@ setup: $(STAMP) cel
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# PYTEST_ARGS is split by Python's shlex, never by /bin/sh.
+test: export PYTEST_ARGS := $(PYTEST_ARGS)
 test: lint cel
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(call q,$(BIN)/python) -c 'import os, shlex, sys, pytest; sys.exit(pytest.main(["-q", *shlex.split(os.environ["PYTEST_ARGS"])]))'
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
@@ -48,11 +54,14 @@ protos: $(STAMP)
 bench: $(STAMP) cel
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+conformance: export CONFORMANCE_CLUSTER := $(CLUSTER)
+conformance: export CONFORMANCE_DRIVER_PROFILE := $(DRIVER_PROFILE)
+conformance: export CONFORMANCE_GPUS := $(GPUS)
+conformance: export CONFORMANCE_KUBECONFIG := $(KUBECONFIG_PATH)
+conformance: export CONFORMANCE_REPORT_DIR := $(REPORT_DIR)
+conformance: export CONFORMANCE_ARGS := $(CONFORMANCE_ARGS)
 conformance: $(STAMP) cel
-	$(BIN)/python -m pytest conformance/scenarios -p no:hypothesispytest \
-		--cluster=$(CLUSTER) --driver-profile=$(DRIVER_PROFILE) \
-		$(if $(GPUS),--gpus=$(GPUS)) $(if $(KUBECONFIG_PATH),--kubeconfig=$(KUBECONFIG_PATH)) \
-		--report-dir=$(REPORT_DIR) --junitxml=$(REPORT_DIR)/junit.xml $(CONFORMANCE_ARGS)
+	$(call q,$(BIN)/python) -m conformance
 
 image:
 	$(MAKE) -C deployments/container build

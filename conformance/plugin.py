@@ -1,18 +1,29 @@
 """The pytest plugin behind ``make conformance``.
 
 Loaded by ``conformance/scenarios/conftest.py``, so ``pytest conformance/scenarios`` is the whole
-command. It parses the options, brings up the cluster through a provider, runs preflight, gives each
-scenario a ``scenario`` fixture that cleans up after it, and writes report.json and report.md.
-Bad input stops the run before anything is created, with one sentence naming the problem and the fix.
+command. It checks every input before anything starts (``conformance.validate``), brings up the cluster
+through a provider, runs preflight, gives each scenario a ``scenario`` fixture that cleans up after it,
+and writes report.json and report.md.
+
+A verdict is complete or it is not a verdict: an interrupted run (SIGINT, SIGTERM, SIGHUP, the
+``--run-timeout``), a run stopped by an error of the suite itself, or one whose cluster never came up
+is INCOMPLETE, never PASS. Teardown runs in order whatever stopped the run: the scenarios' fixtures,
+then the driver, then the cluster; signals that arrive while it runs are noted, not obeyed, and a
+SIGKILL still leaves nothing behind because the sim dies with this process.
+
+Exit codes: 0 PASS, 1 FAIL, 3 INCOMPLETE, 4 bad input (see docs/reading-the-report.md).
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import importlib
 import shutil
-import subprocess
+import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -26,11 +37,12 @@ from kubernetes.client.exceptions import ApiException
 from conformance import report as report_mod
 from conformance.inventory import by_node
 from conformance.kube import Kube, api_message, raw
+from conformance.options import OPTIONS, SHARED_OPTIONS, dest
 from conformance.preflight import FatalPreflight, check_dra_api, run_preflight
-from conformance.profiles import ProfileError, load_profile
 from conformance.providers.base import Provider, ProviderConfig, ProviderError
 from conformance.session import Suite
-from conformance.templates import CLAIMS_DIR, TemplateError, load_templates, schema_version
+from conformance.templates import TemplateError, load_templates, schema_version
+from conformance.validate import BadInput, Inputs, check
 from conformance.workloads import NAMESPACE_PREFIX, Scenario
 
 PROVIDERS = {
@@ -38,42 +50,23 @@ PROVIDERS = {
     "kind": "conformance.providers.kind:KindProvider",
     "existing": "conformance.providers.existing:ExistingProvider",
 }
-EXIT_BAD_INPUT = 4
+EXIT_BAD_INPUT = report_mod.EXIT_CODES["error"]
+EXIT_INCOMPLETE = report_mod.EXIT_CODES["incomplete"]
 _STATE = pytest.StashKey["ConformanceRun"]()
+# What a check may raise to say the driver is wrong; anything else is an error of the suite itself.
+DRIVER_FAILURES: tuple[type[BaseException], ...] = (AssertionError, pytest.fail.Exception)
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "GPU-sharing DRA conformance")
-    group.addoption("--cluster", choices=("auto", "kind", "existing", "sim"), default="auto",
-                    help="where to run: kind, an existing cluster (--kubeconfig), sim, or auto "
-                         "(existing when "
-                         "--kubeconfig is given, kind when a container engine answers, else sim)")
-    group.addoption("--driver-profile", default="reference",
-                    help="driver profile: a name in fixtures/drivers or a path (default: reference)")
-    group.addoption("--gpus", default=None, help="mock GPU profile for kind/sim (name in "
-                                                 "fixtures/gpus or path)")
-    group.addoption("--report-dir", default="reports", help="where report.json and report.md go")
-    group.addoption("--claim-templates", default=str(CLAIMS_DIR),
-                    help="directory of ResourceClaimTemplates to validate and use (default: the seed's)")
-    group.addoption("--wait-timeout", type=float, default=None,
-                    help="bound in seconds for each wait (default 120, 20 on sim)")
-    group.addoption("--settle-seconds", type=float, default=None,
-                    help="how long a rejected pod must stay unscheduled (default 5, 1 on sim)")
-    group.addoption("--allow-busy-gpus", action="store_true",
-                    help="existing: run even if GPUs under test already hold allocations")
-    group.addoption("--nodes", default="node-1,node-2", help="sim: node names (comma separated)")
-    group.addoption("--sim-driver-command", default=None,
-                    help="sim: command that starts the driver instead of 'python -m driver' (broken "
-                         "variants)")
-    group.addoption("--sim-feature-gates", default="",
-                    help="sim: apiserver/scheduler feature gates, e.g. DRAConsumableCapacity=false")
-    group.addoption("--sim-kube-version", default=None, help="sim: Kubernetes version to emulate")
+    for flag, kw in OPTIONS:
+        group.addoption(flag, **kw)
     # pytest-kind registers --keep-cluster and --kubeconfig with the same meaning; share them.
     kind_group = parser.getgroup("kind")
-    for opt, kw in (("--keep-cluster", {"action": "store_true", "help": "keep the cluster after the run"}),
-                    ("--kubeconfig", {"default": None, "help": "kubeconfig of an existing cluster"})):
+    for flag, kw in SHARED_OPTIONS:
         with contextlib.suppress(ValueError):
-            kind_group.addoption(opt, **kw)
+            kind_group.addoption(flag, **kw)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -81,76 +74,129 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{cap}: capability '{cap}': {desc}")
     if config.option.help:
         return
+    opts = {dest(flag): config.getoption(dest(flag)) for flag, _ in (*OPTIONS, *SHARED_OPTIONS)}
     try:
-        profile = load_profile(config.getoption("driver_profile"))
-    except ProfileError as exc:
+        inputs = check(opts)
+    except BadInput as exc:
+        _write_bad_input_report(Path(opts["report_dir"] or "reports"), str(exc), opts)
         raise pytest.UsageError(str(exc)) from None
-    config.stash[_STATE] = ConformanceRun(config, profile)
+    run = ConformanceRun(config, inputs)
+    config.stash[_STATE] = run
+    run.install_signal_handlers()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _STATE in config.stash:
+        _run(config).restore_signal_handlers()
+
+
+def _write_bad_input_report(report_dir: Path, message: str, opts: dict[str, Any]) -> None:
+    """A report that says why the run did not start, unless the report dir itself is the bad input."""
+    if report_dir.exists() and not report_dir.is_dir():
+        return
+    meta = {"driver_profile": opts.get("driver_profile"),
+            "started": datetime.now(UTC).isoformat(timespec="seconds")}
+    with contextlib.suppress(OSError):
+        report_mod.write(report_dir, report_mod.build(meta, [], [], message))
 
 
 class ConformanceRun:
     """Owns the provider and the report for one pytest session."""
 
-    def __init__(self, config: pytest.Config, profile: Any) -> None:
+    def __init__(self, config: pytest.Config, inputs: Inputs) -> None:
         self.config = config
-        self.profile = profile
+        self.inputs = inputs
+        self.profile = inputs.profile
         self.provider: Provider | None = None
         self.suite: Suite | None = None
-        self.error: str | None = None
+        self.error: str | None = None              # why the run stopped before the scenarios
+        self.exit_code: int | None = None          # with error: 4 bad input, 3 the run could not go on
+        self.attempted = False                     # a scenario asked for the cluster
+        self.interrupted: str | None = None        # the signal (or run timeout) that stopped the run
+        self.timed_out = False
+        self.incomplete: list[str] = []            # errors of the suite itself, teardown included
+        self.teardown_notes: list[str] = []
         self.checks: list[report_mod.CheckResult] = []
-        self.meta: dict[str, Any] = {"driver_profile": profile.name, "driver_name": profile.driver,
+        self.meta: dict[str, Any] = {"driver_profile": self.profile.name, "driver_name": self.profile.driver,
                                      "started": datetime.now(UTC).isoformat(timespec="seconds")}
         self.t0 = time.monotonic()
-        self.work_dir = Path(tempfile.mkdtemp(prefix="gsc-"))
+        self.work_dir: Path | None = None          # made when the cluster starts, never before
         self.report_dir = Path(config.getoption("report_dir"))
         self.paths: tuple[Path, Path] | None = None
+        self._finished = False
+        self._old_handlers: dict[int, Any] = {}
+        self._timer: threading.Timer | None = None
+
+    # ---- signals --------------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in _INTERRUPTS:
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        bound = self.opt("run_timeout")
+        if bound:
+            self._timer = threading.Timer(bound, self._on_run_timeout)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def restore_signal_handlers(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for sig, old in self._old_handlers.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(sig, old)
+        self._old_handlers.clear()
+
+    def _on_run_timeout(self) -> None:
+        self.timed_out = True
+        _thread.interrupt_main(signal.SIGINT)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = f"the run timeout ({self.opt('run_timeout'):g}s)" if self.timed_out and \
+            self.interrupted is None else signal.Signals(signum).name
+        if self.interrupted is None and not self._tearing_down:
+            self.interrupted = name
+            raise KeyboardInterrupt(name)
+        # Teardown is running (or a first signal already stopped the run): finish cleaning up.
+        self.interrupted = self.interrupted or name
+        with contextlib.suppress(OSError):
+            sys.stderr.write(f"\nconformance: {name} received; cleaning up before exiting (the cluster and "
+                             "everything it started stop with this process even if it is killed).\n")
+
+    _tearing_down = False
 
     # ---- start-up -------------------------------------------------------------------------------
     def opt(self, name: str) -> Any:
         return self.config.getoption(name)
 
-    def choose_provider(self) -> str:
-        cluster = self.opt("cluster")
-        if cluster != "auto":
-            return cluster
-        if self.opt("kubeconfig"):
-            return "existing"
-        if _container_engine_answers():
-            return "kind"
-        return "sim"
-
-    def fail_early(self, message: str) -> None:
+    def fail_early(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
         self.error = message
-        pytest.exit(message, returncode=EXIT_BAD_INPUT)
+        self.exit_code = code
+        # From here pytest unwinds to the teardown; a signal now must not replace this exit with an
+        # uncaught KeyboardInterrupt (pytest handles only one of them).
+        self._tearing_down = True
+        pytest.exit(message, returncode=code)
 
     def start(self) -> Suite:
         if self.suite is not None:
             return self.suite
         if self.error:
-            pytest.exit(self.error, returncode=EXIT_BAD_INPUT)
-        name = self.choose_provider()
-        kubeconfig = self.opt("kubeconfig")
-        if name == "existing":
-            if not kubeconfig:
-                self.fail_early("--cluster existing needs --kubeconfig PATH; pass the kubeconfig of "
-                                "the cluster to test.")
-            if not Path(kubeconfig).is_file():
-                self.fail_early(f"kubeconfig {kubeconfig} does not exist; pass --kubeconfig with "
-                                "the path of an existing kubeconfig file.")
+            pytest.exit(self.error, returncode=self.exit_code or EXIT_BAD_INPUT)
+        self.attempted = True
+        inputs = self.inputs
+        name = inputs.provider
+        kubeconfig = inputs.kubeconfig
         simulated = name == "sim"
         wait_timeout = self.opt("wait_timeout") or (20.0 if simulated else 120.0)
         settle = self.opt("settle_seconds")
         settle = settle if settle is not None else (1.0 if simulated else 5.0)
-        gates = {}
-        for item in filter(None, (self.opt("sim_feature_gates") or "").split(",")):
-            key, _, value = item.partition("=")
-            gates[key.strip()] = value.strip().lower() in ("1", "true", "on", "yes")
+        self.work_dir = Path(tempfile.mkdtemp(prefix="gsc-"))
         config = ProviderConfig(
-            profile=self.profile, work_dir=self.work_dir,
-            kubeconfig=Path(kubeconfig) if kubeconfig else None, gpus=self.opt("gpus"),
-            nodes=tuple(n for n in self.opt("nodes").split(",") if n), keep_cluster=self.opt("keep_cluster"),
-            allow_busy_gpus=self.opt("allow_busy_gpus"), driver_command=self.opt("sim_driver_command"),
-            feature_gates=gates, kube_version=self.opt("sim_kube_version"))
+            profile=self.profile, work_dir=self.work_dir, kubeconfig=kubeconfig, gpus=inputs.gpus,
+            nodes=inputs.nodes or tuple(n for n in self.opt("nodes").split(",") if n),
+            keep_cluster=self.opt("keep_cluster"), allow_busy_gpus=self.opt("allow_busy_gpus"),
+            driver_command=inputs.driver_command, feature_gates=inputs.feature_gates,
+            kube_version=inputs.kube_version)
         self.meta["provider"] = name
         try:
             module, _, cls_name = PROVIDERS[name].partition(":")
@@ -161,7 +207,9 @@ class ConformanceRun:
             self.provider = provider_cls(config)
             handle = self.provider.start()
         except ProviderError as exc:
-            self.fail_early(str(exc))
+            # Inputs were checked already: a cluster that does not come up is not the driver's fault,
+            # and no verdict can be given.
+            self.fail_early(str(exc), EXIT_INCOMPLETE)
         if handle.simulated:
             why = " (auto: no container engine answered, so no kind)" if self.opt("cluster") == "auto" else ""
             self._loud(report_mod.SIMULATED_BANNER + why)
@@ -177,17 +225,19 @@ class ConformanceRun:
         except Exception as exc:  # connection refused, DNS, TLS: urllib3 raises several types
             server = kube.api.configuration.host
             self.fail_early(f"cannot reach the cluster at {server} ({type(exc).__name__}); check that it is "
-                            "running and that the kubeconfig points at it.")
+                            "running and that the kubeconfig points at it.", EXIT_INCOMPLETE)
         self.meta["kubernetes_version"] = version.get("gitVersion") or handle.kubernetes_version
         try:
             check_dra_api(kube)
         except FatalPreflight as exc:
             self.fail_early(str(exc))
         schema = schema_version(self.meta["kubernetes_version"])
-        try:
-            templates = load_templates(Path(self.opt("claim_templates")), schema)
-        except TemplateError as exc:
-            self.fail_early(str(exc))
+        templates = inputs.templates
+        if schema != inputs.schema:
+            try:
+                templates = load_templates(Path(self.opt("claim_templates")), schema)
+            except TemplateError as exc:
+                self.fail_early(str(exc))
         try:
             deployment = self.provider.deploy_driver()
         except ProviderError as exc:
@@ -222,25 +272,55 @@ class ConformanceRun:
 
     # ---- shutdown -------------------------------------------------------------------------------
     def finish(self) -> None:
+        """Driver, then cluster, then the work dir; each step runs even if the one before failed, and
+        signals arriving meanwhile do not cut it short. Safe to call more than once."""
+        if self._finished:
+            return
+        self._finished = True
+        self._tearing_down = True
+        steps = []
         if self.suite is not None:
-            leftovers = list(self.suite.created_namespaces)
-            if leftovers:
-                self.suite.delete_namespaces(leftovers)
+            suite = self.suite
+            steps.append(("deleting the scenarios' namespaces", lambda: self._delete_leftovers(suite)))
         if self.provider is not None:
-            try:
-                self.provider.teardown_driver()
-            finally:
-                self.provider.stop()
+            provider = self.provider
+            steps += [("removing the driver", provider.teardown_driver),
+                      ("stopping the cluster", provider.stop)]
         if self.suite is not None:
-            self.suite.kube.close()
-        if not self.opt("keep_cluster"):
+            steps.append(("closing the API client", self.suite.kube.close))
+        for what, step in steps:
+            try:
+                step()
+            except BaseException as exc:
+                self.incomplete.append(f"teardown: {what} failed ({type(exc).__name__}: {exc})")
+        if self.work_dir is not None and not self.opt("keep_cluster"):
             shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _delete_leftovers(self, suite: Suite) -> None:
+        leftovers = list(suite.created_namespaces)
+        if leftovers:
+            self.teardown_notes += suite.delete_namespaces(leftovers)
+
+    def incomplete_reasons(self) -> list[str]:
+        reasons = []
+        if self.interrupted:
+            reasons.append(f"the run was interrupted by {self.interrupted}")
+        if self.error and self.exit_code == EXIT_INCOMPLETE:
+            reasons.append(f"the run could not go on: {self.error}")
+        return reasons + self.incomplete
 
     def write_report(self) -> tuple[Path, Path]:
         self.meta["wall_seconds"] = round(time.monotonic() - self.t0, 2)
+        if self.teardown_notes:
+            self.meta["teardown_problems"] = self.teardown_notes
         rejections = self.suite.rejections if self.suite else []
-        data = report_mod.build(self.meta, self.checks, rejections, self.error)
+        bad_input = self.error if self.exit_code == EXIT_BAD_INPUT else None
+        data = report_mod.build(self.meta, self.checks, rejections, bad_input,
+                                incomplete=self.incomplete_reasons())
+        self.verdict = data["verdict"]
         return report_mod.write(self.report_dir, data)
+
+    verdict = ""
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -248,18 +328,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     run = _run(config)
     return [f"conformance: driver profile {run.profile.name} ({run.profile.driver}), "
-            f"cluster {config.getoption('cluster')}"]
-
-
-def _container_engine_answers() -> bool:
-    for engine in ("docker", "podman"):
-        exe = shutil.which(engine)
-        if not exe:
-            continue
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            if subprocess.run([exe, "info"], capture_output=True, timeout=15).returncode == 0:
-                return True
-    return False
+            f"cluster {run.inputs.provider}"]
 
 
 def _load_gpu_profile(spec: str | None) -> dict[str, Any] | None:
@@ -288,8 +357,12 @@ def capability_of(item: pytest.Item) -> str:
 
 # ---- fixtures -------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def suite(request: pytest.FixtureRequest) -> Suite:
-    return _run(request.config).start()
+def suite(request: pytest.FixtureRequest) -> Iterator[Suite]:
+    run = _run(request.config)
+    # Registered before start so a start cut short (a signal, a failure) still stops what it began; as a
+    # session fixture it is torn down after every scenario fixture.
+    request.addfinalizer(run.finish)
+    yield run.start()
 
 
 @pytest.fixture
@@ -386,8 +459,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if rep.failed and call.excinfo is not None and call.excinfo.errisinstance(AssertionError):
         # A failed check's message is its verdict: report it without the exception's type name.
         item.stash.setdefault(_CHECK_MESSAGE, str(call.excinfo.value).strip())
+    if rep.failed and call.excinfo is not None and not call.excinfo.errisinstance(DRIVER_FAILURES):
+        # Not an assertion about the driver: the suite itself broke, so this check has no verdict.
+        item.stash[_SUITE_ERROR] = f"suite error ({call.excinfo.typename}): {call.excinfo.exconly()[-1000:]}"
+        rep.user_properties.append(("conformance_outcome", "error"))
     item.stash.setdefault(_REPORTS, []).append(rep)
     return rep
+
+
+_SUITE_ERROR = pytest.StashKey[str]()
 
 
 def _record(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
@@ -404,6 +484,8 @@ def _record(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
             reason = reason.removeprefix("Skipped: ")
     if not reports:
         return
+    if outcome == "failed" and _SUITE_ERROR in item.stash:
+        outcome, reason = "error", item.stash[_SUITE_ERROR]
     sc = item.stash.get(_SCENARIO, None)
     diagnostics = item.stash.get(_DIAG, {})
     if outcome == "failed" and not diagnostics and run.suite is not None:
@@ -427,12 +509,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _STATE not in session.config.stash:
         return
     run = _run(session.config)
-    if run.suite is None and run.provider is None and run.error is None:
-        return  # nothing ran (collect-only, or every test deselected)
+    if exitstatus == pytest.ExitCode.INTERRUPTED and run.interrupted is None:
+        run.interrupted = "KeyboardInterrupt"
+    if not run.attempted and run.error is None and run.interrupted is None:
+        return  # nothing asked for a cluster (collect-only, or every test deselected): no verdict
+    run._tearing_down = True
+    if run._timer is not None:
+        run._timer.cancel()
+    # Scenario fixtures first (an interrupted run still has them on the stack), then the session's
+    # suite fixture, whose finalizer removes the driver and stops the cluster. pytest's own
+    # sessionfinish would do this too, but after the report is written.
     try:
-        run.finish()
-    finally:
-        run.paths = run.write_report()
+        session._setupstate.teardown_exact(None)
+    except BaseException as exc:
+        run.incomplete.append(f"teardown of the scenarios failed ({type(exc).__name__}: {exc})")
+    run.finish()
+    run.paths = run.write_report()
+    xml = session.config.stash.get(_junit_xml_key(), None)
+    if xml is not None:
+        xml.add_global_property("conformance_verdict", run.verdict.upper())
+        for reason in run.incomplete_reasons():
+            xml.add_global_property("conformance_incomplete", reason)
+    session.exitstatus = report_mod.EXIT_CODES[run.verdict]
+
+
+def _junit_xml_key() -> Any:
+    from _pytest.junitxml import xml_key
+
+    return xml_key
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -448,6 +552,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         tr.write_line(report_mod.SIMULATED_BANNER, red=True, bold=True)
     if run.error:
         tr.write_line(f"stopped early: {run.error}", red=True, bold=True)
+    for reason in run.incomplete_reasons():
+        tr.write_line(f"INCOMPLETE: {reason}", yellow=True, bold=True)
     for cap, v in report_mod.verdicts(run.checks).items():
         colour = {"pass": {"green": True}, "fail": {"red": True}}.get(v["verdict"], {"yellow": True})
         reason = f"  ({v['reason'][:160]})" if v["reason"] else ""
@@ -455,4 +561,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for r in run.suite.rejections if run.suite else []:
         tr.write_line(f"rejection {r.scenario} {r.pod}: decided {r.decided_at}, seen after "
                       f"{r.signal_after:.2f}s, verdict after {r.verdict_after:.2f}s")
-    tr.write_line(f"wall time {run.meta.get('wall_seconds')}s; report: {paths[0]} and {paths[1]}")
+    code = report_mod.EXIT_CODES[run.verdict]
+    tr.write_line(f"Overall: {run.verdict.upper()} (exit code {code}); wall time "
+                  f"{run.meta.get('wall_seconds')}s; report: {paths[0]} and {paths[1]}", bold=True)

@@ -8,6 +8,7 @@ misspelt key silently ignored would make the suite test something other than wha
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,11 @@ import yaml
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _TEMPLATE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# Kubernetes' limits for DRA names (k8s.io/api/resource/v1: DeviceMaxDomainLength, DeviceMaxIDLength).
+_MAX_DOMAIN = 63
+_MAX_ID = 32
 
 
 class ProfileError(ValueError):
@@ -150,15 +155,24 @@ def _check_semantics(data: dict[str, Any], source: str) -> None:
     if not _DNS_SUBDOMAIN.match(data["driver"]) or len(data["driver"]) > 63:
         raise ProfileError(f"driver profile {source}: 'driver' {data['driver']!r} is not a lower-case DNS "
                            "subdomain of at most 63 characters; use the driver name the driver publishes.")
+    device_class = data["deviceClass"]
+    if not _DNS_SUBDOMAIN.match(device_class) or len(device_class) > 253:
+        raise ProfileError(f"driver profile {source}: 'deviceClass' {device_class!r} is not a lower-case DNS "
+                           "subdomain (letters a-z, digits, '-' and '.'), as Kubernetes requires of a "
+                           "DeviceClass name; use the name of the driver's DeviceClass.")
     for key in ("capacity", "identityAttribute", "productAttribute"):
         value = data.get(key)
-        if value is not None and not _C_IDENTIFIER.match(value.rpartition("/")[2]):
-            raise ProfileError(f"driver profile {source}: '{key}' {value!r} is not a DRA qualified name "
-                               "(an identifier, optionally prefixed by 'domain/').")
+        if value is not None:
+            _check_qualified_name(value, key, source)
     install = data["install"]
     if install["method"] in ("chart", "vendor-chart") and "chart" not in install:
         raise ProfileError(f"driver profile {source}: 'install.method' is {install['method']!r} but "
                            "'install.chart' is missing; name the chart path or reference.")
+    for key in ("release", "namespace"):
+        value = install.get(key)
+        if value is not None and (not _DNS_LABEL.match(value) or len(value) > 53):
+            raise ProfileError(f"driver profile {source}: 'install.{key}' {value!r} is not a lower-case DNS "
+                               "label of at most 53 characters (what Helm accepts); fix its value.")
     vis = data["claims"]["visibility"]
     if vis["method"] == "env":
         env = vis.get("env")
@@ -169,6 +183,8 @@ def _check_semantics(data: dict[str, Any], source: str) -> None:
             if not isinstance(name, str) or not isinstance(value, str):
                 raise ProfileError(f"driver profile {source}: 'claims.visibility.env' entries must map "
                                    f"a name template to a value template (strings), got {name!r}: {value!r}.")
+            _check_template(name, source)
+            _check_template(value, source)
     for node in vis.get("deviceNodes", []):
         if not isinstance(node, str) or not node.startswith("/dev/"):
             raise ProfileError(f"driver profile {source}: 'claims.visibility.deviceNodes' entries must be "
@@ -177,6 +193,40 @@ def _check_semantics(data: dict[str, Any], source: str) -> None:
         if not isinstance(arg, str):
             raise ProfileError(f"driver profile {source}: 'sim.driverArgs' must be a list of strings, "
                                f"got {arg!r}.")
+
+
+def _check_qualified_name(value: str, key: str, source: str) -> None:
+    """A DRA attribute or capacity name: a C identifier of at most 32 characters, optionally prefixed by a
+    DNS subdomain of at most 63 characters and '/', as the API server validates it."""
+    domain, slash, ident = value.rpartition("/")
+    bad_domain = bool(slash) and (not _DNS_SUBDOMAIN.match(domain) or len(domain) > _MAX_DOMAIN)
+    if bad_domain or not _C_IDENTIFIER.match(ident) or len(ident) > _MAX_ID:
+        raise ProfileError(f"driver profile {source}: '{key}' {value!r} is not a DRA qualified name (a C "
+                           f"identifier of at most {_MAX_ID} characters, optionally prefixed by a DNS "
+                           f"subdomain and '/'); use the name the driver publishes.")
+
+
+def _check_template(template: str, source: str) -> None:
+    """Env templates are filled with str.format: parse them now, not when the visibility check runs."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ProfileError(f"driver profile {source}: 'claims.visibility.env' template {template!r} does "
+                           f"not parse ({exc}); write placeholders as {{name}} and double literal "
+                           "braces.") from None
+    for _, field_name, _, _ in parts:
+        if field_name is not None and not _C_IDENTIFIER.match(field_name):
+            raise ProfileError(f"driver profile {source}: 'claims.visibility.env' template {template!r} has "
+                               f"placeholder {{{field_name}}}; placeholders must be attribute names such as "
+                               "{index}, {uuid}, {device}, {pool}, {shareID} or {granted}.")
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: where and what (PyYAML's own text spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + " ".join(str(problem).split())
 
 
 def template_fields(template: str) -> list[str]:
@@ -203,7 +253,11 @@ def load_profile(name_or_path: str) -> DriverProfile:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ProfileError(f"driver profile {path}: not valid YAML ({exc}); fix the syntax.") from exc
+        raise ProfileError(f"driver profile {path}: not valid YAML ({yaml_problem(exc)}); fix the "
+                           "syntax.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"driver profile {path} cannot be read ({exc}); pass a readable YAML "
+                           "file.") from None
     return parse_profile(data, str(path))
 
 

@@ -1,8 +1,17 @@
 """The conformance report: report.json (for machines) and report.md (for the pull request).
 
-A verdict per capability: fail when any of its checks failed, pass when all that ran passed,
-skipped (with the reason) when none ran. A run on sim is headed SIMULATED: it proves the suite and
-the driver's logic, it is not a conformance claim.
+A verdict per capability: fail when any of its checks failed, incomplete when a check hit an error of
+the suite itself, pass when all that ran passed, skipped (with the reason) when none ran.
+
+The overall verdict and the exit code:
+
+    pass        0   every selected capability passed, or was skipped for a reason about the driver or GPUs
+    fail        1   a check found the driver wrong
+    incomplete  3   interrupted, timed out, no cluster, or the suite itself failed: no verdict
+    error       4   bad input (profile, template, kubeconfig, flag): nothing ran
+
+A run on sim is headed SIMULATED: it proves the suite and the driver's logic, it is not a conformance
+claim.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ CAPABILITIES: dict[str, str] = {
     "enforcement": "a sharer cannot use more GPU memory than it was granted (real GPUs)",
 }
 
+EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "incomplete": 3, "error": 4}
+
 SIMULATED_BANNER = ("SIMULATED: this run used the sim cluster (simulated control plane, real HTTP API, "
                     "real driver processes, mock GPUs). It is not a conformance claim.")
 
@@ -33,7 +44,7 @@ SIMULATED_BANNER = ("SIMULATED: this run used the sim cluster (simulated control
 class CheckResult:
     nodeid: str
     capability: str
-    outcome: str                  # passed, failed, skipped
+    outcome: str                  # passed, failed (the driver), error (the suite), skipped
     duration: float
     reason: str = ""
     gpus: list[str] = field(default_factory=list)
@@ -47,9 +58,12 @@ def verdicts(checks: list[CheckResult]) -> dict[str, dict[str, Any]]:
         if not mine:
             continue
         failed = [c for c in mine if c.outcome == "failed"]
+        errors = [c for c in mine if c.outcome == "error"]
         passed = [c for c in mine if c.outcome == "passed"]
         if failed:
             verdict, reason = "fail", failed[0].reason
+        elif errors:
+            verdict, reason = "incomplete", errors[0].reason
         elif passed:
             verdict, reason = "pass", ""
         else:
@@ -61,7 +75,9 @@ def verdicts(checks: list[CheckResult]) -> dict[str, dict[str, Any]]:
 
 
 def build(meta: dict[str, Any], checks: list[CheckResult], rejections: list[Any],
-          error: str | None = None) -> dict[str, Any]:
+          error: str | None = None, incomplete: list[str] | None = None) -> dict[str, Any]:
+    """``error``: the bad input that stopped the run; ``incomplete``: why the run has no verdict
+    (interrupted, timed out, the suite failed)."""
     report: dict[str, Any] = {
         "simulated": bool(meta.get("simulated")),
         "banner": SIMULATED_BANNER if meta.get("simulated") else "",
@@ -69,20 +85,30 @@ def build(meta: dict[str, Any], checks: list[CheckResult], rejections: list[Any]
         "capabilities": verdicts(checks),
         "rejections": [asdict(r) if hasattr(r, "__dataclass_fields__") else r for r in rejections],
         "failures": [{"test": c.nodeid, "capability": c.capability, "reason": c.reason, "gpus": c.gpus,
-                      "diagnostics": c.diagnostics} for c in checks if c.outcome == "failed"],
+                      "diagnostics": c.diagnostics} for c in checks if c.outcome in ("failed", "error")],
+        "checks_run": {outcome: sum(c.outcome == outcome for c in checks)
+                       for outcome in ("passed", "failed", "error", "skipped")},
     }
+    reasons = list(incomplete or [])
+    reasons += [f"{c.nodeid}: {c.reason}" for c in checks if c.outcome == "error"]
     if error:
         report["error"] = error
     caps = report["capabilities"]
     if error:
         report["verdict"] = "error"
-    elif any(v["verdict"] == "fail" for v in caps.values()):
+    elif reasons:
+        report["verdict"] = "incomplete"
+    elif any(c.outcome == "failed" for c in checks):
         report["verdict"] = "fail"
     elif any(v["verdict"] == "pass" for v in caps.values()):
-        # Skipped capabilities (not claimed by the profile, or not selected) are listed with their reason.
+        # Skipped capabilities (not claimed by the profile, or no GPU for them) are listed with their reason.
         report["verdict"] = "pass"
     else:
+        reasons.append("no check passed: every selected check was skipped")
         report["verdict"] = "incomplete"
+    if reasons:
+        report["incomplete"] = reasons
+    report["exit_code"] = EXIT_CODES[report["verdict"]]
     return report
 
 
@@ -95,7 +121,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"# {title}", ""]
     lines += [f"**Overall: {report['verdict'].upper()}**", ""]
     if report.get("error"):
-        lines += [f"Run stopped early: {report['error']}", ""]
+        lines += [f"Run stopped early (bad input, nothing ran): {report['error']}", ""]
+    if report.get("incomplete"):
+        ran = report.get("checks_run") or {}
+        lines += ["This is not a verdict: the run did not complete.", ""]
+        lines += [f"- {r}".replace("\n", " ")[:1000] for r in report["incomplete"]]
+        lines += ["", "What did run: " + ", ".join(f"{n} {k}" for k, n in ran.items()) + ".", ""]
     lines += ["| | |", "|---|---|"]
     for label, keyname in (("Cluster provider", "provider"), ("Kubernetes", "kubernetes_version"),
                            ("Driver profile", "driver_profile"), ("Driver", "driver_name"),

@@ -15,7 +15,7 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-from conformance.profiles import DriverProfile
+from conformance.profiles import DriverProfile, yaml_problem
 
 CLAIMS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "claims"
 SCHEMA_VERSIONS = ("1.34.0", "1.35.0", "1.36.0", "1.37.0")
@@ -54,8 +54,9 @@ def validate_object(body: dict[str, Any], version: str, source: str) -> None:
         kubernetes_validate.validate(body, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
         where = ".".join(str(p) for p in exc.path) or "the object"
+        message = " ".join(str(exc.message).split())[:300]
         raise TemplateError(f"claim template {source} is not a valid {body.get('kind', 'object')} for "
-                            f"Kubernetes {version}: {where}: {exc.message}; fix that field.") from None
+                            f"Kubernetes {version}: {where}: {message}; fix that field.") from None
     except kubernetes_validate.SchemaNotFoundError as exc:
         raise TemplateError(f"claim template {source}: no schema for {body.get('apiVersion')}/"
                             f"{body.get('kind')} in Kubernetes {version} ({exc}); use resource.k8s.io/v1 "
@@ -63,22 +64,55 @@ def validate_object(body: dict[str, Any], version: str, source: str) -> None:
 
 
 def load_templates(directory: Path, version: str) -> list[ClaimTemplate]:
+    """Every ``*.yaml`` in ``directory``, each strictly valid and usable by the suite. A missing or empty
+    directory is an error: running the selector checks on nothing would read as a pass."""
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise TemplateError(f"--claim-templates {directory} {what}; pass a directory of "
+                            "ResourceClaimTemplate YAML files (default: fixtures/claims).")
+    paths = sorted(directory.glob("*.yaml"))
+    if not paths:
+        raise TemplateError(f"--claim-templates {directory} holds no *.yaml file; put at least one "
+                            "ResourceClaimTemplate there or leave the option out to use fixtures/claims.")
     out = []
-    for path in sorted(directory.glob("*.yaml")):
+    for path in paths:
         try:
             body = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise TemplateError(f"claim template {path} is not valid YAML ({exc}); fix the syntax.") from None
+            raise TemplateError(f"claim template {path} is not valid YAML ({yaml_problem(exc)}); fix the "
+                                "syntax.") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TemplateError(f"claim template {path} cannot be read ({exc}); make it a readable YAML "
+                                "file.") from None
         if not isinstance(body, dict):
             raise TemplateError(f"claim template {path} does not hold one object; put one "
                                 "ResourceClaimTemplate per file.")
-        validate_object(body, version, str(path))
         if body.get("kind") != "ResourceClaimTemplate":
             raise TemplateError(f"claim template {path} is a {body.get('kind')}, not a "
                                 f"ResourceClaimTemplate; "
                                 "move it out of the claim templates directory.")
+        validate_object(body, version, str(path))
+        _check_usable(body, path)
         out.append(ClaimTemplate(path, body))
     return out
+
+
+def _check_usable(body: dict[str, Any], path: Path) -> None:
+    """What the schema allows but the suite cannot use: no request, or a first request that is not
+    ``exactly`` (the suite re-aims and sizes that one)."""
+    requests = (((body.get("spec") or {}).get("spec") or {}).get("devices") or {}).get("requests")
+    if not requests:
+        raise TemplateError(f"claim template {path}: spec.spec.devices.requests is empty; add one request "
+                            "with 'exactly' (deviceClassName, and capacity or selectors).")
+    for i, req in enumerate(requests):
+        if not isinstance(req, dict) or not isinstance(req.get("exactly"), dict):
+            raise TemplateError(f"claim template {path}: spec.spec.devices.requests[{i}] has no 'exactly' "
+                                "section; the suite sizes and re-targets exact requests, so write the "
+                                "request as 'exactly: {deviceClassName: ...}'.")
+        if not req["exactly"].get("deviceClassName"):
+            raise TemplateError(f"claim template {path}: spec.spec.devices.requests[{i}].exactly."
+                                "deviceClassName is missing; name a DeviceClass (the seed's gpu.nvidia.com "
+                                "is re-aimed at the profile's).")
 
 
 def retarget(template: ClaimTemplate, profile: DriverProfile, product: str | None = None) -> dict[str, Any]:

@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import re
+import shutil
 import signal
 import sys
 import threading
+from pathlib import Path
+from typing import NoReturn
 
 from .cluster import Cluster
 from .config import DEFAULT_VERSION, SUPPORTED_VERSIONS, SimConfig
 
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad flags: one line and exit 2, never the usage block or a traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"sim: {message}; see python -m sim --help", file=sys.stderr)
+        raise SystemExit(2)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sim",
-                                description="Simulated Kubernetes cluster for DRA tests")
+    p = _Parser(prog="python -m sim", description="Simulated Kubernetes cluster for DRA tests")
     p.add_argument("--kubeconfig", required=True, help="where to write the kubeconfig once the API serves")
     p.add_argument("--nodes", default="", help="comma-separated node names, e.g. node-1,node-2")
     p.add_argument("--feature-gates", default="", help="K=V,... overrides of the emulated version's defaults")
@@ -31,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra argument for every driver process (repeatable)")
     p.add_argument("--slice-wipe-delay", type=float, default=30.0,
                    help="seconds before the kubelet deletes an unreachable driver's slices")
+    # Lifetime (set by the suite's sim provider): stop when the parent's pipe closes, i.e. the parent died,
+    # and then remove the parent's work dir, which nobody else is left to remove.
+    p.add_argument("--exit-with-fd", type=int, default=None,
+                   help="stop when this inherited fd (the parent's pipe) reads EOF")
+    p.add_argument("--orphan-cleanup", default=None,
+                   help="with --exit-with-fd: remove this directory after stopping because the parent died")
     return p
 
 
@@ -38,21 +59,42 @@ def parse_nodes(text: str) -> list[str]:
     nodes = [n.strip() for n in text.split(",") if n.strip()]
     if len(set(nodes)) != len(nodes):
         raise ValueError(f"--nodes {text!r} names a node twice")
+    for n in nodes:
+        if not _DNS_SUBDOMAIN.match(n) or len(n) > 253:
+            raise ValueError(f"--nodes: {n!r} is not a valid node name (a lower-case DNS subdomain: a-z, "
+                             "0-9, '-' and '.'); rename it, e.g. node-1")
     return nodes
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        if args.log_level.upper() not in _LOG_LEVELS:
+            raise ValueError(f"--log-level {args.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        if not 0 <= args.port <= 65535:
+            raise ValueError(f"--port {args.port} is not a TCP port; use 0 (any free port) to 65535")
+        if args.orphan_cleanup and args.exit_with_fd is None:
+            raise ValueError("--orphan-cleanup needs --exit-with-fd")
+        if args.state_dir and Path(args.state_dir).exists() and not Path(args.state_dir).is_dir():
+            raise ValueError(f"--state-dir {args.state_dir} is a file; pass a directory")
         config = SimConfig.from_flags(args.kube_version, args.feature_gates)
         nodes = parse_nodes(args.nodes)
     except ValueError as e:
         print(f"sim: {e}", file=sys.stderr)
         return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    orphaned = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
+    if args.exit_with_fd is not None:
+        from .lifetime import exit_when_fd_closes
+
+        def parent_gone() -> None:
+            orphaned.set()
+            stop.set()
+
+        exit_when_fd_closes(args.exit_with_fd, parent_gone)
     try:
         cluster = Cluster(config, nodes=nodes, port=args.port)
     except OSError as e:  # the port is taken: say so before anything else starts
@@ -72,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"sim: {e}", file=sys.stderr)
             return 2
+    if orphaned.is_set():  # the parent died while we started up: nothing to serve, only to clean
+        if args.orphan_cleanup:
+            shutil.rmtree(args.orphan_cleanup, ignore_errors=True)
+        return 0
     try:
         cluster.start()
     except OSError as e:
@@ -79,11 +125,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         cluster.write_kubeconfig(args.kubeconfig)
-        print(f"sim: serving {cluster.url}", flush=True)
+        with contextlib.suppress(BrokenPipeError):  # the parent died while we started: stop below
+            print(f"sim: serving {cluster.url}", flush=True)
         stop.wait()
     finally:
         cluster.stop()
-    print("sim: stopped", flush=True)
+        if orphaned.is_set() and args.orphan_cleanup:
+            shutil.rmtree(args.orphan_cleanup, ignore_errors=True)
+    if not orphaned.is_set():  # with the parent gone, stdout may be a broken pipe
+        print("sim: stopped", flush=True)
     return 0
 
 

@@ -251,6 +251,8 @@ def test_slices_are_wiped_when_the_driver_stays_away_and_republished_when_it_ret
         sim = Sim(handle)
         assert [s["spec"]["nodeName"] for s in sim.slices()] == ["node-1"]
         first = sim.kubelet.plugins.client(DRIVER)
+        # Watch from before the stop: under load the wipe can land before a watch opened afterwards.
+        since = sim.res.list_resource_slice().metadata.resource_version
         w = watch.Watch()
         # Watch from before the stop: under load the wipe can come while stop_driver() still waits.
         since = sim.res.list_resource_slice().metadata.resource_version

@@ -27,6 +27,7 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
+from sim.lifetime import parent_pipe
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -46,6 +47,7 @@ class SimProvider(Provider):
         self._serving = threading.Event()
         self._server_line = ""
         self._reader: threading.Thread | None = None
+        self._parent_fd: int | None = None          # write end of the pipe the sim watches (--exit-with-fd)
 
     def command(self) -> list[str]:
         cfg = self.config
@@ -72,18 +74,36 @@ class SimProvider(Provider):
                                 "reference driver only); use --cluster kind or existing for it.")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         cmd = self.command()
+        pass_fds: tuple[int, ...] = ()
+        if not self.config.keep_cluster:
+            # The sim dies with this process whatever kills it: it watches a pipe only we hold, and EOF
+            # (we are gone) makes it stop its drivers and pods and remove the work dir, as nobody else is
+            # left to. A pipe rather than a parent-death signal: EOF waits for the sim to be ready to act
+            # on it, while a signal during its start-up would kill it before it could clean up.
+            read_fd, self._parent_fd = parent_pipe()
+            pass_fds = (read_fd,)
+            cmd += ["--exit-with-fd", str(read_fd), "--orphan-cleanup", str(self.config.work_dir)]
         # The sim runs in its own session so that stop() can end it and every child it started.
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=_repo_root())
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=_repo_root(), pass_fds=pass_fds)
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
         self._reader = threading.Thread(target=self._pump, name="sim-log", daemon=True)
         self._reader.start()
         if not self._serving.wait(START_TIMEOUT) or not self.kubeconfig.is_file():
-            code = self.proc.poll()
-            tail = self._log_tail()
+            # The reader saw EOF (the sim exited) or the bound passed: report the sim's own words.
+            try:
+                code: int | None = self.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                code = None
+            tail = self._log_tail().strip()
             self.stop()
             what = (f"exited with code {code}" if code is not None
                     else f"did not serve within {START_TIMEOUT:.0f}s")
-            raise ProviderError(f"the sim {what} ({shlex.join(cmd)}); its output ends with: {tail!r}")
+            last = tail.splitlines()[-1] if tail else "(no output)"
+            raise ProviderError(f"the sim {what}: {last} (command: {shlex.join(cmd)})")
         version = self.config.kube_version or ""
         return ClusterHandle(provider=self.name, kubeconfig=self.kubeconfig,
                              kubernetes_version=version, simulated=True, nodes=tuple(self.config.nodes),
@@ -205,8 +225,34 @@ class SimProvider(Provider):
         # Anything the sim left in its session (it should leave nothing) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        # A sim that was killed outright left its drivers and pods (own sessions, reparented): they are
+        # the processes working in or pointing at this run's state dir.
+        for pid in processes_using(self.state_dir):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(STOP_TIMEOUT)
+        self._close_parent_fd()
+
+    def _close_parent_fd(self) -> None:
+        fd, self._parent_fd = self._parent_fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+def processes_using(directory: Path) -> list[int]:
+    """Processes other than this one whose working directory or command line lies under ``directory``."""
+    root = str(directory.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cwd = os.readlink(entry / "cwd")
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if cwd == root or cwd.startswith(root + "/") or any(root in a for a in argv):
+                found.append(int(entry.name))
+    return found
 
 
 def _repo_root() -> str:

@@ -9,6 +9,7 @@ from conformance.plugin import (  # noqa: F401  (pytest finds hooks and fixtures
     pytest_runtest_protocol,
     pytest_sessionfinish,
     pytest_terminal_summary,
+    pytest_unconfigure,
     scenario,
     shareable,
     suite,

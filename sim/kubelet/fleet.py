@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from driver.inventory import InventoryError
-from driver.inventory.mock import PROFILE_DIR, resolve_profile
+from driver.inventory.mock import PROFILE_DIR, load_profile, resolve_profile
 from sim.apiserver.errors import ApiError
 from sim.kubelet.kubelet import DEFAULT_SLICE_WIPE_DELAY_S, DriverConfig, Kubelet
 from sim.kubelet.nodedirs import NodeDirs
@@ -50,8 +50,11 @@ def _profile_arg(profile: str) -> str:
         return profile
     try:
         path = resolve_profile(profile)
+        # Parsed here by the driver's own parser: a broken file is named now instead of crash-looping
+        # every driver.
+        load_profile(str(path), "node")
     except InventoryError as e:
-        raise ValueError(f"--gpus: {e}") from e
+        raise ValueError(f"--gpus: {' '.join(str(e).split())}") from e
     return profile if path.parent == PROFILE_DIR and not Path(profile).exists() else str(path.resolve())
 
 

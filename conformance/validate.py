@@ -1,0 +1,354 @@
+"""Every input of a run, checked before anything starts.
+
+The driver profile, the mock GPU profiles, the claim templates, the kubeconfig and the flags are read
+and checked here, by the same code the parts that use them run (the driver's GPU profile parser, the
+sim's feature-gate parser, Kubernetes' name rules). A problem is one sentence naming the input, the
+field and the fix, and exit code 4; nothing has been created when it is raised: no cluster, no work
+dir, no object.
+
+    python -m conformance.validate --driver-profile vendor.yaml --cluster sim   # check only, exit 0 or 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from conformance.options import OPTIONS, SHARED_OPTIONS, dest
+from conformance.profiles import DriverProfile, ProfileError, load_profile, yaml_problem
+from conformance.templates import (
+    SCHEMA_VERSIONS,
+    ClaimTemplate,
+    TemplateError,
+    load_templates,
+    schema_version,
+)
+
+EXIT_BAD_INPUT = 4
+REACH_TIMEOUT = 10.0
+DEFAULT_SIM_GPUS = "rtx3090x2"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class BadInput(ValueError):
+    """One sentence: the input, the field and the fix. The run exits with ``exit_code``."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the checks read, for the plugin to use as is."""
+
+    provider: str                               # sim, kind or existing (auto resolved)
+    profile: DriverProfile
+    templates: list[ClaimTemplate]
+    schema: str                                 # Kubernetes schema version the templates were checked against
+    kubeconfig: Path | None = None
+    server_version: str = ""                    # existing: what /version answered
+    gpus: str | None = None
+    nodes: tuple[str, ...] = ()
+    feature_gates: dict[str, bool] = field(default_factory=dict)
+    kube_version: str | None = None
+    driver_command: str | None = None
+
+
+def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None = None) -> Inputs:
+    """Check every option in ``opts`` (dest -> value, as argparse/pytest name them); raise BadInput."""
+    o = _Opts(opts)
+    _check_numbers(o)
+    report_dir = Path(o.get("report_dir") or "reports")
+    if report_dir.exists() and not report_dir.is_dir():
+        raise BadInput(f"--report-dir {report_dir} is a file, not a directory; pass a directory (it is "
+                       "created when missing).")
+    try:
+        profile = load_profile(o.get("driver_profile") or "reference")
+    except ProfileError as exc:
+        raise BadInput(str(exc)) from None
+    provider = _choose_provider(o, engine_answers or container_engine_answers)
+    kubeconfig = o.get("kubeconfig")
+    server_version = ""
+    nodes: tuple[str, ...] = ()
+    gates: dict[str, bool] = {}
+    kube_version = o.get("sim_kube_version")
+    if provider == "existing":
+        if not kubeconfig:
+            raise BadInput("--cluster existing needs --kubeconfig PATH; pass the kubeconfig of the cluster "
+                           "to test.")
+        server_version = check_kubeconfig(Path(kubeconfig))
+    if provider == "sim":
+        nodes = _check_nodes(o.get("nodes") or "")
+        gates = _check_gates(o.get("sim_feature_gates") or "")
+        _check_kube_version(kube_version)
+        _check_driver_command(o.get("sim_driver_command"))
+        if profile.install.method != "chart" or not profile.sim_driver_args:
+            raise BadInput(f"driver profile {profile.name!r} cannot run on sim (sim runs the reference "
+                           "driver only: install.method chart with sim.driverArgs); use --cluster kind or "
+                           "existing for it.")
+    if provider in ("sim", "kind"):
+        check_gpu_profiles(o.get("gpus") or (DEFAULT_SIM_GPUS if provider == "sim" else None), nodes)
+    if provider == "existing":
+        schema = schema_version(server_version)
+    elif provider == "sim":
+        from sim.config import DEFAULT_VERSION
+
+        schema = schema_version(kube_version or DEFAULT_VERSION)
+    else:
+        schema = SCHEMA_VERSIONS[-1]
+    try:
+        templates = load_templates(Path(o.get("claim_templates")), schema)
+    except TemplateError as exc:
+        raise BadInput(str(exc)) from None
+    if provider == "sim":
+        _check_socket_room(profile.driver, nodes)
+    return Inputs(provider=provider, profile=profile, templates=templates, schema=schema,
+                  kubeconfig=Path(kubeconfig) if kubeconfig else None, server_version=server_version,
+                  gpus=o.get("gpus"), nodes=nodes, feature_gates=gates, kube_version=kube_version,
+                  driver_command=o.get("sim_driver_command"))
+
+
+class _Opts:
+    def __init__(self, opts: Mapping[str, Any]) -> None:
+        self._opts = opts
+
+    def get(self, name: str) -> Any:
+        if name in self._opts:
+            return self._opts[name]
+        for flag, kw in (*OPTIONS, *SHARED_OPTIONS):
+            if dest(flag) == name:
+                return kw.get("default")
+        raise KeyError(name)
+
+
+def _check_numbers(o: _Opts) -> None:
+    for name, flag, minimum in (("wait_timeout", "--wait-timeout", 0.0),
+                                ("run_timeout", "--run-timeout", 0.0),
+                                ("settle_seconds", "--settle-seconds", None)):
+        value = o.get(name)
+        if value is None:
+            continue
+        if value != value or value in (float("inf"), float("-inf")):  # NaN or infinite
+            raise BadInput(f"{flag} {value} is not a finite number of seconds; pass a number such as 30.")
+        if minimum is not None and value <= minimum:
+            raise BadInput(f"{flag} {value} must be more than 0 seconds; pass a positive bound such as 30.")
+        if value < 0:
+            raise BadInput(f"{flag} {value} is negative; pass 0 or more seconds.")
+
+
+def _choose_provider(o: _Opts, engine_answers: Callable[[], bool]) -> str:
+    cluster = o.get("cluster") or "auto"
+    if cluster not in ("auto", "kind", "existing", "sim"):
+        raise BadInput(f"--cluster {cluster!r} is not one of auto, kind, existing, sim; pick one of those.")
+    if cluster != "auto":
+        return cluster
+    if o.get("kubeconfig"):
+        return "existing"
+    return "kind" if engine_answers() else "sim"
+
+
+def container_engine_answers() -> bool:
+    for engine in ("docker", "podman"):
+        exe = shutil.which(engine)
+        if not exe:
+            continue
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            if subprocess.run([exe, "info"], capture_output=True, timeout=15).returncode == 0:
+                return True
+    return False
+
+
+def _check_nodes(text: str) -> tuple[str, ...]:
+    nodes = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not nodes:
+        raise BadInput(f"--nodes {text!r} names no node; pass node names such as node-1,node-2.")
+    for n in nodes:
+        if not _DNS_SUBDOMAIN.match(n) or len(n) > 253:
+            raise BadInput(f"--nodes: {n!r} is not a valid node name (a lower-case DNS subdomain: a-z, 0-9, "
+                           "'-' and '.'); rename it, e.g. node-1.")
+    dup = sorted({n for n in nodes if nodes.count(n) > 1})
+    if dup:
+        raise BadInput(f"--nodes names {dup[0]!r} twice; give each node once.")
+    return nodes
+
+
+def _check_socket_room(driver: str, nodes: tuple[str, ...]) -> None:
+    """The sim's state dir will be TMPDIR/gsc-XXXXXXXX/sim-state: its driver sockets must fit in a unix
+    socket path, which a deep TMPDIR (CI runners, pytest's tmp_path) can overflow."""
+    from sim.kubelet.nodedirs import NodeDirs
+
+    state_dir = Path(tempfile.gettempdir()) / "gsc-XXXXXXXX" / "sim-state"
+    for node in nodes:
+        try:
+            NodeDirs(state_dir / node).check_socket_room(driver)
+        except ValueError:
+            raise BadInput(f"TMPDIR {tempfile.gettempdir()} is too deep for the sim: its driver sockets "
+                           f"under {state_dir} would pass the 107-byte unix socket path limit; set TMPDIR "
+                           "to a shorter directory, e.g. TMPDIR=/tmp.") from None
+
+
+def _check_gates(text: str) -> dict[str, bool]:
+    from sim.config import parse_feature_gates
+
+    try:
+        return parse_feature_gates(text)
+    except ValueError as exc:
+        why = str(exc).removeprefix("--feature-gates").lstrip(": ")
+        raise BadInput(f"--sim-feature-gates {text!r}: {why}.") from None
+
+
+def _check_kube_version(version: str | None) -> None:
+    from sim.config import SUPPORTED_VERSIONS
+
+    if version is not None and version not in SUPPORTED_VERSIONS:
+        raise BadInput(f"--sim-kube-version {version!r} is not emulated; use one of "
+                       f"{', '.join(SUPPORTED_VERSIONS)}.")
+
+
+def _check_driver_command(command: str | None) -> None:
+    if command is None:
+        return
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise BadInput(f"--sim-driver-command {command!r} does not parse as a command line ({exc}); fix its "
+                       "quoting.") from None
+    if not argv:
+        raise BadInput("--sim-driver-command is empty; pass the command that starts the driver, or leave "
+                       "the option out for 'python -m driver'.")
+    exe = argv[0]
+    found = shutil.which(exe) if "/" not in exe else (exe if Path(exe).is_file() else None)
+    if found is None:
+        raise BadInput(f"--sim-driver-command: {exe!r} is not an executable on PATH or a file; pass a "
+                       "command that exists.")
+
+
+def check_gpu_profiles(spec: str | None, nodes: tuple[str, ...]) -> None:
+    """Each mock GPU profile parsed by the driver's own parser, so a bad file is named here instead of
+    crash-looping the driver."""
+    if spec is None:
+        return
+    from driver.inventory import InventoryError
+    from driver.inventory.mock import load_profile as load_gpu_profile
+
+    if spec == "nvml":
+        return
+    if nodes:
+        from sim.kubelet.fleet import parse_gpus
+
+        try:
+            mapping = parse_gpus(spec, list(nodes))
+        except ValueError as exc:
+            raise BadInput(f"{exc}.".replace("..", ".")) from None
+    else:
+        mapping = {f"node-{i}": part.partition("=")[2] or part for i, part in enumerate(spec.split(","))}
+    for node, profile in mapping.items():
+        if profile == "nvml":
+            continue
+        try:
+            load_gpu_profile(profile, node)
+        except InventoryError as exc:
+            raise BadInput(f"--gpus: {' '.join(str(exc).split())}; fix the GPU profile or pass one of "
+                           "fixtures/gpus (rtx3090x2, mixed, h100x8, odd16380).") from None
+
+
+def check_kubeconfig(path: Path) -> str:
+    """Parse, current context, reachable; return the server's gitVersion."""
+    if not path.is_file():
+        raise BadInput(f"kubeconfig {path} does not exist; pass --kubeconfig with the path of an existing "
+                       "kubeconfig file.")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BadInput(f"kubeconfig {path} is not valid YAML ({yaml_problem(exc)}); fix the syntax or pass "
+                       "another file.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"kubeconfig {path} cannot be read ({exc}); pass a readable kubeconfig.") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"kubeconfig {path} does not hold a Config mapping; pass a kubeconfig file (kind: "
+                       "Config).")
+    current = data.get("current-context")
+    if not current:
+        raise BadInput(f"kubeconfig {path} has no current-context; set one with 'kubectl config "
+                       f"use-context NAME --kubeconfig {path}'.")
+    contexts = {c.get("name"): c.get("context") or {}
+                for c in data.get("contexts") or () if isinstance(c, dict)}
+    if current not in contexts:
+        raise BadInput(f"kubeconfig {path}: current-context {current!r} is not in its contexts; add that "
+                       "context or pick an existing one with 'kubectl config use-context'.")
+    clusters = {c.get("name"): c.get("cluster") or {}
+                for c in data.get("clusters") or () if isinstance(c, dict)}
+    cluster_name = contexts[current].get("cluster")
+    if cluster_name not in clusters:
+        raise BadInput(f"kubeconfig {path}: context {current!r} names cluster {cluster_name!r}, which is not "
+                       "in its clusters; add the cluster entry or fix contexts[].context.cluster.")
+    server = clusters[cluster_name].get("server")
+    if not server:
+        raise BadInput(f"kubeconfig {path}: cluster {cluster_name!r} has no server; set clusters[].cluster."
+                       "server to the API server's URL.")
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    try:
+        api = config.new_client_from_config(config_file=str(path))
+    except (ConfigException, ValueError, TypeError, KeyError, OSError) as exc:
+        raise BadInput(f"kubeconfig {path} cannot be loaded ({' '.join(str(exc).split())[:200]}); fix the "
+                       f"entries of context {current!r}.") from None
+    api.configuration.retries = 0
+    try:
+        resp = client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT, _preload_content=False)
+        version = yaml.safe_load(resp.data or b"{}") or {}
+        return str(version.get("gitVersion") or "") if isinstance(version, dict) else ""
+    except ApiException as exc:
+        raise BadInput(f"the cluster in {path} answered /version with {exc.status} {exc.reason}; check the "
+                       "kubeconfig's credentials.") from None
+    except Exception as exc:  # refused, DNS, TLS, timeout: urllib3 raises several types
+        raise BadInput(f"cannot reach the cluster in {path} at {server} ({type(exc).__name__}); check that "
+                       "it runs and that the kubeconfig points at it.") from None
+    finally:
+        api.close()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}; see --help.", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m conformance.validate",
+                description="Check the inputs of a conformance run without starting anything.")
+    for flag, kw in (*OPTIONS, *SHARED_OPTIONS):
+        p.add_argument(flag, **kw)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        inputs = check(vars(args))
+    except BadInput as exc:
+        print(f"bad input: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(f"inputs OK: provider {inputs.provider}, driver profile {inputs.profile.name}, "
+          f"{len(inputs.templates)} claim template(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
