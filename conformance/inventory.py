@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.capacity import Capacity, device_capacity
+from conformance.capacity import Capacity, DeviceCapacities, device_capacity
 from conformance.profiles import DriverProfile
 
 
@@ -22,6 +22,8 @@ class Gpu:
     capacity: Capacity | None          # the profile's capacity (memory), None when not published
     shareable: bool                    # allowMultipleAllocations == true
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    # every consumable capacity the device publishes (memory, compute, ...): a request consumes of all
+    capacities: DeviceCapacities = field(default_factory=DeviceCapacities)
 
     def selector(self, profile: DriverProfile) -> str:
         """CEL expression that matches exactly this GPU (pins a scenario to it)."""
@@ -69,8 +71,18 @@ def gpus_from_slices(slices: list[dict[str, Any]], profile: DriverProfile) -> li
                 slice_name=s["metadata"]["name"], device=dev["name"],
                 identity=str(attrs.get(ident_key, "")), product=str(attrs.get(prod_key, "")),
                 attributes=attrs, capacity=device_capacity(dev, profile.capacity),
-                shareable=dev.get("allowMultipleAllocations") is True, raw=dev))
+                shareable=dev.get("allowMultipleAllocations") is True, raw=dev,
+                capacities=DeviceCapacities.from_device(dev, profile.driver)))
     return gpus
+
+
+def capacities_by_device(gpus: list[Gpu]) -> dict[str, dict[str, dict[str, Any]]]:
+    """For the report: node/device -> capacity -> what was published (value, requestPolicy) and a
+    summary in words."""
+    return {f"{g.node}/{g.device}": {name: {"published": g.capacities[name].raw,
+                                            "summary": g.capacities[name].describe()}
+                                     for name in g.capacities.names()}
+            for g in gpus}
 
 
 def by_node(gpus: list[Gpu]) -> dict[str, list[str]]:

@@ -35,10 +35,10 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from conformance import report as report_mod
-from conformance.inventory import by_node
+from conformance.inventory import by_node, capacities_by_device
 from conformance.kube import Kube, api_message, raw
 from conformance.options import OPTIONS, SHARED_OPTIONS, dest
-from conformance.preflight import FatalPreflight, check_dra_api, run_preflight
+from conformance.preflight import FatalPreflight, check_dra_api, run_preflight, share_request_problem
 from conformance.providers.base import Provider, ProviderConfig, ProviderError
 from conformance.session import Suite
 from conformance.templates import TemplateError, load_templates, schema_version
@@ -252,6 +252,11 @@ class ConformanceRun:
             self.fail_early(f"GPUs under test already hold allocations ({busy}); free them "
                             "or pass --allow-busy-gpus to test only the idle ones.")
         self.meta["gpus"] = by_node(preflight.gpus)
+        self.meta["capacities"] = capacities_by_device(preflight.gpus)
+        self.meta["share_requests"] = dict(self.profile.share_requests)
+        problem = share_request_problem(self.profile, preflight.gpus)
+        if problem:
+            self.fail_early(problem)
         self.meta["gate"] = preflight.gate_detail
         self.suite = Suite(profile=self.profile, provider=self.provider, handle=handle, deployment=deployment,
                            kube=kube, schema_version=schema, templates=templates, preflight=preflight,

@@ -32,10 +32,12 @@ class PreflightResult:
     nodes_without_slices: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)   # why sharing cannot be tested
     busy: list[str] = field(default_factory=list)       # GPUs holding allocations at start
+    share_capacities: tuple[str, ...] = ()               # every capacity a sharer asks for (profile)
 
     @property
     def shareable_gpus(self) -> list[Gpu]:
-        return [g for g in self.gpus if g.shareable and g.capacity is not None]
+        return [g for g in self.gpus if g.shareable and g.capacity is not None
+                and all(c in g.capacities for c in self.share_capacities)]
 
     def skip_reason(self) -> str | None:
         if self.problems:
@@ -127,9 +129,24 @@ def allocated_devices(kube: Kube, driver: str) -> dict[tuple[str, str], list[str
     return out
 
 
+def share_request_problem(profile: DriverProfile, gpus: list[Gpu]) -> str | None:
+    """A shareRequests name that no published GPU has: the profile does not fit this driver (bad
+    input, not a driver failure). One sentence naming the field and what is published."""
+    if not gpus:
+        return None
+    published = sorted({c for g in gpus for c in g.capacities.names()})
+    for name in profile.share_requests:
+        if name == profile.shared_capacity or any(name in g.capacities for g in gpus):
+            continue
+        return (f"driver profile {profile.source or profile.name}: 'shareRequests.{name}' names a capacity "
+                f"that no device of driver {profile.driver} publishes (published: "
+                f"{', '.join(published) or 'none'}); fix the name or remove it.")
+    return None
+
+
 def run_preflight(kube: Kube, profile: DriverProfile, nodes: tuple[str, ...], slice_timeout: float,
                   own_namespace_prefix: str) -> PreflightResult:
-    result = PreflightResult()
+    result = PreflightResult(share_capacities=tuple(profile.share_requests))
     check_dra_api(kube)
     result.gate_on, result.gate_detail = probe_consumable_capacity(kube)
     # With the gate off the diagnosis is known already: a driver that checks what the server stored

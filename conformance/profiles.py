@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from sim import quantity as q
+
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -66,6 +68,8 @@ _PROFILE: _Spec = {
     "driver": (str, True, None),
     "deviceClass": (str, True, None),
     "capacity": (str, False, None),
+    # capacity -> how a sharer asks for it: share, proportional or a quantity (see _share_requests)
+    "shareRequests": (dict, False, None),
     "identityAttribute": (str, False, None),
     "productAttribute": (str, False, None),
     "install": (dict, True, _INSTALL),
@@ -105,12 +109,20 @@ class DriverProfile:
     visibility: Visibility
     enforcement: bool = False
     capacity: str = "memory"
+    # capacity key (as the device publishes it) -> "share" | "proportional" | canonical quantity;
+    # always holds the shared capacity. Capacities not named get no request (their default applies).
+    share_requests: dict[str, str] = field(default_factory=lambda: {"memory": "share"})
     identity_attribute: str = "uuid"
     product_attribute: str = "productName"
     description: str = ""
     sim_driver_args: tuple[str, ...] = ()
     pod_image: str = "busybox:1.36"
     source: str = ""                              # file the profile came from
+
+    @property
+    def shared_capacity(self) -> str:
+        """The shared capacity's key as the driver's devices publish it (``memory``)."""
+        return q.capacity_key(self.capacity, self.driver)
 
     def qualified(self, name: str) -> tuple[str, str]:
         """(domain, id) of an attribute or capacity name; unqualified names are the driver's."""
@@ -195,6 +207,55 @@ def _check_semantics(data: dict[str, Any], source: str) -> None:
                                f"got {arg!r}.")
 
 
+SHARE_HOW = ("share", "proportional")
+
+
+def _share_requests(data: dict[str, Any], source: str) -> dict[str, str]:
+    """``shareRequests``: capacity -> ``share`` | ``proportional`` | a quantity, checked strictly.
+
+    Whether the driver publishes those capacities is known only once its slices are read: preflight
+    checks that. Here: names, values, and that the shared capacity is not asked proportionally."""
+    driver = data["driver"]
+    shared = q.capacity_key(data.get("capacity", "memory"), driver)
+    raw = data.get("shareRequests")
+    if raw is None:
+        return {shared: "share"}
+    if not raw:
+        raise ProfileError(f"driver profile {source}: 'shareRequests' is empty; name at least "
+                           f"'{shared}: share' or remove the key.")
+    out: dict[str, str] = {}
+    for name, how in raw.items():
+        where = f"'shareRequests.{name}'"
+        if not isinstance(name, str) or not _C_IDENTIFIER.match(name.rpartition("/")[2]) or (
+                "/" in name and not _DNS_SUBDOMAIN.match(name.rpartition("/")[0])):
+            raise ProfileError(f"driver profile {source}: 'shareRequests' key {name!r} is not a DRA "
+                               "capacity name (an identifier, optionally prefixed by 'domain/').")
+        key = q.capacity_key(name, driver)
+        if key in out:
+            raise ProfileError(f"driver profile {source}: {where} names capacity {key!r} twice; keep one.")
+        if isinstance(how, str) and how in SHARE_HOW:
+            if how == "proportional" and key == shared:
+                raise ProfileError(f"driver profile {source}: {where} is 'proportional', but {key!r} is the "
+                                   "shared capacity that the others are proportional to; use 'share' or a "
+                                   "quantity.")
+            out[key] = how
+            continue
+        if isinstance(how, bool) or not isinstance(how, str | int):
+            raise ProfileError(f"driver profile {source}: {where} is {how!r}; use share, proportional or a "
+                               "quantity such as \"50\" or \"10Gi\".")
+        try:
+            amount = q.parse_quantity(how, f"shareRequests.{name}")
+        except q.QuantityError as exc:
+            raise ProfileError(f"driver profile {source}: {where} is {how!r}, which is neither share, "
+                               f"proportional nor a quantity ({exc}).") from None
+        if amount.value <= 0:
+            raise ProfileError(f"driver profile {source}: {where} is {how!r}; a sharer must ask for a "
+                               "positive amount.")
+        out[key] = str(amount)
+    out.setdefault(shared, "share")
+    return out
+
+
 def _check_qualified_name(value: str, key: str, source: str) -> None:
     """A DRA attribute or capacity name: a C identifier of at most 32 characters, optionally prefixed by a
     DNS subdomain of at most 63 characters and '/', as the API server validates it."""
@@ -274,6 +335,7 @@ def parse_profile(data: Any, source: str = "<inline>") -> DriverProfile:
         driver=data["driver"],
         device_class=data["deviceClass"],
         capacity=data.get("capacity", "memory"),
+        share_requests=_share_requests(data, source),
         identity_attribute=data.get("identityAttribute", "uuid"),
         product_attribute=data.get("productAttribute", "productName"),
         install=Install(

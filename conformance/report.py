@@ -140,6 +140,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         for node, gpus in report["gpus"].items():
             lines.append(f"- **{node}**: " + "; ".join(gpus))
         lines.append("")
+    if report.get("capacities"):
+        # Every consumable capacity counts: a request consumes each one, asked for or by its default.
+        lines += ["## Published capacities (preflight)", "",
+                  "| device | capacity | value and requestPolicy |", "|---|---|---|"]
+        for device, caps in report["capacities"].items():
+            for name, described in caps.items():
+                lines.append(f"| {device} | {name} | {described.get('summary', '')} |")
+        if report.get("share_requests"):
+            asks = ", ".join(f"{k}: {v}" for k, v in report["share_requests"].items())
+            lines += ["", f"A sharer asks for: {asks} (driver profile `shareRequests`; capacities not "
+                          "named get no request, so their default applies)."]
+        lines.append("")
     lines += ["## Verdict per capability", "", "| capability | verdict | what it checks | reason |",
               "|---|---|---|---|"]
     for cap, v in report["capabilities"].items():

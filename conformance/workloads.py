@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from conformance.capacity import format_bytes, parse
+from conformance.capacity import Requests, format_bytes, parse
 from conformance.inventory import Gpu
 from conformance.kube import Kube, condition, items, raw
 from conformance.observe import FinalSignal, State, WaitTimeout, hold, wait_for, wait_for_all
 from conformance.podfate import Cause, cause_of, pod_events
+from sim.quantity import capacity_key as q_key
 
 if TYPE_CHECKING:
     from conformance.session import Suite
@@ -51,7 +52,7 @@ class PodRef:
     namespace: str
     name: str
     gpu: Gpu | None = None
-    request: int | None = None      # capacity request in bytes (None: no capacity request)
+    request: Requests | None = None  # capacity -> amount asked (None: no capacity request)
 
     @property
     def key(self) -> str:
@@ -114,14 +115,26 @@ class Scenario:
     def _labels(self) -> dict[str, str]:
         return {LABEL_RUN: self.suite.run_id, LABEL_SCENARIO: self.id}
 
-    def claim_template(self, namespace: str, name: str, *, gpu: Gpu | None, request: int | None,
-                       selectors: tuple[str, ...] = ()) -> str:
+    def requests(self, request: Mapping[str, int] | int | None) -> Requests | None:
+        """A request vector; a bare number asks for that much of the shared capacity only."""
+        if request is None:
+            return None
+        if isinstance(request, int):
+            return {self.profile.shared_capacity: request}
+        return dict(request)
+
+    def claim_template(self, namespace: str, name: str, *, gpu: Gpu | None,
+                       request: Mapping[str, int] | int | None, selectors: tuple[str, ...] = ()) -> str:
         exactly: dict[str, Any] = {"deviceClassName": self.profile.device_class}
         cel = ([gpu.selector(self.profile)] if gpu else []) + list(selectors)
         if cel:
             exactly["selectors"] = [{"cel": {"expression": e}} for e in cel]
-        if request is not None:
-            exactly["capacity"] = {"requests": {self.profile.capacity: format_bytes(request)}}
+        asked = self.requests(request)
+        if asked is not None:
+            caps = gpu.capacities if gpu else None
+            exactly["capacity"] = {"requests": {
+                k: caps[k].format(v) if caps is not None and k in caps else format_bytes(v)
+                for k, v in asked.items()}}
         body = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
                 "metadata": {"name": name, "namespace": namespace, "labels": self._labels()},
                 "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}}}
@@ -136,7 +149,7 @@ class Scenario:
         return body["metadata"]["name"]
 
     def pod(self, namespace: str, name: str, template: str, *, gpu: Gpu | None = None,
-            request: int | None = None) -> PodRef:
+            request: Mapping[str, int] | int | None = None) -> PodRef:
         body = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": self._labels()},
@@ -150,13 +163,14 @@ class Scenario:
             },
         }
         raw(self.kube.core.create_namespaced_pod, namespace, body)
-        ref = PodRef(namespace, name, gpu, request)
+        ref = PodRef(namespace, name, gpu, self.requests(request))
         self.pods.append(ref)
         return ref
 
-    def sharer(self, namespace: str, name: str, gpu: Gpu, request: int | None,
+    def sharer(self, namespace: str, name: str, gpu: Gpu, request: Mapping[str, int] | int | None,
                selectors: tuple[str, ...] = ()) -> PodRef:
-        """A pod with its own claim template pinned to ``gpu`` asking ``request`` bytes."""
+        """A pod with its own claim template pinned to ``gpu`` asking ``request`` (a vector of
+        capacities, or bytes of the shared capacity)."""
         tmpl = self.claim_template(namespace, f"{name}-tmpl", gpu=gpu, request=request, selectors=selectors)
         return self.pod(namespace, name, tmpl, gpu=gpu, request=request)
 
@@ -339,8 +353,13 @@ class Scenario:
         return results[0]
 
     def consumed(self, result: dict[str, Any]) -> int | None:
-        value = (result.get("consumedCapacity") or {}).get(self.profile.capacity)
-        return None if value is None else parse(value)
+        """consumedCapacity of the shared capacity (memory) in whole units, None when absent."""
+        return self.consumed_all(result).get(self.profile.shared_capacity)
+
+    def consumed_all(self, result: dict[str, Any]) -> Requests:
+        """Every key of the allocation's consumedCapacity, in whole units, keyed like the device."""
+        return {q_key(k, self.profile.driver): parse(v)
+                for k, v in (result.get("consumedCapacity") or {}).items()}
 
     def pod_log(self, pod: PodRef) -> str:
         return self.kube.core.read_namespaced_pod_log(pod.name, pod.namespace, _request_timeout=30)

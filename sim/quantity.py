@@ -280,6 +280,28 @@ def fits(
     return True
 
 
+def sharers_that_fit(
+    consumed: Mapping[str, Quantity],
+    device_capacity: Mapping[str, Mapping[str, Any]],
+    already: Iterable[Mapping[str, Quantity]] = (),
+) -> dict[str, int | None]:
+    """How many more claims that each consume `consumed` fit next to `already`, per capacity.
+
+    A capacity the claim takes nothing of does not bound the count (None). Rule 7 applied k times:
+    k = floor(remaining / consumed) for every capacity, and the device fits the minimum of them.
+    """
+    left = remaining(device_capacity, already)
+    out: dict[str, int | None] = {}
+    for name in device_capacity:
+        need = consumed.get(name)
+        if need is None or need.value <= 0:
+            out[name] = None
+            continue
+        free = left[name].value
+        out[name] = 0 if free <= 0 else int(_CTX.divide_int(free, need.value))
+    return out
+
+
 def remaining(
     device_capacity: Mapping[str, Mapping[str, Any]], already: Iterable[Mapping[str, Quantity]] = ()
 ) -> dict[str, Quantity]:

@@ -91,6 +91,8 @@ DIAGNOSES = [
         "conformance/scenarios/test_publish.py",
     ),
     ("shareIDs are not distinct", "conformance/scenarios/checks.py"),
+    ("has no request in the sharer's claim and defaults to", "conformance/scenarios/checks.py"),
+    ("that no device of driver", "conformance/preflight.py"),
     ("the driver refused to prepare it", "conformance/podfate.py"),
     ("instead of running", "conformance/podfate.py"),
     ("could not be created", "conformance/podfate.py"),

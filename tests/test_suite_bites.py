@@ -53,6 +53,10 @@ def mutant(name: str) -> str:
     return f"--sim-driver-command={sys.executable} -m tests.mutants.{name}"
 
 
+# A profile whose sharers ask for memory and, in proportion, the compute capacity of the mutants
+# compute_capacity and compute_grant_ignored (and tell the container both grants).
+COMPUTE_PROFILE = f"--driver-profile={REPO / 'tests' / 'profiles' / 'compute-proportional.yaml'}"
+
 # (id, extra args, capability that must fail, words its reason must contain; "|" separates alternatives)
 MUTANTS = [
     (
@@ -131,6 +135,19 @@ MUTANTS = [
         "but sees GPU_DEVICE_",
     ),
     (
+        "second-capacity-defaults-to-the-whole-gpu",
+        [mutant("compute_capacity"), "-m", "sharing"],
+        "sharing",
+        "the first sharer consumed compute 100 of 100 (compute has no request in the sharer's claim and "
+        "defaults to the whole device); declare shareRequests.compute",
+    ),
+    (
+        "second-capacity-grant-not-given-to-the-container",
+        [mutant("compute_grant_ignored"), COMPUTE_PROFILE, "-m", "visibility"],
+        "visibility",
+        "_COMPUTE='100' (allocated: '25')",
+    ),
+    (
         "product-in-a-foreign-domain",
         [mutant("product_in_foreign_domain"), "-m", "selectors", "-k", "product_selector"],
         "selectors",
@@ -155,6 +172,20 @@ def test_broken_driver_fails_the_capability_it_breaks(
     assert "resourceslices" in failure["diagnostics"] and any(
         k.startswith("driver log") for k in failure["diagnostics"]
     ), "every failure must carry diagnostics"
+
+
+def test_second_capacity_shares_when_the_profile_asks_for_it(tmp_path: Path) -> None:
+    # The same driver that fails sharing under memory-only sharers passes once they ask for compute.
+    report, output, _ = run_suite(tmp_path, "--nodes=node-1", *FAST, mutant("compute_capacity"),
+                                  COMPUTE_PROFILE, "-m", "sharing or release or visibility")
+    caps = report["capabilities"]
+    assert {c: v["verdict"] for c, v in caps.items()} == {
+        "sharing": "pass", "release": "pass", "visibility": "pass"}, output[-3000:]
+    assert report["verdict"] == "pass"
+    published = report["capacities"]["node-1/gpu-0"]
+    assert published["compute"]["summary"] == "100, default 100, range 1..100 step 1"
+    assert published["compute"]["published"]["requestPolicy"]["default"] == "100"
+    assert report["share_requests"] == {"memory": "share", "compute": "proportional"}
 
 
 def test_reference_driver_passes_every_capability(tmp_path: Path) -> None:

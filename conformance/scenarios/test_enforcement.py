@@ -20,10 +20,10 @@ def test_sharer_sees_at_most_its_granted_memory(scenario: Scenario) -> None:
     if sc.suite.handle.simulated or sc.profile.visibility.method != "nvidia-smi":
         pytest.skip("enforcement needs real GPUs and nvidia-smi in the pod")
     (gpu,) = sc.suite.pick_gpus(1)
-    r, _ = share_plan(gpu)
+    r = share_plan(sc, gpu).requests
     pod = sc.sharer(sc.namespace("a"), "capped", gpu, r)
     sc.wait_running([pod])
-    granted = sc.consumed(assert_on_gpu(sc, pod, gpu)) or r
+    granted = sc.consumed(assert_on_gpu(sc, pod, gpu)) or r[sc.profile.shared_capacity]
     text = sc.wait_log(pod, lambda t: "MiB" in t or "UUID" in t, what="nvidia-smi output")
     totals = [int(m) * (1 << 20) for m in re.findall(r"(\d+)\s*MiB", text)]
     assert totals, f"{pod.key}: nvidia-smi printed no memory total: {text[-500:]!r}"

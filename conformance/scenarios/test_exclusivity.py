@@ -8,13 +8,13 @@ import pytest
 
 from conformance.capacity import format_bytes
 from conformance.inventory import Gpu
-from conformance.scenarios.checks import assert_consumed, assert_on_gpu, share_plan
+from conformance.scenarios.checks import assert_consumed, assert_on_gpu, share_plan, sharer_request
 from conformance.workloads import Scenario
 
 pytestmark = pytest.mark.exclusivity
 
 
-def _whole_then_sharer(sc: Scenario, gpu: Gpu, request: int | None) -> None:
+def _whole_then_sharer(sc: Scenario, gpu: Gpu, request: dict[str, int] | None) -> None:
     assert gpu.capacity is not None
     ns = sc.namespace("a")
     first = sc.sharer(ns, "whole", gpu, request)
@@ -23,13 +23,13 @@ def _whole_then_sharer(sc: Scenario, gpu: Gpu, request: int | None) -> None:
     consumed = assert_consumed(sc, first, gpu, result)
     # "The whole GPU" means nothing else fits next to it: even the smallest share the policy allows.
     smallest = gpu.capacity.consumes(1) or 1
-    asked = "without a memory request" if request is None else f"asking for {format_bytes(request)}"
+    asked = ("without a memory request" if request is None
+             else f"asking for {format_bytes(request[sc.profile.shared_capacity])}")
     assert consumed + smallest > gpu.capacity.value, (
         f"a claim {asked} consumed {format_bytes(consumed)} of {gpu.label}'s "
         f"{format_bytes(gpu.capacity.value)}, leaving room for sharers: it does not get the whole GPU "
         "(check the published requestPolicy default)")
-    r, _ = share_plan(gpu)
-    sc.wait_rejected(sc.sharer(sc.namespace("b"), "extra", gpu, r))
+    sc.wait_rejected(sc.sharer(sc.namespace("b"), "extra", gpu, share_plan(sc, gpu).requests))
 
 
 def test_claim_without_capacity_request_takes_whole_gpu(scenario: Scenario) -> None:
@@ -40,7 +40,7 @@ def test_claim_without_capacity_request_takes_whole_gpu(scenario: Scenario) -> N
 def test_claim_for_all_memory_takes_whole_gpu(scenario: Scenario) -> None:
     (gpu,) = scenario.suite.pick_gpus(1)
     assert gpu.capacity is not None
-    _whole_then_sharer(scenario, gpu, gpu.capacity.largest_request())
+    _whole_then_sharer(scenario, gpu, sharer_request(scenario, gpu, gpu.capacity.largest_request()))
 
 
 def test_two_exclusive_claims_land_on_different_gpus(scenario: Scenario) -> None:

@@ -7,7 +7,7 @@ import pytest
 from conformance.inventory import driver_slices, slice_node
 from conformance.kube import items
 from conformance.observe import State, hold, wait_for
-from conformance.scenarios.checks import share_plan
+from conformance.scenarios.checks import require_room_for_sharers, share_plan
 from conformance.workloads import LABEL_SCENARIO, Scenario, is_running
 
 pytestmark = pytest.mark.lifecycle
@@ -16,7 +16,9 @@ pytestmark = pytest.mark.lifecycle
 def test_driver_restart_keeps_sharers_running_and_admits_a_new_one(scenario: Scenario) -> None:
     sc = scenario
     (gpu,) = sc.suite.pick_gpus(1)
-    r, k = share_plan(gpu)
+    plan = share_plan(sc, gpu)
+    r, k = plan.requests, plan.sharers
+    require_room_for_sharers(sc, gpu, plan, want=3)
     if k < 3:
         pytest.skip(f"{gpu.label}: needs room for three sharers, has {k}")
     ns = sc.namespace("a")
@@ -68,8 +70,7 @@ def test_unprepare_leaves_no_cdi_spec_behind(scenario: Scenario) -> None:
     before = sc.suite.provider.node_cdi_specs(gpu.node)
     if before is None:
         pytest.skip(f"the {sc.suite.handle.provider} provider cannot list CDI specs on {gpu.node}")
-    r, _ = share_plan(gpu)
-    pod = sc.sharer(sc.namespace("a"), "cdi-check", gpu, r)
+    pod = sc.sharer(sc.namespace("a"), "cdi-check", gpu, share_plan(sc, gpu).requests)
     sc.wait_running([pod])
     uid = sc.claim_of(pod)["metadata"]["uid"]
     during = list(sc.suite.provider.node_cdi_specs(gpu.node) or {})

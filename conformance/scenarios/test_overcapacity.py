@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conformance.capacity import format_bytes, parse
-from conformance.scenarios.checks import share_plan
+from conformance.scenarios.checks import share_plan, sharer_request
 from conformance.templates import retarget
 from conformance.workloads import Scenario
 
@@ -15,9 +15,10 @@ pytestmark = pytest.mark.overcapacity
 def test_sharer_beyond_capacity_is_rejected(scenario: Scenario) -> None:
     sc = scenario
     (gpu,) = sc.suite.pick_gpus(1)
-    r, k = share_plan(gpu)
+    plan = share_plan(sc, gpu)
+    r, k = plan.requests, plan.sharers
     if k < 1:
-        pytest.skip(f"{gpu.label}: not even one sharer of {format_bytes(r)} fits")
+        pytest.skip(f"{gpu.label}: not even one sharer of {format_bytes(r[sc.profile.shared_capacity])} fits")
     ns = sc.namespace("a")
     pods = [sc.sharer(ns, f"fit-{i}", gpu, r) for i in range(k)]
     sc.wait_running(pods)
@@ -32,7 +33,7 @@ def test_request_above_card_memory_never_schedules(scenario: Scenario) -> None:
     policy = gpu.capacity.policy
     step = policy.step if policy and policy.step else 1 << 30
     too_big = gpu.capacity.value + step
-    sc.wait_rejected(sc.sharer(sc.namespace("a"), "too-big", gpu, too_big))
+    sc.wait_rejected(sc.sharer(sc.namespace("a"), "too-big", gpu, sharer_request(sc, gpu, too_big)))
 
 
 def test_seed_24gi_template_never_schedules_on_a_smaller_card(scenario: Scenario) -> None:

@@ -54,6 +54,10 @@ def test_request_policy_is_valid_and_as_claimed(suite: Suite) -> None:
     claimed = suite.profile.request_policy
     problems = []
     for g in suite.preflight.gpus:
+        # Every consumable capacity's policy counts: a request consumes from each, asked for or not.
+        for name in g.capacities.names():
+            if name != suite.profile.shared_capacity:
+                problems += [f"{g.label}: {name}: {p}" for p in g.capacities[name].policy_problems()]
         if g.capacity is None:
             continue
         for p in g.capacity.policy_problems():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.scenarios.checks import require_room_for_sharers, share_plan, sharer_request
 from conformance.workloads import Scenario
 
 pytestmark = pytest.mark.release
@@ -16,10 +17,14 @@ def test_released_capacity_lets_a_larger_claim_start(scenario: Scenario) -> None
     (gpu,) = sc.suite.pick_gpus(1)
     cap = gpu.capacity
     assert cap is not None
-    half = cap.share_size(2)
-    large = cap.largest_request()
-    if cap.sharers_that_fit(half) < 2 or cap.consumes(large) is None or \
-            2 * (cap.consumes(half) or 0) + (cap.consumes(large) or 0) <= cap.value:
+    plan = share_plan(sc, gpu, parts=2)
+    require_room_for_sharers(sc, gpu, plan)
+    half = plan.requests
+    large = sharer_request(sc, gpu, cap.largest_request())
+    caps = gpu.capacities
+    half_used = caps.consumes(half)
+    if plan.sharers < 2 or half_used is None or caps.consumes(large) is None or \
+            caps.sharers_that_fit(large) < 1 or caps.sharers_that_fit(large, used=[half_used]) > 0:
         pytest.skip(f"{gpu.label}: the published policy cannot express the half/half/whole sequence")
     ns = sc.namespace("a")
     first = sc.sharer(ns, "half-1", gpu, half)

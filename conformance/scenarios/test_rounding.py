@@ -6,7 +6,13 @@ import pytest
 
 from conformance.capacity import format_bytes
 from conformance.inventory import Gpu
-from conformance.scenarios.checks import assert_consumed, assert_on_gpu, env_view, expected_env
+from conformance.scenarios.checks import (
+    assert_consumed,
+    assert_on_gpu,
+    env_view,
+    expected_env,
+    sharer_request,
+)
 from conformance.workloads import Scenario
 
 pytestmark = pytest.mark.rounding
@@ -30,7 +36,7 @@ def test_off_step_request_consumes_the_rounded_amount(scenario: Scenario) -> Non
     expected = cap.consumes(off)
     assert expected is not None and expected != off, (
         f"model: {format_bytes(off)} should round on {gpu.label}'s policy")
-    pod = sc.sharer(sc.namespace("a"), "off-step", gpu, off)
+    pod = sc.sharer(sc.namespace("a"), "off-step", gpu, sharer_request(sc, gpu, off))
     sc.wait_running([pod])
     result = assert_on_gpu(sc, pod, gpu)
     assert_consumed(sc, pod, gpu, result)
@@ -49,4 +55,4 @@ def test_request_above_policy_max_is_rejected(scenario: Scenario) -> None:
     assert cap is not None and cap.policy is not None
     over = cap.largest_request() + (cap.policy.step or 1)
     assert cap.consumes(over) is None or cap.consumes(over) > cap.value
-    sc.wait_rejected(sc.sharer(sc.namespace("a"), "above-max", gpu, over))
+    sc.wait_rejected(sc.sharer(sc.namespace("a"), "above-max", gpu, sharer_request(sc, gpu, over)))

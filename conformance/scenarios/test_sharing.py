@@ -11,6 +11,7 @@ from conformance.scenarios.checks import (
     assert_distinct_share_ids,
     assert_on_gpu,
     assert_unique_cdi_devices,
+    require_room_for_sharers,
     share_plan,
 )
 from conformance.workloads import PodWillNotRun, Scenario
@@ -21,10 +22,12 @@ pytestmark = pytest.mark.sharing
 def test_sharers_from_two_namespaces_pack_one_gpu(scenario: Scenario) -> None:
     sc = scenario
     (gpu,) = sc.suite.pick_gpus(1)
-    r, k = share_plan(gpu)
+    plan = share_plan(sc, gpu)
+    r, k = plan.requests, plan.sharers
+    require_room_for_sharers(sc, gpu, plan)
     if k < 2:
-        pytest.skip(f"{gpu.label}: a request of {format_bytes(r)} leaves room for {k} sharer(s); "
-                    f"nothing to share")
+        pytest.skip(f"{gpu.label}: a request of {format_bytes(r[sc.profile.shared_capacity])} leaves room "
+                    f"for {k} sharer(s); nothing to share")
     ns = [sc.namespace("a"), sc.namespace("b")]
     pods = [sc.sharer(ns[i % 2], f"sharer-{i}", gpu, r) for i in range(k)]
     try:

@@ -44,9 +44,10 @@ def test_every_sharer_runs_and_sees_its_gpu_and_memory(scenario: Scenario) -> No
     if sc.profile.visibility.method == "nvidia-smi" and unapplied:
         # nvidia-smi lists the GPU device nodes it can open: without them applied it sees the host's.
         pytest.skip(unapplied)
-    r, k = share_plan(gpu)
+    plan = share_plan(sc, gpu)
+    r, k = plan.requests, plan.sharers
     if k < 1:
-        pytest.skip(f"{gpu.label}: no sharer of {format_bytes(r)} fits")
+        pytest.skip(f"{gpu.label}: no sharer of {format_bytes(r[sc.profile.shared_capacity])} fits")
     ns = [sc.namespace("a"), sc.namespace("b")]
     pods = [sc.sharer(ns[i % 2], f"viewer-{i}", gpu, r) for i in range(k)]
     sc.wait_running(pods)
@@ -71,9 +72,10 @@ def test_every_sharer_sees_only_its_own_device_nodes(scenario: Scenario) -> None
                  f"{list(sc.profile.visibility.device_nodes)} use")
     others = {g.device: device_node_paths(sc.profile, g) - own for g in sc.suite.preflight.gpus
               if g.node == gpu.node and g.device != gpu.device}
-    r, k = share_plan(gpu)
+    plan = share_plan(sc, gpu)
+    r, k = plan.requests, plan.sharers
     if k < 1:
-        pytest.skip(f"{gpu.label}: no sharer of {format_bytes(r)} fits")
+        pytest.skip(f"{gpu.label}: no sharer of {format_bytes(r[sc.profile.shared_capacity])} fits")
     ns = [sc.namespace("a"), sc.namespace("b")]
     pods = [sc.sharer(ns[i % 2], f"nodes-{i}", gpu, r) for i in range(min(k, 2))]
     sc.wait_running(pods)
