@@ -20,8 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import urllib3
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.testing import running_sim
@@ -82,9 +80,9 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=1000)
     args = ap.parse_args()
     with running_sim(nodes=["node-1"], subprocess=True) as sim:
-        http = urllib3.PoolManager(maxsize=8)
+        http = sim.http(maxsize=8)
         base = sim.url
-        hdr = {"Content-Type": "application/json"}
+        hdr = {"Content-Type": "application/json", **sim.auth}
 
         def call(method: str, path: str, body: bytes | None = None) -> Any:
             r = http.request(method, base + path, body=body, headers=hdr)

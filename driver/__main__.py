@@ -14,7 +14,7 @@ from urllib3.exceptions import MaxRetryError
 from driver.checkpoint import CheckpointError
 from driver.config import Config, ConfigError, parse_config
 from driver.inventory import InventoryError, load_inventory
-from driver.kube import ApiCallError, ClaimReader, api_client
+from driver.kube import ApiCallError, ClaimLister, ClaimReader, api_client
 from driver.metrics import Metrics
 from driver.plugin import KubeletPlugin
 from driver.publisher import DroppedFieldsError, SlicePublisher
@@ -34,7 +34,8 @@ def run(cfg: Config) -> int:
                  gpu.memory_bytes, gpu.uuid)
     api = api_client(cfg.kubeconfig)
     state = DeviceState(driver_name=cfg.driver_name, node_name=cfg.node_name, inventory=inventory,
-                        cdi_dir=cfg.cdi_dir, state_dir=cfg.state_dir, read_claim=ClaimReader(api))
+                        cdi_dir=cfg.cdi_dir, state_dir=cfg.state_dir, read_claim=ClaimReader(api),
+                        list_claims=ClaimLister(api))
     state.restore()
 
     stop = threading.Event()

@@ -37,14 +37,20 @@ class Checkpoint:
     def temp_path(self) -> Path:
         return temp_path_for(self.path)
 
+    def exists(self) -> bool:
+        return self.path.exists()
+
     def load(self) -> dict[str, dict[str, Any]]:
         """Claims by UID; empty when no checkpoint exists yet. Raises CheckpointError when it is damaged."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
-        fix = (f"inspect it, then move it aside (e.g. mv {self.path} {self.path}.corrupt) to start with no "
-               "prepared claims; the kubelet prepares running pods' claims again")
+        # True advice: without a checkpoint the driver rebuilds it from the API before it cleans anything
+        # (driver/state.py DeviceState.restore); the kubelet does not prepare running pods' claims again.
+        fix = (f"move it aside (e.g. mv {self.path} {self.path}.corrupt) and start the driver again: "
+               "without a checkpoint it rebuilds the claims it prepared from the API (claims allocated on "
+               "this node by this driver and reserved by pods) and keeps their CDI specs")
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

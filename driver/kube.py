@@ -40,6 +40,32 @@ def body(response: Any) -> Any:
     return json.loads(response.data)
 
 
+class ClaimLister:
+    """Every ResourceClaim in the cluster (the driver filters them; claims have no field selector for
+    their allocation), read page by page."""
+
+    def __init__(self, api: client.ApiClient, timeout: float = 30.0, page: int = 500) -> None:
+        self.resource = client.ResourceV1Api(api)
+        self.timeout = timeout
+        self.page = page
+
+    def __call__(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        token = None
+        while True:
+            try:
+                doc = body(self.resource.list_resource_claim_for_all_namespaces(
+                    limit=self.page, _continue=token, _preload_content=False,
+                    _request_timeout=self.timeout))
+            except ApiException as err:
+                raise ApiCallError(f"listing ResourceClaims to rebuild the checkpoint: HTTP {err.status} "
+                                   f"{err.reason}") from err
+            items += doc.get("items") or []
+            token = (doc.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+
 class ClaimReader:
     def __init__(self, api: client.ApiClient, timeout: float = 10.0) -> None:
         self.resource = client.ResourceV1Api(api)

@@ -5,6 +5,11 @@ Crash safety comes from one ordering rule, so a restart can always reconcile:
 - unprepare drops the claim from the checkpoint first, then deletes the CDI spec.
 So after any crash a CDI spec without a checkpoint entry is a leftover to delete, and a checkpoint entry
 without its spec is rewritten from the entry (the checkpoint holds every container edit).
+
+Without a checkpoint (first start, or one moved aside after damage) the checkpoint is rebuilt from the API
+before anything is cleaned: every claim allocated on this node by this driver and reserved by pods is
+prepared state the kubelet relies on (it never prepares a running pod's claim again), so its entry is
+planned from the claim and saved, and only then are specs of other claims removed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from driver.inventory import Inventory
 log = logging.getLogger(__name__)
 
 ClaimReader = Callable[[str, str], "dict[str, Any] | None"]
+ClaimLister = Callable[[], "list[dict[str, Any]]"]  # every ResourceClaim in the cluster, as served
 
 
 @dataclass
@@ -42,7 +48,7 @@ class PrepareResult:
 
 class DeviceState:
     def __init__(self, *, driver_name: str, node_name: str, inventory: Inventory, cdi_dir: Path,
-                 state_dir: Path, read_claim: ClaimReader) -> None:
+                 state_dir: Path, read_claim: ClaimReader, list_claims: ClaimLister) -> None:
         self.driver_name = driver_name
         self.node_name = node_name
         self.inventory = inventory
@@ -50,6 +56,8 @@ class DeviceState:
         self.cdi_dir = cdi_dir
         self.checkpoint = Checkpoint(state_dir)
         self.read_claim = read_claim
+        self.list_claims = list_claims
+        self._unplannable: set[str] = set()  # reserved claims of ours a rebuild could not plan
         self._claims: dict[str, dict[str, Any]] = {}
         self._save_lock = threading.Lock()  # guards _claims and the checkpoint file
         self._locks_lock = threading.Lock()
@@ -58,24 +66,56 @@ class DeviceState:
     # -- start-up ---------------------------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Load the checkpoint and make the CDI dir agree with it (see the module docstring)."""
+        """Load the checkpoint (or rebuild it from the API when there is none) and make the CDI dir
+        agree with it (see the module docstring). Raises CheckpointError for a damaged checkpoint and
+        whatever list_claims raises when the API cannot be read; in both cases nothing is removed."""
         self.cdi_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint.path.parent.mkdir(parents=True, exist_ok=True)
-        claims = self.checkpoint.load()
+        rebuilt = not self.checkpoint.exists()
+        claims = self._rebuild() if rebuilt else self.checkpoint.load()
         for tmp in [*cdi.list_temp_files(self.cdi_dir, self.driver_name), self.checkpoint.temp_path]:
             # Half-written files of an interrupted atomic write; the real file was never replaced.
             tmp.unlink(missing_ok=True)
         on_disk = cdi.list_spec_claims(self.cdi_dir, self.driver_name)
-        for uid in sorted(on_disk - set(claims)):
+        for uid in sorted(on_disk - set(claims) - self._unplannable):
             cdi.remove_spec(self.cdi_dir, self.driver_name, uid)
-            log.info("removed leftover CDI spec of claim %s (not in the checkpoint)", uid)
+            log.info("removed leftover CDI spec of claim %s (%s)", uid,
+                     "no pod on this node reserves it" if rebuilt else "not in the checkpoint")
         for uid, entry in sorted(claims.items()):
             if uid not in on_disk:
                 self._write_spec(uid, entry["devices"])
                 log.info("rewrote missing CDI spec of prepared claim %s/%s", entry["namespace"],
                          entry["name"])
         self._claims = claims
-        log.info("restored %d prepared claim(s) from %s", len(claims), self.checkpoint.path)
+        if not rebuilt:
+            log.info("restored %d prepared claim(s) from %s", len(claims), self.checkpoint.path)
+
+    def _rebuild(self) -> dict[str, dict[str, Any]]:
+        """The checkpoint as it should be, from the API, saved before anything else happens."""
+        claims: dict[str, dict[str, Any]] = {}
+        for claim in self.list_claims():
+            meta = claim.get("metadata") or {}
+            status = claim.get("status") or {}
+            results = ((status.get("allocation") or {}).get("devices") or {}).get("results") or []
+            ours = any(r.get("driver") == self.driver_name and r.get("pool") == self.node_name
+                       for r in results)
+            if not ours or not status.get("reservedFor"):
+                continue
+            ref = ClaimRef(meta.get("namespace", ""), meta.get("uid", ""), meta.get("name", ""))
+            try:
+                devices = plan_claim(ref, claim, self.driver_name, self.node_name, self.gpus,
+                                     self.inventory.real)
+            except ClaimError as err:  # not preparable here now (inventory changed?): keep its spec as is
+                log.warning("not rebuilding %s, keeping its CDI spec if any: %s", ref, err)
+                self._unplannable.add(ref.uid)
+                continue
+            claims[ref.uid] = {"namespace": ref.namespace, "name": ref.name, "state": PREPARE_COMPLETED,
+                               "devices": devices}
+        self.checkpoint.save(claims)
+        log.info("no checkpoint at %s: rebuilt %d prepared claim(s) from the API (allocated on node %s "
+                 "by %s and reserved by pods)", self.checkpoint.path, len(claims), self.node_name,
+                 self.driver_name)
+        return claims
 
     def prepared_claims(self) -> dict[str, dict[str, Any]]:
         with self._save_lock:

@@ -108,8 +108,6 @@ class SimApi:
     """The simulated API server (sim.apiserver Store + HTTP) on loopback, with a kubeconfig file."""
 
     def __init__(self, root: Path, kube_version: str = "1.36", gates: dict[str, bool] | None = None) -> None:
-        import yaml
-
         from sim.apiserver.server import ApiServer
         from sim.apiserver.store import Store
         from sim.config import SimConfig
@@ -117,12 +115,10 @@ class SimApi:
         self.store = Store(SimConfig(kube_version=kube_version, feature_gates=gates or {}))
         self.server = ApiServer(self.store)
         self.server.start()
-        self.kubeconfig = root / "kubeconfig"
-        self.kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "sim",
-            "clusters": [{"name": "sim", "cluster": {"server": self.server.url}}],
-            "users": [{"name": "sim", "user": {}}],
-            "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": "sim"}}]}))
+        from sim.cluster import write_kubeconfig
+
+        self.kubeconfig = write_kubeconfig(root / "kubeconfig", self.server.url, self.server.token,
+                                           self.server.ca_pem)
 
     def add_claim(self, claim: dict[str, Any]) -> dict[str, Any]:
         """Create `claim` and write its status (allocation) the way the scheduler does; returns the stored

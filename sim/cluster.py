@@ -12,6 +12,7 @@ stop() stops them in reverse order, then the server. Components get the cluster 
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import tempfile
@@ -58,25 +59,33 @@ def node_object(name: str, config: SimConfig) -> dict[str, Any]:
     }
 
 
-def kubeconfig_text(url: str) -> str:
+def kubeconfig_text(url: str, token: str, ca_pem: bytes) -> str:
+    """The sim's kubeconfig: its URL, the certificate it serves and the bearer token every request must
+    carry."""
+    cluster = {"server": url, "certificate-authority-data": base64.b64encode(ca_pem).decode()}
     doc = {
         "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "sim", "cluster": {"server": url}}],
-        "users": [{"name": "sim", "user": {}}],
+        "clusters": [{"name": "sim", "cluster": cluster}],
+        "users": [{"name": "sim", "user": {"token": token}}],
         "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": "sim", "namespace": "default"}}],
         "current-context": "sim",
     }
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def write_kubeconfig(path: str | os.PathLike[str], url: str) -> Path:
-    """Atomic write, so a reader that sees the file sees a whole kubeconfig."""
+def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str, ca_pem: bytes) -> Path:
+    """Atomic write, so a reader that sees the file sees a whole kubeconfig; mode 0600 (mkstemp's), as
+    the token in it is all a caller needs to run commands through the sim."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".kubeconfig-", dir=target.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(kubeconfig_text(url))
-    os.replace(tmp, target)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(kubeconfig_text(url, token, ca_pem))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return target
 
 
@@ -96,6 +105,11 @@ class Cluster:
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def token(self) -> str:
+        """The bearer token of this cluster's API (also in every kubeconfig it writes)."""
+        return self.server.token
 
     def add(self, component: C) -> C:
         self.components.append(component)
@@ -137,7 +151,7 @@ class Cluster:
             raise RuntimeError(f"{len(errors)} component(s) failed to stop: {errors}")
 
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
-        return write_kubeconfig(path, self.url)
+        return write_kubeconfig(path, self.url, self.server.token, self.server.ca_pem)
 
     def __enter__(self) -> Cluster:
         self.start()

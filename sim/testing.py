@@ -35,6 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class SimHandle:
     kubeconfig: Path
     url: str
+    token: str  # the bearer token every request needs (it is in the kubeconfig)
+    ca_pem: bytes  # the certificate the sim serves (in the kubeconfig as certificate-authority-data)
     cluster: Cluster | None = None
     process: sp.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
@@ -45,6 +47,17 @@ class SimHandle:
             raise RuntimeError("the Store is only reachable in-process; this sim runs as a subprocess")
         return self.cluster.store
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """The header a raw HTTP request to this sim needs."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def http(self, **kw: Any) -> Any:
+        """A urllib3.PoolManager that trusts this sim's certificate (send `headers=sim.auth` too)."""
+        import urllib3
+
+        return urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_cert_data=self.ca_pem.decode(), **kw)
+
     def client(self) -> Any:
         """A fresh kubernetes.client.ApiClient for this sim (does not touch the global configuration)."""
         from kubernetes import client, config
@@ -52,6 +65,18 @@ class SimHandle:
         cfg = client.Configuration()
         config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
         return client.ApiClient(cfg)
+
+
+def kubeconfig_credentials(path: Path) -> tuple[str, bytes]:
+    """(bearer token, CA certificate PEM) of a kubeconfig the sim wrote (it writes the file before it
+    says it serves)."""
+    import base64
+
+    import yaml
+
+    doc = yaml.safe_load(path.read_text())
+    ca = base64.b64decode(doc["clusters"][0]["cluster"]["certificate-authority-data"])
+    return str(doc["users"][0]["user"]["token"]), ca
 
 
 def _wait_for(predicate: Callable[[], bool], timeout: float, what: str, cond: threading.Condition) -> None:
@@ -95,7 +120,8 @@ def running_sim(
             cluster.start()
             try:
                 cluster.write_kubeconfig(kubeconfig)
-                yield SimHandle(kubeconfig=kubeconfig, url=cluster.url, cluster=cluster)
+                yield SimHandle(kubeconfig=kubeconfig, url=cluster.url, token=cluster.token,
+                                ca_pem=cluster.server.ca_pem, cluster=cluster)
             finally:
                 cluster.stop()
             return
@@ -152,7 +178,9 @@ def _run_subprocess(
             raise RuntimeError(
                 f"python -m sim exited with {proc.wait()} before serving:\n" + "\n".join(lines)
             )
-        yield SimHandle(kubeconfig=kubeconfig, url=url_box.get(), process=proc, output=lines)
+        token, ca_pem = kubeconfig_credentials(kubeconfig)
+        yield SimHandle(kubeconfig=kubeconfig, url=url_box.get(), token=token, ca_pem=ca_pem, process=proc,
+                        output=lines)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

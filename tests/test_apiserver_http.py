@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
-import urllib3
 from kubernetes import client, dynamic, utils, watch
 from kubernetes.client.rest import ApiException
 
@@ -233,8 +233,8 @@ spec:
 def raw(
     sim: SimHandle, method: str, path: str, body: bytes | None = None, content_type: str = "application/json"
 ) -> tuple[int, dict[str, Any]]:
-    http = urllib3.PoolManager()
-    r = http.request(method, sim.url + path, body=body, headers={"Content-Type": content_type})
+    http = sim.http()
+    r = http.request(method, sim.url + path, body=body, headers={"Content-Type": content_type, **sim.auth})
     return r.status, json.loads(r.data)
 
 
@@ -266,10 +266,13 @@ def test_malformed_bodies_get_bad_request_and_the_server_keeps_serving(sim: SimH
 
 
 def test_abrupt_client_disconnect_does_not_stop_the_server(sim: SimHandle) -> None:
-    host, port = sim.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as s:
+    host, port = sim.url.removeprefix("https://").split(":")
+    context = ssl.create_default_context(cadata=sim.ca_pem.decode())
+    with socket.create_connection((host, int(port))) as raw_sock, \
+            context.wrap_socket(raw_sock, server_hostname=host) as s:
         s.sendall(
-            b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+            b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + sim.token.encode() + b"\r\nContent-Length: 100\r\n\r\n{"
         )
     code, _ = raw(sim, "GET", "/version")
     assert code == 200
@@ -302,11 +305,12 @@ def test_delete_collection_by_label(api_client: Any) -> None:
 
 def test_send_initial_events_ends_with_a_bookmark(sim: SimHandle, api_client: Any) -> None:
     client.CoreV1Api(api_client).create_namespaced_config_map("default", {"metadata": {"name": "a"}})
-    http = urllib3.PoolManager()
+    http = sim.http()
     r = http.request(
         "GET",
         sim.url + "/api/v1/namespaces/default/configmaps?watch=1&sendInitialEvents=true"
         "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=5",
+        headers=sim.auth,
         preload_content=False,
     )
     lines = []

@@ -115,6 +115,8 @@ def api():
     server.start()
     cfg = client.Configuration()
     cfg.host = server.url
+    cfg.api_key = {"authorization": f"Bearer {server.token}"}
+    cfg.ca_cert_data = server.ca_pem.decode()
     api = client.ApiClient(cfg)
     store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "w"}})
     yield store, client.CoreV1Api(api)

@@ -44,7 +44,8 @@ REFS = [ClaimRef("default", c["metadata"]["uid"], c["metadata"]["name"]) for c i
 
 def _state(root: Path) -> DeviceState:
     state = DeviceState(driver_name=DRIVER, node_name="node-1", inventory=INVENTORY, cdi_dir=root / "cdi",
-                        state_dir=root / "state", read_claim=lambda ns, name: CLAIMS.get((ns, name)))
+                        state_dir=root / "state", read_claim=lambda ns, name: CLAIMS.get((ns, name)),
+                        list_claims=lambda: list(CLAIMS.values()))
     state.restore()
     return state
 

@@ -17,7 +17,7 @@ import pytest
 
 from driver.api import pluginregistration_pb2, pluginregistration_pb2_grpc
 from driver.inventory import load_inventory
-from driver.kube import ClaimReader, api_client
+from driver.kube import ClaimLister, ClaimReader, api_client
 from driver.metrics import Metrics
 from driver.plugin import KubeletPlugin
 from driver.state import DeviceState
@@ -33,7 +33,8 @@ class Plugin:
         self.state = DeviceState(driver_name=DRIVER, node_name="node-1",
                                  inventory=load_inventory("rtx3090x2", "node-1"), cdi_dir=root / "cdi",
                                  state_dir=root / "state",
-                                 read_claim=ClaimReader(self.api_client))
+                                 read_claim=ClaimReader(self.api_client),
+                                 list_claims=ClaimLister(self.api_client))
         self.state.restore()
         self.metrics = Metrics()
         self.plugin = KubeletPlugin(self.state, self.metrics, DRIVER, root / "plugins" / "dra.sock",

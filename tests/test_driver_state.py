@@ -38,10 +38,14 @@ class Claims:
         self.reads += 1
         return self.objects.get((namespace, name))
 
+    def list(self) -> list[dict[str, Any]]:
+        return list(self.objects.values())
+
 
 def make_state(root: Path, claims: Claims, profile: str = "rtx3090x2") -> DeviceState:
     state = DeviceState(driver_name=DRIVER, node_name="node-1", inventory=load_inventory(profile, "node-1"),
-                        cdi_dir=root / "cdi", state_dir=root / "state", read_claim=claims)
+                        cdi_dir=root / "cdi", state_dir=root / "state", read_claim=claims,
+                        list_claims=claims.list)
     state.restore()
     return state
 
@@ -271,3 +275,83 @@ def test_on_real_gpus_every_device_of_a_request_names_all_its_gpus_for_the_nvidi
     assert visible == [[both], [both], [f"NVIDIA_VISIBLE_DEVICES={gpus['gpu-5'].uuid}"]]
     mock = plan_claim(ref, claim, DRIVER, "node-1", gpus, real_gpu=False)
     assert not any(e.startswith("NVIDIA_VISIBLE_DEVICES") for d in mock for e in d["env"])
+
+
+def reserved(claim: dict[str, Any], pod: str = "p") -> dict[str, Any]:
+    claim["status"]["reservedFor"] = [{"resource": "pods", "name": pod, "uid": str(uuid.uuid4())}]
+    return claim
+
+
+def test_without_a_checkpoint_reserved_claims_are_rebuilt_from_the_api_before_anything_is_removed(
+        tmp_path: Path) -> None:
+    claims = Claims()
+    state = make_state(tmp_path, claims)
+    running = [claims.add(reserved(allocated_claim(f"r{i}", results=[
+        result(f"gpu-{i % 2}", share_id=str(uuid.uuid4()), memory="2Gi")]))) for i in range(3)]
+    released = claims.add(allocated_claim("released", results=[result("gpu-1", share_id=S1, memory="1Gi")]))
+    assert all(not r.error for r in state.prepare([*running, released]).values())
+    specs = {r.uid: spec_of(tmp_path, r.uid) for r in running}
+    (tmp_path / "state" / "checkpoint.json").rename(tmp_path / "state" / "checkpoint.json.aside")
+
+    restarted = make_state(tmp_path, claims)
+    assert set(restarted.prepared_claims()) == {r.uid for r in running}
+    assert {r.uid: spec_of(tmp_path, r.uid) for r in running} == specs
+    assert not cdi.spec_path(tmp_path / "cdi", DRIVER, released.uid).exists()  # no pod reserves it
+    assert set(Checkpoint(tmp_path / "state").load()) == {r.uid for r in running}  # saved at once
+    # Prepare answers from the rebuilt entries without reading the API, and unprepare removes the specs.
+    reads = claims.reads
+    assert [restarted.prepare([r])[r.uid].devices for r in running] == \
+        [state.prepare([r])[r.uid].devices for r in running]
+    assert claims.reads == reads
+    assert restarted.unprepare(running) == {r.uid: "" for r in running}
+    assert cdi.list_spec_claims(tmp_path / "cdi", DRIVER) == set()
+
+
+def test_a_rebuild_keeps_only_this_nodes_and_this_drivers_claims(tmp_path: Path) -> None:
+    claims = Claims()
+    other_node = claims.add(reserved(allocated_claim("n2", node="node-2", results=[
+        result("gpu-0", pool="node-2")])))
+    other_driver = claims.add(reserved(allocated_claim("d2", results=[
+        result("gpu-0", driver="other.example.com")])))
+    ours = claims.add(reserved(allocated_claim("mine", results=[result("gpu-0", share_id=S2, memory="1Gi")])))
+    state = make_state(tmp_path, claims)
+    assert set(state.prepared_claims()) == {ours.uid}
+    assert other_node.uid not in state.prepared_claims() and other_driver.uid not in state.prepared_claims()
+    assert cdi.spec_path(tmp_path / "cdi", DRIVER, ours.uid).exists()
+
+
+def test_following_the_corrupt_checkpoint_advice_keeps_every_prepared_claim(tmp_path: Path) -> None:
+    claims = Claims()
+    refs = [claims.add(reserved(allocated_claim(f"c{i}", results=[
+        result("gpu-0", share_id=str(uuid.uuid4()), memory="1Gi")]))) for i in range(4)]
+    make_state(tmp_path, claims).prepare(refs)
+    path = tmp_path / "state" / "checkpoint.json"
+    path.write_bytes(path.read_bytes()[:10])
+    with pytest.raises(CheckpointError) as err:
+        make_state(tmp_path, claims)
+    assert {r.uid for r in refs} <= cdi.list_spec_claims(tmp_path / "cdi", DRIVER)  # nothing removed
+    # The advice names the command; run exactly it.
+    command = str(err.value).split("(e.g. ", 1)[1].split(")", 1)[0].split()
+    assert command[0] == "mv"
+    Path(command[1]).rename(command[2])
+    restarted = make_state(tmp_path, claims)
+    assert set(restarted.prepared_claims()) == {r.uid for r in refs}
+    assert cdi.list_spec_claims(tmp_path / "cdi", DRIVER) == {r.uid for r in refs}
+
+
+def test_when_the_api_cannot_be_read_a_rebuild_removes_nothing(tmp_path: Path) -> None:
+    claims = Claims()
+    ref = claims.add(reserved(allocated_claim("k", results=[result("gpu-0")])))
+    make_state(tmp_path, claims).prepare([ref])
+    (tmp_path / "state" / "checkpoint.json").unlink()
+
+    def unreachable() -> list[dict[str, Any]]:
+        raise ConnectionError("the API server is unreachable")
+
+    state = DeviceState(driver_name=DRIVER, node_name="node-1",
+                        inventory=load_inventory("rtx3090x2", "node-1"), cdi_dir=tmp_path / "cdi",
+                        state_dir=tmp_path / "state", read_claim=claims, list_claims=unreachable)
+    with pytest.raises(ConnectionError):
+        state.restore()
+    assert cdi.spec_path(tmp_path / "cdi", DRIVER, ref.uid).exists()
+    assert not (tmp_path / "state" / "checkpoint.json").exists()

@@ -53,6 +53,8 @@ class Node(PodWatch):
         self.kubelet.plugins.wait_registered(DRIVER, timeout=10)
         cfg = client.Configuration()
         cfg.host = self.server.url
+        cfg.api_key = {"authorization": f"Bearer {self.server.token}"}
+        cfg.ca_cert_data = self.server.ca_pem.decode()
         self.api = client.ApiClient(cfg)
         self.core = client.CoreV1Api(self.api)
         self.resource = client.ResourceV1Api(self.api)

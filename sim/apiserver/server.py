@@ -9,8 +9,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import select
 import socket
+import ssl
 import threading
 import time
 import traceback
@@ -18,25 +18,31 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import yaml
-
-from . import discovery, openapi, protobuf, tables
+from . import bodies, discovery, guards, listoptions, openapi, protobuf, tables
+from .encoded import EncodedObjects
 from .errors import ApiError, bad_request
-from .patch import APPLY, JSON_PATCH, MERGE, STRATEGIC
+from .http_limits import (
+    ConnectionSlots,
+    DeadlineReader,
+    HeaderTooLarge,
+    Limits,
+    content_length,
+    header_lists,
+    read_body,
+)
+from .patch import APPLY
 from .resources import BY_GROUP_VERSION_PLURAL, ResourceType
 from .store import Store, bind_pod
+from .tls import ServerTLS, server_tls
 
 log = logging.getLogger("sim.apiserver")
 
 DEFAULT_WATCH_TIMEOUT = 1800.0
 # How long a quiet watch waits before checking that its client is still connected.
 IDLE_CHECK_SECONDS = 5.0
-MAX_BODY = 16 * 1024 * 1024
-
-try:
-    _YAML_LOADER: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - pyyaml without libyaml
-    _YAML_LOADER = yaml.SafeLoader
+_HEADER_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+)
 
 
 def paginate(items: list[dict[str, Any]], limit: int | None, token: str | None) -> tuple[list[Any], str, int]:
@@ -97,10 +103,61 @@ class ApiHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, store: Store, port: int = 0) -> None:
+    def __init__(self, store: Store, port: int = 0, token: str | None = None,
+                 limits: Limits | None = None, tls: ServerTLS | None = None) -> None:
         self.store = store
         self.stopping = threading.Event()
+        self.token = token or guards.new_token()
+        self.limits = limits or Limits()
+        self.tls = tls
+        self.slots = ConnectionSlots(self.limits)
+        self.encoded = EncodedObjects()
         super().__init__(("127.0.0.1", port), _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        conn = request
+        if self.tls is not None:
+            try:
+                conn = self._handshake(request)
+            except (OSError, ValueError):  # a failed or too slow handshake: nothing to answer
+                return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            if conn is not request:
+                self.shutdown_request(conn)
+
+    def _handshake(self, sock: socket.socket) -> ssl.SSLSocket:
+        """TLS handshake in the connection's own thread. The socket timeout bounds the handshake as a
+        whole (CPython applies it as one deadline), however slowly the client sends its hello."""
+        assert self.tls is not None
+        conn = self.tls.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        try:
+            conn.settimeout(self.limits.header_timeout)
+            conn.do_handshake()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread per connection, but never more than max_connections of them.
+        if not self.slots.acquire():
+            log.warning("closed a new connection: %d connections are served already",
+                        self.limits.max_connections)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     @property
     def port(self) -> int:
@@ -108,7 +165,7 @@ class ApiHTTPServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -120,9 +177,55 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
+    rfile: Any  # a DeadlineReader once set up
+
     def setup(self) -> None:
         super().setup()
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.rfile.close()
+        self.rfile = DeadlineReader(self.connection)
+        self._requests = 0
+        self._started = 0.0
+        self._header_lists: dict[str, list[str]] = {}
+
+    def handle_one_request(self) -> None:
+        limits = self.server.limits
+        try:
+            # A new connection must start its request soon; a kept-alive one may idle for longer.
+            wait = limits.idle_timeout if self._requests else limits.header_timeout
+            self.rfile.set_deadline(time.monotonic() + wait)
+            if not self.rfile.peek():
+                self.close_connection = True
+                return
+            self._requests += 1
+            self._started = time.monotonic()
+            self.rfile.set_deadline(self._started + limits.header_timeout, limits.max_header_bytes)
+            super().handle_one_request()
+        except TimeoutError:
+            self.close_connection = True
+        except HeaderTooLarge:
+            self.close_connection = True
+            try:
+                self.connection.settimeout(limits.write_timeout)
+                self.wfile.write(_HEADER_TOO_LARGE)
+            except OSError:
+                return
+            self._linger()
+
+    def handle_expect_100(self) -> bool:
+        # Refuse before inviting the body, so a refused body is never sent.
+        try:
+            self._check_request()
+        except ApiError as e:
+            self.close_connection = True
+            self._send_json(e.code, e.status())
+            return False
+        return super().handle_expect_100()
+
+    def _check_request(self) -> None:
+        self._header_lists = header_lists(self.headers)
+        guards.check_caller(self._header_lists, self.server.token, self.server.port)
+        content_length(self._header_lists, self.server.limits.max_body)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -154,6 +257,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.command != "HEAD" and len(body) <= 65536:
+            # Head and body in one write: one TLS record and one syscall for a typical response.
+            self._headers_buffer.extend((b"\r\n", body))
+            self.flush_headers()
+            return
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -170,46 +278,40 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, json.dumps(obj, separators=(",", ":")).encode(), headers=headers)
 
     def _read_body(self) -> bytes:
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int(self.rfile.readline().strip() or b"0", 16)
-                if size == 0:
-                    self.rfile.readline()
-                    break
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-            return b"".join(chunks)
-        if not length:
-            return b""
-        n = int(length)
-        if n > MAX_BODY:
-            raise ApiError(
-                413, "RequestEntityTooLarge", f"request body of {n} bytes is over the limit of {MAX_BODY}"
-            )
-        return self.rfile.read(n)
+        limits = self.server.limits
+        self.rfile.set_deadline(self._started + limits.request_timeout)
+        try:
+            return read_body(self.rfile, self._header_lists, limits.max_body)
+        except TimeoutError:
+            raise ApiError(408, "Timeout", "the request body did not arrive in time") from None
+        finally:
+            self.rfile.set_deadline(None)
+            self.connection.settimeout(limits.write_timeout)
+
+    def _linger(self) -> None:
+        """After refusing a request whose body is unread: read a little of what is in flight, so closing
+        does not reset the connection before the client has read the answer (as Go's server does)."""
+        self.rfile.set_deadline(time.monotonic() + 1.0)
+        self.rfile.discard(self.server.limits.linger_bytes, quiet=0.1)
+        self.rfile.set_deadline(None)
 
     def _parse_body(self, raw: bytes, content_type: str) -> Any:
+        """A body in one of the media types the API defines (bodies.OBJECT_TYPES / PATCH_TYPES, as the
+        caller has already checked), decoded within the nesting and alias limits."""
         if not raw.strip():
             raise bad_request("the request needs a body")
-        ctype = content_type.split(";")[0].strip().lower()
+        limits = self.server.limits
+        ctype = bodies.media_type(content_type) or bodies.JSON
         if protobuf.is_protobuf(ctype):
-            return protobuf.decode(raw)
-        if "protobuf" in ctype or "cbor" in ctype:
-            raise ApiError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - "
-                f"accepted media types include: application/json, application/yaml (got {ctype})",
-            )
-        try:
-            if "yaml" in ctype:
-                return yaml.load(raw, Loader=_YAML_LOADER)
-            return json.loads(raw)
-        except (ValueError, yaml.YAMLError) as e:
-            kind = "YAML" if "yaml" in ctype else "JSON"
-            raise bad_request(f"the request body is not valid {kind}: {e}") from None
+            value = protobuf.decode(raw)
+            bodies.check_depth(value, limits.max_depth)
+            return value
+        if ctype in (bodies.YAML, APPLY):
+            return bodies.decode_yaml(raw, limits.max_depth, limits.yaml_alias_budget)
+        return bodies.decode_json(raw, limits.max_depth)
+
+    def _parse_object(self, raw: bytes) -> Any:
+        return self._parse_body(raw, bodies.object_media_type(self.headers.get("Content-Type")))
 
     def _dispatch(self, method: str) -> None:
         body_read = False
@@ -217,15 +319,20 @@ class _Handler(BaseHTTPRequestHandler):
             url = urlsplit(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
             path = unquote(url.path)
-            raw = b""
-            if method in ("POST", "PUT", "PATCH", "DELETE"):
-                raw = self._read_body()
+            self._check_request()
+            # Any method may carry a body; it is read (within the limits) so the next request on this
+            # connection starts where this one ends.
+            raw = self._read_body()
             body_read = True
             self._route(method, path, query, raw)
         except ApiError as e:
             if not body_read:
                 self.close_connection = True
+                self.connection.settimeout(self.server.limits.write_timeout)
             self._send_json(e.code, e.status())
+            if not body_read and (self.headers["Transfer-Encoding"]
+                                  or (self.headers["Content-Length"] or "0").strip() != "0"):
+                self._linger()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as e:  # a bug must not take the server down: report it as a 500 Status
@@ -375,7 +482,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(
                     405, "MethodNotAllowed", f"{method} is not allowed on pods/binding; POST a Binding"
                 )
-            self._bind(req, self._parse_body(raw, self.headers.get("Content-Type", "")))
+            self._bind(req, self._parse_object(raw))
             return
         if req.name is None:
             if method == "GET":
@@ -384,7 +491,7 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self._list(req)
             elif method == "POST":
-                body = self._parse_body(raw, self.headers.get("Content-Type", ""))
+                body = self._parse_object(raw)
                 if not isinstance(body, dict):
                     raise bad_request("the body of a create must be a JSON object")
                 res = store.create_ex(rt.name, body, req.namespace, **self._write_opts(q))
@@ -426,7 +533,7 @@ class _Handler(BaseHTTPRequestHandler):
         if req.subresource == "log":
             raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed on pods/log")
         if method == "PUT":
-            body = self._parse_body(raw, self.headers.get("Content-Type", ""))
+            body = self._parse_object(raw)
             if not isinstance(body, dict):
                 raise bad_request("the body of an update must be a JSON object")
             body_name = (body.get("metadata") or {}).get("name")
@@ -438,15 +545,8 @@ class _Handler(BaseHTTPRequestHandler):
             res = store.update_ex(rt.name, body, req.subresource, req.namespace, **self._write_opts(q))
             self._send_json(200, res.object, res.warnings)
         elif method == "PATCH":
-            ctype = self.headers.get("Content-Type", "").split(";")[0].strip()
-            patch_body = self._parse_body(raw, "yaml" if ctype == APPLY else "json")
-            if ctype not in (MERGE, JSON_PATCH, STRATEGIC, APPLY):
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    f"the body of the request was in an unknown format - "
-                    f"accepted media types include: {JSON_PATCH}, {MERGE}, {APPLY}, {STRATEGIC}",
-                )
+            ctype = bodies.patch_media_type(self.headers.get("Content-Type"))
+            patch_body = self._parse_body(raw, ctype)
             opts = self._write_opts(q)
             if ctype == APPLY and not q.get("fieldManager"):
                 raise bad_request(
@@ -477,7 +577,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _delete_opts(self, q: dict[str, str], raw: bytes) -> dict[str, Any]:
         body: dict[str, Any] = {}
         if raw.strip():
-            parsed = self._parse_body(raw, self.headers.get("Content-Type", "application/json"))
+            parsed = self._parse_object(raw)
             if not isinstance(parsed, dict):
                 raise bad_request("the body of a delete must be a DeleteOptions object")
             body = parsed
@@ -512,10 +612,10 @@ class _Handler(BaseHTTPRequestHandler):
         rt = req.rt
         assert rt is not None
         q = req.query
+        limit = listoptions.list_options(q, watch=False).limit
         items, rv = self.server.store.list_raw(
             rt.name, req.namespace, q.get("labelSelector"), q.get("fieldSelector")
         )
-        limit = _int(q, "limit")
         token = q.get("continue")
         if not limit and not token:
             self._send_json(200, self._maybe_table(rt, items, rv=rv))
@@ -591,19 +691,14 @@ class _Handler(BaseHTTPRequestHandler):
         rt = req.rt
         assert rt is not None
         q = req.query
-        rv_raw = q.get("resourceVersion", "")
+        opts = listoptions.list_options(q, watch=True)
         send_initial_events = _bool(q.get("sendInitialEvents"))
         bookmarks = _bool(q.get("allowWatchBookmarks"))
-        timeout = _int(q, "timeoutSeconds")
+        timeout = opts.timeout_seconds
         deadline = time.monotonic() + (timeout if timeout is not None else DEFAULT_WATCH_TIMEOUT)
         protobuf.check_acceptable(self.headers.get("Accept", ""), rt.api_version, rt.kind)
-        since: int | None = None
-        initial = rv_raw in ("", "0") or send_initial_events
-        if rv_raw not in ("", "0"):
-            try:
-                since = int(rv_raw)
-            except ValueError:
-                raise bad_request(f"resourceVersion={rv_raw!r} must be an integer") from None
+        since = opts.resource_version or None  # unset or "0": start with the current state
+        initial = since is None or send_initial_events
         try:
             w = store.watch(
                 [rt.name],
@@ -639,7 +734,7 @@ class _Handler(BaseHTTPRequestHandler):
                     if bookmarks:
                         self._bookmark(rt, store.resource_version)
                     continue
-                self._chunk({"type": ev.type, "object": ev.object})
+                self._send_event(ev.type, ev.object)
             self._end_stream()
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
@@ -655,13 +750,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _client_gone(self) -> bool:
-        try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
-            if readable:
-                return self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
-            return True
-        return False
+        return self.rfile.peer_closed(self.server.limits.max_header_bytes)
 
     def _start_stream(self) -> None:
         self.send_response(200)
@@ -679,18 +768,49 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
         self.wfile.flush()
 
+    def _send_event(self, kind: str, obj: dict[str, Any]) -> None:
+        """One WatchEvent; in JSON the object's bytes are encoded once and shared with every other
+        watcher."""
+        if protobuf.protobuf_only(self.headers.get("Accept", "")):
+            self._chunk({"type": kind, "object": obj})
+            return
+        encoded = self.server.encoded.get(obj)
+        head = b'{"type":"%s","object":' % kind.encode()
+        size = len(head) + len(encoded) + 2
+        if len(encoded) < 65536:
+            self.wfile.write(b"%x\r\n%s%s}\n\r\n" % (size, head, encoded))
+        else:  # no per-watcher copy of a big object: write its shared bytes as they are
+            self.wfile.write(b"%x\r\n%s" % (size, head))
+            self.wfile.write(encoded)
+            self.wfile.write(b"}\n\r\n")
+        self.wfile.flush()
+
     def _end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
 
 
 class ApiServer:
-    """Owns the HTTP server thread. start() returns once the socket is listening."""
+    """Owns the HTTP server thread. start() returns once the socket is listening.
 
-    def __init__(self, store: Store, port: int = 0) -> None:
+    It serves https with a per-run certificate, and every request must carry `Authorization: Bearer
+    <token>` (random per server unless given); the kubeconfig the cluster writes holds both."""
+
+    def __init__(self, store: Store, port: int = 0, token: str | None = None,
+                 limits: Limits | None = None) -> None:
         self.store = store
-        self._httpd = ApiHTTPServer(store, port)
+        self._httpd = ApiHTTPServer(store, port, token, limits, server_tls())
         self._thread: threading.Thread | None = None
+
+    @property
+    def token(self) -> str:
+        return self._httpd.token
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The server's self-signed certificate, which clients trust (kubeconfig's CA data)."""
+        assert self._httpd.tls is not None
+        return self._httpd.tls.ca_pem
 
     @property
     def url(self) -> str:
