@@ -4,7 +4,9 @@ the run unless --allow-busy-gpus, and then they are left alone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -17,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client, config, watch
+
+from conformance.providers.sim import processes_using
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = "gpu.sharing.example.dev"
@@ -67,6 +71,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         except subprocess.TimeoutExpired:
             sim.kill()
             sim.wait()
+        # A sim that had to be killed left its drivers (own sessions): they point at the state dir.
+        for pid in processes_using(state):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         shutil.rmtree(state, ignore_errors=True)
 
 

@@ -181,7 +181,37 @@ class RunningProcess:
                 pass
         # Children of the container's main process die with it, as they would with its PID namespace.
         self.signal_group(signal.SIGKILL)
-        return self.popen.wait()
+        code = self.popen.wait()
+        _wait_group_dead(self.popen.pid, timeout=GROUP_DEATH_TIMEOUT_S)
+        return code
+
+
+# SIGKILL is delivered asynchronously: a grandchild may still be running for a moment after killpg
+# returns, and "no process outlives the container" must hold when terminate() returns.
+GROUP_DEATH_TIMEOUT_S = 5.0
+
+
+def _wait_group_dead(pgid: int, timeout: float) -> None:
+    """Until no process of group ``pgid`` is still alive (zombies have exited), at most ``timeout``.
+    The kernel offers no notification for another process's death, so this polls /proc briefly."""
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while _live_group_members(pgid) and time.monotonic() < deadline:
+        pause.wait(0.01)
+
+
+def _live_group_members(pgid: int) -> bool:
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 MOUNTNS_HELPER = Path(__file__).resolve().with_name("mountns.py")
