@@ -45,6 +45,7 @@ setup: $(STAMP) cel
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # PYTEST_ARGS is split by Python's shlex, never by /bin/sh.
 test: export PYTEST_ARGS := $(PYTEST_ARGS)

@@ -47,11 +47,22 @@ DRIVER = "gpu.example.com"
 def _call(sc: Any, warm: dict | None) -> None:
     try:
         if warm is None:
-            allocate(sc.claims, NODE, sc.slices, CLASSES, sc.state, sc.features, SelectorCache(),
-                     new_uuid=uuids(1))
+            allocate(
+                sc.claims, NODE, sc.slices, CLASSES, sc.state, sc.features, SelectorCache(), new_uuid=uuids(1)
+            )
         else:
-            allocate(sc.claims, NODE, [], CLASSES, sc.state, sc.features, warm["cache"],
-                     pools=warm["pools"], devices=warm["devices"], new_uuid=uuids(1))
+            allocate(
+                sc.claims,
+                NODE,
+                [],
+                CLASSES,
+                sc.state,
+                sc.features,
+                warm["cache"],
+                pools=warm["pools"],
+                devices=warm["devices"],
+                new_uuid=uuids(1),
+            )
     except AllocatorError:
         pass
 
@@ -78,32 +89,76 @@ def _large_cluster(nodes: int = 100, gpus: int = 8, shares_per_gpu: int = 3) -> 
     for n in range(nodes):
         name = f"node-{n:03d}"
         node_objs.append({"metadata": {"name": name, "labels": {}}})
-        slices.append({
-            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-            "metadata": {"name": f"{name}-gpus", "uid": f"{name}-gpus", "resourceVersion": "1"},
-            "spec": {"driver": DRIVER, "nodeName": name,
-                     "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
-                     "devices": [{"name": f"gpu-{i}", "allowMultipleAllocations": True,
-                                  "attributes": {"uuid": {"string": f"GPU-{name}-{i}"},
-                                                 "model": {"string": "a"}},
-                                  "capacity": {"memory": {"value": "24Gi"}}} for i in range(gpus)]}})
+        slices.append(
+            {
+                "apiVersion": "resource.k8s.io/v1",
+                "kind": "ResourceSlice",
+                "metadata": {"name": f"{name}-gpus", "uid": f"{name}-gpus", "resourceVersion": "1"},
+                "spec": {
+                    "driver": DRIVER,
+                    "nodeName": name,
+                    "pool": {"name": name, "generation": 1, "resourceSliceCount": 1},
+                    "devices": [
+                        {
+                            "name": f"gpu-{i}",
+                            "allowMultipleAllocations": True,
+                            "attributes": {"uuid": {"string": f"GPU-{name}-{i}"}, "model": {"string": "a"}},
+                            "capacity": {"memory": {"value": "24Gi"}},
+                        }
+                        for i in range(gpus)
+                    ],
+                },
+            }
+        )
         for i in range(gpus):
             for k in range(shares_per_gpu):
-                claims.append({"metadata": {"name": f"old-{name}-{i}-{k}", "namespace": "ns"}, "status": {
-                    "allocation": {"devices": {"results": [{
-                        "request": "gpu", "driver": DRIVER, "pool": name, "device": f"gpu-{i}",
-                        "shareID": f"{n:08d}-{i:04d}-4000-8000-{k:012d}",
-                        "consumedCapacity": {"memory": "6Gi"}}]}}}})
+                claims.append(
+                    {
+                        "metadata": {"name": f"old-{name}-{i}-{k}", "namespace": "ns"},
+                        "status": {
+                            "allocation": {
+                                "devices": {
+                                    "results": [
+                                        {
+                                            "request": "gpu",
+                                            "driver": DRIVER,
+                                            "pool": name,
+                                            "device": f"gpu-{i}",
+                                            "shareID": f"{n:08d}-{i:04d}-4000-8000-{k:012d}",
+                                            "consumedCapacity": {"memory": "6Gi"},
+                                        }
+                                    ]
+                                }
+                            }
+                        },
+                    }
+                )
     return node_objs, slices, claims
 
 
-POD_CLAIM = {"metadata": {"name": "new", "namespace": "ns", "uid": "uid-new"}, "spec": {"devices": {
-    "requests": [{"name": "gpu", "exactly": {"deviceClassName": "shared", "allocationMode": "ExactCount",
-                                              "count": 1, "capacity": {"requests": {"memory": "6Gi"}}}}]}}}
+POD_CLAIM = {
+    "metadata": {"name": "new", "namespace": "ns", "uid": "uid-new"},
+    "spec": {
+        "devices": {
+            "requests": [
+                {
+                    "name": "gpu",
+                    "exactly": {
+                        "deviceClassName": "shared",
+                        "allocationMode": "ExactCount",
+                        "count": 1,
+                        "capacity": {"requests": {"memory": "6Gi"}},
+                    },
+                }
+            ]
+        }
+    },
+}
 
 
-def large_case(nodes: list, slices: list, existing: list, cache: SelectorCache | None = None
-               ) -> tuple[float, float, int]:
+def large_case(
+    nodes: list, slices: list, existing: list, cache: SelectorCache | None = None
+) -> tuple[float, float, int]:
     """(ms to build the state, ms for one Filter pass over all nodes, nodes that fit)."""
     t0 = time.process_time()
     state = AllocatedState()
@@ -115,8 +170,15 @@ def large_case(nodes: list, slices: list, existing: list, cache: SelectorCache |
         by_node.setdefault(s["spec"]["nodeName"], []).append(s)
     fits = 0
     for node in nodes:
-        outcome = allocate([POD_CLAIM], node, by_node[node["metadata"]["name"]], CLASSES, state,
-                           cache=cache or SelectorCache(), new_uuid=uuids(2))
+        outcome = allocate(
+            [POD_CLAIM],
+            node,
+            by_node[node["metadata"]["name"]],
+            CLASSES,
+            state,
+            cache=cache or SelectorCache(),
+            new_uuid=uuids(2),
+        )
         fits += outcome.ok
     t2 = time.process_time()
     return (t1 - t0) * 1000, (t2 - t1) * 1000, fits
@@ -143,19 +205,27 @@ def main() -> int:
     cold = scenarios_median(args.count, args.repeat, warm=False)
     warm = scenarios_median(args.count, args.repeat, warm=True)
     print(f"bench_allocator: {args.count} random scenarios, mean of {args.repeat} runs each, CPU time")
-    print(f"  per-scenario median, full call from slices: {cold:.3f} ms "
-          f"({cold / GO_MEDIAN_MS:.1f}x upstream's {GO_MEDIAN_MS} ms)")
-    print(f"  per-scenario median, warm (pools and selector results cached, as the scheduler runs it): "
-          f"{warm:.3f} ms ({warm / GO_MEDIAN_MS:.1f}x)")
+    print(
+        f"  per-scenario median, full call from slices: {cold:.3f} ms "
+        f"({cold / GO_MEDIAN_MS:.1f}x upstream's {GO_MEDIAN_MS} ms)"
+    )
+    print(
+        f"  per-scenario median, warm (pools and selector results cached, as the scheduler runs it): "
+        f"{warm:.3f} ms ({warm / GO_MEDIAN_MS:.1f}x)"
+    )
     runs = [large_case(nodes, slices, existing) for _ in range(5)]
     state_ms = statistics.median(r[0] for r in runs)
     filter_ms = statistics.median(r[1] for r in runs)
     total = state_ms + filter_ms
-    print(f"large case: {len(nodes)} nodes x 8 shared GPUs, {len(existing)} existing shares, one 6Gi claim "
-          f"(fits on {runs[0][2]} nodes); median of 5")
-    print(f"  state from {len(existing)} allocated claims: {state_ms:.1f} ms; Filter on every node: "
-          f"{filter_ms:.1f} ms; total {total:.1f} ms "
-          f"({total / GO_LARGE_MS:.1f}x upstream's {GO_LARGE_MS} ms)")
+    print(
+        f"large case: {len(nodes)} nodes x 8 shared GPUs, {len(existing)} existing shares, one 6Gi claim "
+        f"(fits on {runs[0][2]} nodes); median of 5"
+    )
+    print(
+        f"  state from {len(existing)} allocated claims: {state_ms:.1f} ms; Filter on every node: "
+        f"{filter_ms:.1f} ms; total {total:.1f} ms "
+        f"({total / GO_LARGE_MS:.1f}x upstream's {GO_LARGE_MS} ms)"
+    )
     return 0
 
 

@@ -49,10 +49,12 @@ REPROS = ROOT / "tests" / "fixtures" / "allocator-repros"
 
 
 def _features(gates: dict[str, bool]) -> Features:
-    return Features(consumable_capacity=gates.get("DRAConsumableCapacity", False),
-                    prioritized_list=gates.get("DRAPrioritizedList", False),
-                    admin_access=gates.get("DRAAdminAccess", False),
-                    partitionable_devices=gates.get("DRAPartitionableDevices", False))
+    return Features(
+        consumable_capacity=gates.get("DRAConsumableCapacity", False),
+        prioritized_list=gates.get("DRAPrioritizedList", False),
+        admin_access=gates.get("DRAAdminAccess", False),
+        partitionable_devices=gates.get("DRAPartitionableDevices", False),
+    )
 
 
 def _decision(outcome: Any) -> tuple:
@@ -61,8 +63,11 @@ def _decision(outcome: Any) -> tuple:
         return ("error", str(outcome))
     if isinstance(outcome, dict):
         if outcome["outcome"] == "error":
-            return ("unschedulable", outcome["error"]) if outcome.get("failedOnNode") else \
-                ("error", outcome["error"])
+            return (
+                ("unschedulable", outcome["error"])
+                if outcome.get("failedOnNode")
+                else ("error", outcome["error"])
+            )
         if outcome["outcome"] == "unschedulable":
             return ("unschedulable", "cannot allocate all claims")
         allocations = outcome["results"]
@@ -72,10 +77,20 @@ def _decision(outcome: Any) -> tuple:
         allocations = outcome.allocations
     claims = []
     for a in allocations:
-        claims.append(tuple(
-            (r["request"], r["driver"], r["pool"], r["device"], bool(r.get("adminAccess")), "shareID" in r,
-             tuple(sorted((k, canonical(v)) for k, v in (r.get("consumedCapacity") or {}).items())))
-            for r in a["devices"]["results"]))
+        claims.append(
+            tuple(
+                (
+                    r["request"],
+                    r["driver"],
+                    r["pool"],
+                    r["device"],
+                    bool(r.get("adminAccess")),
+                    "shareID" in r,
+                    tuple(sorted((k, canonical(v)) for k, v in (r.get("consumedCapacity") or {}).items())),
+                )
+                for r in a["devices"]["results"]
+            )
+        )
     return ("allocated", tuple(claims))
 
 
@@ -87,11 +102,20 @@ def _sim(case: dict[str, Any], repeat: int) -> tuple[tuple, float]:
     for _ in range(repeat):
         state = AllocatedState(feats.consumable_capacity)
         for c in case["existing"]:
-            state.set_claim(f"{c['metadata'].get('namespace', '')}/{c['metadata']['name']}",
-                            c["status"]["allocation"])
+            state.set_claim(
+                f"{c['metadata'].get('namespace', '')}/{c['metadata']['name']}", c["status"]["allocation"]
+            )
         try:
-            outcome: Any = allocate(case["claims"], case["node"], case["slices"], classes, state, feats,
-                                    SelectorCache(), new_uuid=uuids(7))
+            outcome: Any = allocate(
+                case["claims"],
+                case["node"],
+                case["slices"],
+                classes,
+                state,
+                feats,
+                SelectorCache(),
+                new_uuid=uuids(7),
+            )
         except AllocatorError as exc:
             outcome = exc
         decision = _decision(outcome)
@@ -102,16 +126,36 @@ def _cases(count: int) -> list[tuple[str, dict[str, Any]]]:
     cases = []
     for path in sorted(REPROS.glob("R*.yaml")):
         r = yaml.safe_load(path.read_text())
-        cases.append((path.stem, {
-            "node": {"metadata": {"name": r["node"]["name"], "labels": r["node"].get("labels") or {}}},
-            "classes": r.get("deviceClasses") or [], "slices": r.get("resourceSlices") or [],
-            "existing": r.get("existingAllocations") or [], "claims": r["claims"],
-            "features": r.get("featureGates") or {}}))
+        cases.append(
+            (
+                path.stem,
+                {
+                    "node": {
+                        "metadata": {"name": r["node"]["name"], "labels": r["node"].get("labels") or {}}
+                    },
+                    "classes": r.get("deviceClasses") or [],
+                    "slices": r.get("resourceSlices") or [],
+                    "existing": r.get("existingAllocations") or [],
+                    "claims": r["claims"],
+                    "features": r.get("featureGates") or {},
+                },
+            )
+        )
     for seed in range(count):
         sc = generate(seed)
-        cases.append((f"seed {seed}", {"node": NODE, "classes": list(CLASSES.values()), "slices": sc.slices,
-                                       "existing": sc.existing, "claims": sc.claims,
-                                       "features": dict.fromkeys(GATES, True)}))
+        cases.append(
+            (
+                f"seed {seed}",
+                {
+                    "node": NODE,
+                    "classes": list(CLASSES.values()),
+                    "slices": sc.slices,
+                    "existing": sc.existing,
+                    "claims": sc.claims,
+                    "features": dict.fromkeys(GATES, True),
+                },
+            )
+        )
     return cases
 
 
@@ -121,9 +165,13 @@ def _build(workdir: Path) -> Path | None:
         print("bench_allocator_upstream: skipped, no Go toolchain on PATH")
         return None
     binary = workdir / "upstream_allocator"
-    done = subprocess.run([go, "build", "-o", str(binary), "."],
-                          cwd=ROOT / "benchmarks" / "upstream_allocator",
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [go, "build", "-o", str(binary), "."],
+        cwd=ROOT / "benchmarks" / "upstream_allocator",
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if done.returncode != 0:
         print(f"bench_allocator_upstream: skipped, the Go harness did not build:\n{done.stderr[-2000:]}")
         return None
@@ -142,9 +190,16 @@ def main() -> int:
             return 0
         cases = _cases(args.count)
         nodes, slices, existing = _large_cluster()
-        large = {"node": nodes[0], "nodes": nodes, "classes": list(CLASSES.values()), "slices": slices,
-                 "existing": existing, "claims": [POD_CLAIM], "features": dict.fromkeys(GATES, True),
-                 "repeat": 5}
+        large = {
+            "node": nodes[0],
+            "nodes": nodes,
+            "classes": list(CLASSES.values()),
+            "slices": slices,
+            "existing": existing,
+            "claims": [POD_CLAIM],
+            "features": dict.fromkeys(GATES, True),
+            "repeat": 5,
+        }
         lines = "".join(json.dumps({**c, "repeat": args.repeat}) + "\n" for _, c in cases)
         lines += json.dumps(large) + "\n"
         done = subprocess.run([str(binary)], input=lines, capture_output=True, text=True, timeout=1800)
@@ -162,19 +217,25 @@ def main() -> int:
         else:
             differ.append((name, mine, _decision(out)))
     print(f"bench_allocator_upstream: {len(cases)} scenarios ({len(cases) - args.count} repros)")
-    print(f"  decisions agreeing with upstream: {agree} ({100 * agree / len(cases):.1f}%), differing: "
-          f"{len(differ)}")
-    for name, mine, theirs in differ[:args.show]:
+    print(
+        f"  decisions agreeing with upstream: {agree} ({100 * agree / len(cases):.1f}%), differing: "
+        f"{len(differ)}"
+    )
+    for name, mine, theirs in differ[: args.show]:
         print(f"  - {name}:\n      sim:      {str(mine)[:300]}\n      upstream: {str(theirs)[:300]}")
     go_ms = statistics.median(go_ns) / 1e6
     sim_ms = statistics.median(sim_s) * 1000
-    print(f"  per-scenario median (state + Allocate): upstream {go_ms:.3f} ms, sim {sim_ms:.3f} ms "
-          f"({sim_ms / go_ms:.1f}x)")
+    print(
+        f"  per-scenario median (state + Allocate): upstream {go_ms:.3f} ms, sim {sim_ms:.3f} ms "
+        f"({sim_ms / go_ms:.1f}x)"
+    )
     state_ms, filter_ms, fits = large_case(nodes, slices, existing)
     go_large = outputs[-1]["nanos"] / 1e6
-    print(f"  large case ({len(nodes)} nodes, {len(existing)} shares): upstream {go_large:.1f} ms "
-          f"({outputs[-1]['outcome']}), sim {state_ms + filter_ms:.1f} ms (fits on {fits} nodes; "
-          f"{(state_ms + filter_ms) / go_large:.1f}x)")
+    print(
+        f"  large case ({len(nodes)} nodes, {len(existing)} shares): upstream {go_large:.1f} ms "
+        f"({outputs[-1]['outcome']}), sim {state_ms + filter_ms:.1f} ms (fits on {fits} nodes; "
+        f"{(state_ms + filter_ms) / go_large:.1f}x)"
+    )
     return 0
 
 

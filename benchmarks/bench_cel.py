@@ -38,7 +38,7 @@ SELECTORS = {
     "string attribute": "device.attributes['gpu.example.com'].productName == 'NVIDIA GeForce RTX 3090'",
     "quantity": 'device.capacity["gpu.example.com"].memory.isGreaterThan(quantity("6Gi"))',
     "semver + bind": 'cel.bind(a, device.attributes["gpu.example.com"], '
-                     'a.driverVersion.isGreaterThan(semver("540.0.0")) && a.index == 0)',
+    'a.driverVersion.isGreaterThan(semver("540.0.0")) && a.index == 0)',
 }
 
 
@@ -71,8 +71,10 @@ def main() -> None:
         compile_times.append(time.perf_counter() - t0)
     print(f"compile (new expression): median {statistics.median(compile_times) * 1e6:.0f} us")
     print(f"compile (cached):         {per_call_us(lambda: compile_selector(SELECTORS['driver'])):.2f} us")
-    print(f"device_variable (decode one device): "
-          f"{per_call_us(lambda: device_variable('gpu.example.com', DEVICE), batch=500):.1f} us")
+    print(
+        f"device_variable (decode one device): "
+        f"{per_call_us(lambda: device_variable('gpu.example.com', DEVICE), batch=500):.1f} us"
+    )
     dev = device_variable("gpu.example.com", DEVICE)
     for name, expr in SELECTORS.items():
         program = compile_selector(expr)

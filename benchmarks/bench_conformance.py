@@ -23,15 +23,34 @@ REPO = Path(__file__).resolve().parents[1]
 def one_run(extra: list[str]) -> tuple[float, dict]:
     with tempfile.TemporaryDirectory(prefix="bench-conf-") as tmp:
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "conformance/scenarios", "-q",
-                               "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "--cluster=sim",
-                               "--nodes=node-1,node-2", "--gpus=rtx3090x2",
-                               f"--report-dir={tmp}", *extra], cwd=REPO, capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "conformance/scenarios",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "no:hypothesispytest",
+                "--cluster=sim",
+                "--nodes=node-1,node-2",
+                "--gpus=rtx3090x2",
+                f"--report-dir={tmp}",
+                *extra,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
         wall = time.monotonic() - t0
         report_path = Path(tmp) / "report.json"
         if not report_path.is_file():
-            sys.exit(f"the suite wrote no report (exit "
-                     f"{proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            sys.exit(
+                f"the suite wrote no report (exit "
+                f"{proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+            )
         return wall, json.loads(report_path.read_text())
 
 
@@ -53,16 +72,21 @@ def main() -> None:
         for i in range(args.runs):
             wall, report = one_run(driver_args + extra)
             walls.append(wall)
-            print(f"{name} run {i + 1}: {wall:.1f}s wall (pytest start to exit), suite "
-                  f"{report['wall_seconds']}s, verdict {report['verdict']}")
+            print(
+                f"{name} run {i + 1}: {wall:.1f}s wall (pytest start to exit), suite "
+                f"{report['wall_seconds']}s, verdict {report['verdict']}"
+            )
             for cap, v in report["capabilities"].items():
                 seconds = sum(c["seconds"] for c in v["checks"])
                 reason = f"  {v['reason'][:140]}" if v["verdict"] == "fail" else ""
-                print(f"  {cap:<13} {v['verdict']:<8} {seconds:6.2f}s over {len(v['checks'])} "
-                      f"check(s){reason}")
+                print(
+                    f"  {cap:<13} {v['verdict']:<8} {seconds:6.2f}s over {len(v['checks'])} check(s){reason}"
+                )
             for r in report["rejections"]:
-                print(f"  rejection {r['pod']}: signal after {r['signal_after']:.2f}s, "
-                      f"verdict after {r['verdict_after']:.2f}s")
+                print(
+                    f"  rejection {r['pod']}: signal after {r['signal_after']:.2f}s, "
+                    f"verdict after {r['verdict_after']:.2f}s"
+                )
         if len(walls) > 1:
             print(f"{name} wall: min {min(walls):.1f}s, max {max(walls):.1f}s over {len(walls)} runs")
 

@@ -50,9 +50,24 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=200, help="prepare calls per figure (default 200)")
     rounds = parser.parse_args().rounds
     with sim_api() as api, short_tmp_dir("bench") as root:
-        args = ["--node-name", "node-1", "--kubeconfig", str(api.kubeconfig), "--gpus", "h100x8",
-                "--plugin-dir", str(root / "plugins"), "--registry-dir", str(root / "registry"),
-                "--cdi-dir", str(root / "cdi"), "--state-dir", str(root / "state"), "--log-level", "WARNING"]
+        args = [
+            "--node-name",
+            "node-1",
+            "--kubeconfig",
+            str(api.kubeconfig),
+            "--gpus",
+            "h100x8",
+            "--plugin-dir",
+            str(root / "plugins"),
+            "--registry-dir",
+            str(root / "registry"),
+            "--cdi-dir",
+            str(root / "cdi"),
+            "--state-dir",
+            str(root / "state"),
+            "--log-level",
+            "WARNING",
+        ]
         started = time.perf_counter()
         with DriverProcess(args) as driver:
             wait_for_file(root / "registry", f"{DRIVER}-reg.sock", what="driver registration")
@@ -63,9 +78,17 @@ def main() -> int:
                 for batch in (1, 8):
                     samples = []
                     for i in range(rounds + 10):
-                        claims = [api.add_claim(allocated_claim(f"b{batch}-{i}-{k}", results=[
-                            result(f"gpu-{k % 8}", share_id=str(uuid.uuid4()), memory="1Gi")]))
-                            for k in range(batch)]
+                        claims = [
+                            api.add_claim(
+                                allocated_claim(
+                                    f"b{batch}-{i}-{k}",
+                                    results=[
+                                        result(f"gpu-{k % 8}", share_id=str(uuid.uuid4()), memory="1Gi")
+                                    ],
+                                )
+                            )
+                            for k in range(batch)
+                        ]
                         start = time.perf_counter()
                         response = client.prepare(claims)
                         elapsed = time.perf_counter() - start
@@ -85,15 +108,23 @@ def main() -> int:
             pub.publish()
             publish.append((time.perf_counter() - start) * 1000)
             pub.remove_all()
-    print(f"NodePrepareResources, 1 claim  (incl. claim GET from the sim API): "
-          f"p50 {statistics.median(figures[1]):.2f} ms, p99 {pct(figures[1], 99):.2f} ms ({rounds} calls)")
-    print(f"NodePrepareResources, 8 claims (incl. 8 claim GETs):               "
-          f"p50 {statistics.median(figures[8]):.2f} ms, p99 {pct(figures[8], 99):.2f} ms ({rounds} calls)")
-    print(f"publish 8 GPUs (list + create + read-back check): median {statistics.median(publish):.2f} ms, "
-          f"max {max(publish):.2f} ms (30 runs)")
+    print(
+        f"NodePrepareResources, 1 claim  (incl. claim GET from the sim API): "
+        f"p50 {statistics.median(figures[1]):.2f} ms, p99 {pct(figures[1], 99):.2f} ms ({rounds} calls)"
+    )
+    print(
+        f"NodePrepareResources, 8 claims (incl. 8 claim GETs):               "
+        f"p50 {statistics.median(figures[8]):.2f} ms, p99 {pct(figures[8], 99):.2f} ms ({rounds} calls)"
+    )
+    print(
+        f"publish 8 GPUs (list + create + read-back check): median {statistics.median(publish):.2f} ms, "
+        f"max {max(publish):.2f} ms (30 runs)"
+    )
     print(f"driver resident memory (VmRSS) after the runs: {rss:.1f} MiB")
-    print(f"driver start to registration socket (8 GPUs, includes interpreter start and publish): "
-          f"{startup:.0f} ms")
+    print(
+        f"driver start to registration socket (8 GPUs, includes interpreter start and publish): "
+        f"{startup:.0f} ms"
+    )
     return 0
 
 

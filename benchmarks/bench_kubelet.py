@@ -55,26 +55,64 @@ def pct(values: list[float], p: float) -> float:
 def setup(api: client.ApiClient, memory: str) -> None:
     res = client.ResourceV1Api(api)
     selector = {"cel": {"expression": f"device.driver == '{DRIVER}'"}}
-    res.create_device_class({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
-                             "metadata": {"name": "gpu"}, "spec": {"selectors": [selector]}})
-    res.create_namespaced_resource_claim_template(NS, {
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate", "metadata": {"name": "share"},
-        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
-            "deviceClassName": "gpu", "capacity": {"requests": {"memory": memory}}}}]}}}})
+    res.create_device_class(
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "DeviceClass",
+            "metadata": {"name": "gpu"},
+            "spec": {"selectors": [selector]},
+        }
+    )
+    res.create_namespaced_resource_claim_template(
+        NS,
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaimTemplate",
+            "metadata": {"name": "share"},
+            "spec": {
+                "spec": {
+                    "devices": {
+                        "requests": [
+                            {
+                                "name": "gpu",
+                                "exactly": {
+                                    "deviceClassName": "gpu",
+                                    "capacity": {"requests": {"memory": memory}},
+                                },
+                            }
+                        ]
+                    }
+                }
+            },
+        },
+    )
 
 
 def pod(name: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"terminationGracePeriodSeconds": 5,
-                     "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": "share"}],
-                     "containers": [{"name": "c", "image": "x", "command": ["sleep", "600"],
-                                     "resources": {"claims": [{"name": "gpu"}]}}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": "share"}],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "x",
+                    "command": ["sleep", "600"],
+                    "resources": {"claims": [{"name": "gpu"}]},
+                }
+            ],
+        },
+    }
 
 
 def configure(gpus: str):
     def apply(cluster: Any) -> None:
         add_control_plane(cluster)
         add_kubelets(cluster, gpus)
+
     return apply
 
 
@@ -110,10 +148,12 @@ def bench_latency(samples: int) -> None:
                 for j in range(i - 39, i + 1):
                     core.delete_namespaced_pod(f"lat-{j}", NS, grace_period_seconds=0)
         api.close()
-    print(f"create-to-Running, 1 pod at a time, real driver (n={samples}): "
-          f"p50 {statistics.median(latencies):.1f} ms, p90 {pct(latencies, 90):.1f} ms, "
-          f"p99 {pct(latencies, 99):.1f} ms, max {max(latencies):.1f} ms "
-          f"(sample #{latencies.index(max(latencies))}) (target p99 < 500 ms)")
+    print(
+        f"create-to-Running, 1 pod at a time, real driver (n={samples}): "
+        f"p50 {statistics.median(latencies):.1f} ms, p90 {pct(latencies, 90):.1f} ms, "
+        f"p99 {pct(latencies, 99):.1f} ms, max {max(latencies):.1f} ms "
+        f"(sample #{latencies.index(max(latencies))}) (target p99 < 500 ms)"
+    )
 
 
 def bench_sharers(count: int) -> None:
@@ -139,11 +179,18 @@ def bench_sharers(count: int) -> None:
             w.close()
             nodes = {p["spec"]["nodeName"] for p in sim.store.list("pods")[0]}
             claims, _ = sim.store.list("resourceclaims.resource.k8s.io")
-            gpus = {(c["status"]["allocation"]["devices"]["results"][0]["pool"],
-                     c["status"]["allocation"]["devices"]["results"][0]["device"]) for c in claims}
-            print(f"{count} sharers on 2 nodes x 4 GPUs ({24 * 1024 // per_gpu}Mi each): all Running in "
-                  f"{done - t0:.2f} s = {count / (done - t0):.1f} pods/s (creates took {created - t0:.2f} s; "
-                  f"nodes used {len(nodes)}, GPUs used {len(gpus)})")
+            gpus = {
+                (
+                    c["status"]["allocation"]["devices"]["results"][0]["pool"],
+                    c["status"]["allocation"]["devices"]["results"][0]["device"],
+                )
+                for c in claims
+            }
+            print(
+                f"{count} sharers on 2 nodes x 4 GPUs ({24 * 1024 // per_gpu}Mi each): all Running in "
+                f"{done - t0:.2f} s = {count / (done - t0):.1f} pods/s (creates took {created - t0:.2f} s; "
+                f"nodes used {len(nodes)}, GPUs used {len(gpus)})"
+            )
             w = sim.store.watch(["pods"])
             t1 = time.perf_counter()
             for name in sorted(names):
@@ -158,8 +205,10 @@ def bench_sharers(count: int) -> None:
             t2 = time.perf_counter()
             w.close()
             api.close()
-            print(f"delete {count} sharers (SIGTERM, unprepare, final delete): {t2 - t1:.2f} s = "
-                  f"{count / (t2 - t1):.1f} pods/s")
+            print(
+                f"delete {count} sharers (SIGTERM, unprepare, final delete): {t2 - t1:.2f} s = "
+                f"{count / (t2 - t1):.1f} pods/s"
+            )
 
 
 def main() -> int:

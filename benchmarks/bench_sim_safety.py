@@ -55,8 +55,10 @@ class Raw:
         return self.context.wrap_socket(sock, server_hostname=self.host)
 
     def head(self, method: str, path: str, extra: str = "") -> bytes:
-        return (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-                f"Authorization: Bearer {self.token}\r\n{extra}\r\n").encode()
+        return (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: Bearer {self.token}\r\n{extra}\r\n"
+        ).encode()
 
     def status(self, sock: ssl.SSLSocket) -> int:
         data = b""
@@ -81,8 +83,10 @@ def alias_bomb(levels: int = 9) -> bytes:
 def attack_alias_bomb(sim: SimHandle, raw: Raw, _args: Any) -> str:
     bomb = alias_bomb()
     with raw.connect() as s:
-        s.sendall(raw.head("POST", CONFIGMAPS, f"Content-Type: application/yaml\r\n"
-                           f"Content-Length: {len(bomb)}\r\n") + bomb)
+        s.sendall(
+            raw.head("POST", CONFIGMAPS, f"Content-Type: application/yaml\r\nContent-Length: {len(bomb)}\r\n")
+            + bomb
+        )
         code = raw.status(s)
     return f"{len(bomb)}-byte bomb -> HTTP {code}"
 
@@ -93,8 +97,10 @@ def attack_chunked_body(sim: SimHandle, raw: Raw, _args: Any) -> str:
     code = 0
     with raw.connect() as s:
         start = b'{"metadata":{"name":"huge"},"data":{"k":"'
-        s.sendall(raw.head("POST", CONFIGMAPS, "Content-Type: application/json\r\n"
-                           "Transfer-Encoding: chunked\r\n") + b"%x\r\n%s\r\n" % (len(start), start))
+        s.sendall(
+            raw.head("POST", CONFIGMAPS, "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n")
+            + b"%x\r\n%s\r\n" % (len(start), start)
+        )
         try:
             while sent < 50 * (1 << 20):
                 s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
@@ -115,8 +121,9 @@ def attack_many_watches(sim: SimHandle, raw: Raw, args: Any) -> str:
     api = sim.client()
     core = client.CoreV1Api(api)
     size = Limits().max_body - 4096
-    core.create_namespaced_config_map("default", {"metadata": {"name": "big"}, "data": {"k": "x" * size}},
-                                      _preload_content=False)
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "big"}, "data": {"k": "x" * size}}, _preload_content=False
+    )
     received: list[int] = []
     lock = threading.Lock()
     ready = threading.Barrier(args.watches + 1)
@@ -124,8 +131,9 @@ def attack_many_watches(sim: SimHandle, raw: Raw, args: Any) -> str:
     def watcher() -> None:
         total = 0
         with raw.connect() as s:
-            s.sendall(raw.head("GET", f"{CONFIGMAPS}?watch=1&fieldSelector=metadata.name%3Dbig"
-                                      "&timeoutSeconds=60"))
+            s.sendall(
+                raw.head("GET", f"{CONFIGMAPS}?watch=1&fieldSelector=metadata.name%3Dbig&timeoutSeconds=60")
+            )
             ready.wait()
             s.settimeout(120)
             while total < 2 * size:  # the ADDED and the MODIFIED event
@@ -145,8 +153,10 @@ def attack_many_watches(sim: SimHandle, raw: Raw, args: Any) -> str:
         t.join(timeout=300)
     api.close()
     done = sum(r >= 2 * size for r in received)
-    return (f"{args.watches} watches of a {size / 1e6:.1f} MB ConfigMap, modified once: "
-            f"{done} got both events ({sum(received) / 1e9:.2f} GB streamed)")
+    return (
+        f"{args.watches} watches of a {size / 1e6:.1f} MB ConfigMap, modified once: "
+        f"{done} got both events ({sum(received) / 1e9:.2f} GB streamed)"
+    )
 
 
 def measure_attack(name: str, attack: Callable[[SimHandle, Raw, Any], str], args: Any) -> None:
@@ -157,8 +167,10 @@ def measure_attack(name: str, attack: Callable[[SimHandle, Raw, Any], str], args
         peak = peak_rss_mb(sim.process.pid)
         alive = sim.process.poll() is None
     verdict = "within" if peak < GOAL_MB else "OVER"
-    print(f"{name:<18} peak RSS {peak:7.1f} MB (idle {base:5.1f} MB; {verdict} the {GOAL_MB} MB goal); "
-          f"{what}; sim {'still serving' if alive else 'DIED'}")
+    print(
+        f"{name:<18} peak RSS {peak:7.1f} MB (idle {base:5.1f} MB; {verdict} the {GOAL_MB} MB goal); "
+        f"{what}; sim {'still serving' if alive else 'DIED'}"
+    )
 
 
 # The sim's API server alone (no control plane), as it is ("secure": https + token) or with TLS and the
@@ -183,8 +195,13 @@ sys.stdin.read()
 def serve_and_measure(mode: str, requests: int) -> tuple[float, float]:
     from kubernetes import client
 
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, mode], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER, mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     try:
         assert proc.stdout is not None
         url, token = proc.stdout.readline().split()
@@ -234,10 +251,14 @@ def measure_auth_cost(requests: int, rounds: int) -> None:
     cpu = {m: statistics.median(r[1] for r in v) for m, v in runs.items()}
     print(f"official client, GET a ConfigMap x{requests} on one keep-alive connection, median of {rounds}:")
     for mode, label in (("plain", "before (http, no token)"), ("secure", "after  (https + token) ")):
-        print(f"  {label}: {rps[mode]:6.0f} req/s, {cpu[mode]:6.0f} us CPU/request (client + server)   "
-              f"runs: {[round(r[0]) for r in runs[mode]]}")
-    print(f"  after vs before: {100 * (rps['plain'] - rps['secure']) / rps['plain']:+.1f}% slower by req/s, "
-          f"{100 * (cpu['secure'] - cpu['plain']) / cpu['plain']:+.1f}% more CPU (goal: at most 10% slower)")
+        print(
+            f"  {label}: {rps[mode]:6.0f} req/s, {cpu[mode]:6.0f} us CPU/request (client + server)   "
+            f"runs: {[round(r[0]) for r in runs[mode]]}"
+        )
+    print(
+        f"  after vs before: {100 * (rps['plain'] - rps['secure']) / rps['plain']:+.1f}% slower by req/s, "
+        f"{100 * (cpu['secure'] - cpu['plain']) / cpu['plain']:+.1f}% more CPU (goal: at most 10% slower)"
+    )
 
 
 def main() -> int:

@@ -28,9 +28,9 @@ def format_bytes(value: int) -> str:
 
 
 # How a sharer asks for one capacity (the profile's shareRequests values, besides fixed quantities).
-SHARE = "share"                  # the plan's share of this capacity (value / parts, on the policy grid)
-PROPORTIONAL = "proportional"    # the same fraction of this capacity as the sharer asks of the shared one
-Requests = dict[str, int]        # capacity key (as the device publishes it) -> whole units
+SHARE = "share"  # the plan's share of this capacity (value / parts, on the policy grid)
+PROPORTIONAL = "proportional"  # the same fraction of this capacity as the sharer asks of the shared one
+Requests = dict[str, int]  # capacity key (as the device publishes it) -> whole units
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,9 @@ class DeviceCapacities:
         left = q.remaining(self._published(), [_quantities(u) for u in used])
         return {k: v.int_value() for k, v in left.items()}
 
-    def fit_per_capacity(self, requests: Mapping[str, int] | None,
-                         used: Iterable[Mapping[str, int]] = ()) -> dict[str, int | None]:
+    def fit_per_capacity(
+        self, requests: Mapping[str, int] | None, used: Iterable[Mapping[str, int]] = ()
+    ) -> dict[str, int | None]:
         """Sharers of ``requests`` that each capacity leaves room for (None: it does not bound them);
         every capacity 0 when the request is not allowed at all."""
         consumed = self.consumes(requests)
@@ -242,13 +243,15 @@ class DeviceCapacities:
             return dict.fromkeys(self.capacities, 0)
         return q.sharers_that_fit(_quantities(consumed), self._published(), [_quantities(u) for u in used])
 
-    def sharers_that_fit(self, requests: Mapping[str, int] | None,
-                         used: Iterable[Mapping[str, int]] = ()) -> int:
+    def sharers_that_fit(
+        self, requests: Mapping[str, int] | None, used: Iterable[Mapping[str, int]] = ()
+    ) -> int:
         """k = min over capacities of floor(free / consumed); 0 when the request is not allowed."""
         bounds = [k for k in self.fit_per_capacity(requests, used).values() if k is not None]
         if not bounds:
-            raise ValueError(f"a request of {requests} consumes nothing on this device; sharers are "
-                             "unbounded")
+            raise ValueError(
+                f"a request of {requests} consumes nothing on this device; sharers are unbounded"
+            )
         return min(bounds)
 
 
@@ -256,8 +259,14 @@ def _quantities(amounts: Mapping[str, int]) -> dict[str, q.Quantity]:
     return {k: q.Quantity.from_int(v) for k, v in amounts.items()}
 
 
-def sharer_requests(caps: DeviceCapacities, primary: str, declared: Mapping[str, str], *,
-                    parts: int | None = None, amount: int | None = None) -> Requests:
+def sharer_requests(
+    caps: DeviceCapacities,
+    primary: str,
+    declared: Mapping[str, str],
+    *,
+    parts: int | None = None,
+    amount: int | None = None,
+) -> Requests:
     """The request vector of one sharer, as the profile declares a sharer asks (``shareRequests``).
 
     ``primary`` is the shared capacity (the profile's ``capacity``). The scenario either wants a
@@ -293,21 +302,23 @@ class SharePlan:
     """How a scenario shares one device: the request vector of each sharer and how many fit."""
 
     requests: Requests
-    sharers: int                       # k from every capacity
-    by_primary: int                    # k if only the shared capacity counted
-    limits: dict[str, int | None]      # k per capacity (None: not bounded by it)
+    sharers: int  # k from every capacity
+    by_primary: int  # k if only the shared capacity counted
+    limits: dict[str, int | None]  # k per capacity (None: not bounded by it)
 
     def defaulted_blockers(self, want: int = 2) -> list[str]:
         """Capacities the sharer does not ask for that keep fewer than ``want`` sharers on the device
         although the shared capacity has room for them: their default takes (nearly) the device."""
         if self.sharers >= want or self.by_primary < want:
             return []
-        return sorted(n for n, k in self.limits.items()
-                      if n not in self.requests and k is not None and k < want)
+        return sorted(
+            n for n, k in self.limits.items() if n not in self.requests and k is not None and k < want
+        )
 
 
-def share_plan(caps: DeviceCapacities, primary: str, declared: Mapping[str, str],
-               parts: int = 4) -> SharePlan:
+def share_plan(
+    caps: DeviceCapacities, primary: str, declared: Mapping[str, str], parts: int = 4
+) -> SharePlan:
     requests = sharer_requests(caps, primary, declared, parts=parts)
     limits = caps.fit_per_capacity(requests)
     by_primary = caps[primary].sharers_that_fit(requests[primary])
@@ -315,13 +326,18 @@ def share_plan(caps: DeviceCapacities, primary: str, declared: Mapping[str, str]
     return SharePlan(requests, min(bounds) if bounds else by_primary, by_primary, limits)
 
 
-def consumed_mismatch(expected: Mapping[str, int], got: Mapping[str, int],
-                      caps: DeviceCapacities) -> list[str]:
+def consumed_mismatch(
+    expected: Mapping[str, int], got: Mapping[str, int], caps: DeviceCapacities
+) -> list[str]:
     """Every capacity whose consumedCapacity differs from the model, in words (empty: all match)."""
+
     def show(name: str, amount: int | None) -> str:
         if amount is None:
             return "absent"
         return caps[name].format(amount) if name in caps else str(amount)
 
-    return [f"{name}={show(name, got.get(name))} (the published policy says {show(name, expected.get(name))})"
-            for name in sorted(set(expected) | set(got)) if expected.get(name) != got.get(name)]
+    return [
+        f"{name}={show(name, got.get(name))} (the published policy says {show(name, expected.get(name))})"
+        for name in sorted(set(expected) | set(got))
+        if expected.get(name) != got.get(name)
+    ]

@@ -41,8 +41,9 @@ def pytest_args(argv: list[str], env: dict[str, str] | os._Environ[str]) -> list
     try:
         extra = shlex.split(env.get("CONFORMANCE_ARGS", ""))
     except ValueError as exc:
-        raise SystemExit(f"CONFORMANCE_ARGS does not split into arguments ({exc}); fix its "
-                         "quoting.") from None
+        raise SystemExit(
+            f"CONFORMANCE_ARGS does not split into arguments ({exc}); fix its quoting."
+        ) from None
     return args + extra + list(argv)
 
 

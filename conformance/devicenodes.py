@@ -19,8 +19,11 @@ END_MARK = "device-node-probe-done"
 
 def device_node_paths(profile: DriverProfile, gpu: Gpu) -> set[str]:
     """The device node paths of ``gpu`` (empty when the profile names none or the GPU lacks a field)."""
-    values = {**{k: str(v) for k, v in gpu.attributes.items() if "/" not in k}, "device": gpu.device,
-              "pool": gpu.pool}
+    values = {
+        **{k: str(v) for k, v in gpu.attributes.items() if "/" not in k},
+        "device": gpu.device,
+        "pool": gpu.pool,
+    }
     out = set()
     for template in profile.visibility.device_nodes:
         if all(f in values for f in template_fields(template)):
@@ -35,8 +38,11 @@ def device_node_probe(profile: DriverProfile, gpus: Iterable[Gpu]) -> str:
     candidates = sorted({p for g in gpus for p in device_node_paths(profile, g)})
     # Paths come from what the driver published: quoted, never interpreted by the pod's shell.
     listed = " ".join(shlex.quote(p) for p in candidates)
-    return (f'for p in {listed}; do [ -e "$p" ] && echo "{SEEN_PREFIX}$p"; done; '
-            f"echo {END_MARK}; ") if candidates else f"echo {END_MARK}; "
+    return (
+        (f'for p in {listed}; do [ -e "$p" ] && echo "{SEEN_PREFIX}$p"; done; echo {END_MARK}; ')
+        if candidates
+        else f"echo {END_MARK}; "
+    )
 
 
 def seen_device_nodes(log_text: str) -> set[str]:

@@ -16,11 +16,11 @@ class Gpu:
     pool: str
     slice_name: str
     device: str
-    identity: str                      # value of the profile's identity attribute (the uuid)
+    identity: str  # value of the profile's identity attribute (the uuid)
     product: str
-    attributes: dict[str, Any]         # flattened: attribute id (driver domain) or "domain/id" -> value
-    capacity: Capacity | None          # the profile's capacity (memory), None when not published
-    shareable: bool                    # allowMultipleAllocations == true
+    attributes: dict[str, Any]  # flattened: attribute id (driver domain) or "domain/id" -> value
+    capacity: Capacity | None  # the profile's capacity (memory), None when not published
+    shareable: bool  # allowMultipleAllocations == true
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     # every consumable capacity the device publishes (memory, compute, ...): a request consumes of all
     capacities: DeviceCapacities = field(default_factory=DeviceCapacities)
@@ -66,23 +66,34 @@ def gpus_from_slices(slices: list[dict[str, Any]], profile: DriverProfile) -> li
             attrs = flatten_attributes(dev, profile.driver)
             ident_key = profile.identity_attribute
             prod_key = profile.product_attribute
-            gpus.append(Gpu(
-                node=slice_node(s), pool=(spec.get("pool") or {}).get("name", ""),
-                slice_name=s["metadata"]["name"], device=dev["name"],
-                identity=str(attrs.get(ident_key, "")), product=str(attrs.get(prod_key, "")),
-                attributes=attrs, capacity=device_capacity(dev, profile.capacity),
-                shareable=dev.get("allowMultipleAllocations") is True, raw=dev,
-                capacities=DeviceCapacities.from_device(dev, profile.driver)))
+            gpus.append(
+                Gpu(
+                    node=slice_node(s),
+                    pool=(spec.get("pool") or {}).get("name", ""),
+                    slice_name=s["metadata"]["name"],
+                    device=dev["name"],
+                    identity=str(attrs.get(ident_key, "")),
+                    product=str(attrs.get(prod_key, "")),
+                    attributes=attrs,
+                    capacity=device_capacity(dev, profile.capacity),
+                    shareable=dev.get("allowMultipleAllocations") is True,
+                    raw=dev,
+                    capacities=DeviceCapacities.from_device(dev, profile.driver),
+                )
+            )
     return gpus
 
 
 def capacities_by_device(gpus: list[Gpu]) -> dict[str, dict[str, dict[str, Any]]]:
     """For the report: node/device -> capacity -> what was published (value, requestPolicy) and a
     summary in words."""
-    return {f"{g.node}/{g.device}": {name: {"published": g.capacities[name].raw,
-                                            "summary": g.capacities[name].describe()}
-                                     for name in g.capacities.names()}
-            for g in gpus}
+    return {
+        f"{g.node}/{g.device}": {
+            name: {"published": g.capacities[name].raw, "summary": g.capacities[name].describe()}
+            for name in g.capacities.names()
+        }
+        for g in gpus
+    }
 
 
 def by_node(gpus: list[Gpu]) -> dict[str, list[str]]:

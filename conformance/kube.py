@@ -30,8 +30,13 @@ class Kube:
     @classmethod
     def from_kubeconfig(cls, path: Path) -> Kube:
         api = config.new_client_from_config(config_file=str(path))
-        return cls(api=api, core=client.CoreV1Api(api), resource=client.ResourceV1Api(api),
-                   version=client.VersionApi(api), apis=client.ApisApi(api))
+        return cls(
+            api=api,
+            core=client.CoreV1Api(api),
+            resource=client.ResourceV1Api(api),
+            version=client.VersionApi(api),
+            apis=client.ApisApi(api),
+        )
 
     def close(self) -> None:
         self.api.close()

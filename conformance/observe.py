@@ -61,16 +61,23 @@ class _Stream:
         if resp is not None:
             _interrupt(resp)
 
-    def events(self, list_fn: Callable[..., Any], rv: str, remaining: float,
-               kwargs: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]] | None]:
+    def events(
+        self, list_fn: Callable[..., Any], rv: str, remaining: float, kwargs: dict[str, Any]
+    ) -> Iterator[tuple[str, dict[str, Any]] | None]:
         """Yield each (type, object) of one watch request from ``rv``; None when the watch must be
         re-listed (410 Gone or another ERROR event). Returns at the server's or the client's timeout."""
         if self.closed:
             return
         try:
-            resp = list_fn(watch=True, resource_version=rv, timeout_seconds=max(1, math.ceil(remaining)),
-                           allow_watch_bookmarks=False, _preload_content=False,
-                           _request_timeout=(10, remaining + 5), **kwargs)
+            resp = list_fn(
+                watch=True,
+                resource_version=rv,
+                timeout_seconds=max(1, math.ceil(remaining)),
+                allow_watch_bookmarks=False,
+                _preload_content=False,
+                _request_timeout=(10, remaining + 5),
+                **kwargs,
+            )
         except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError):
             return
         with self._lock:
@@ -126,8 +133,15 @@ def _interrupt(resp: Any) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def wait_for(list_fn: Callable[..., Any], check: Callable[[State], T | None], *, timeout: float,
-             what: str, describe: Callable[[State], str] | None = None, **kwargs: Any) -> T:
+def wait_for(
+    list_fn: Callable[..., Any],
+    check: Callable[[State], T | None],
+    *,
+    timeout: float,
+    what: str,
+    describe: Callable[[State], str] | None = None,
+    **kwargs: Any,
+) -> T:
     """Return ``check(state)`` as soon as it is not None; raise WaitTimeout after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     state: State = {}
@@ -185,8 +199,9 @@ class _Feed(threading.Thread):
     def run(self) -> None:
         try:
             while not self._stream.closed and time.monotonic() < self.deadline:
-                for event in self._stream.events(self.list_fn, self._rv, self.deadline - time.monotonic(),
-                                                 self.kwargs):
+                for event in self._stream.events(
+                    self.list_fn, self._rv, self.deadline - time.monotonic(), self.kwargs
+                ):
                     if event is None:
                         self._rv = self._relist()
                         break
@@ -203,9 +218,14 @@ class _Feed(threading.Thread):
         self._stream.close()
 
 
-def wait_for_all(sources: Mapping[str, Source], check: Callable[[Mapping[str, State]], T | None], *,
-                 timeout: float, what: str,
-                 describe: Callable[[Mapping[str, State]], str] | None = None) -> T:
+def wait_for_all(
+    sources: Mapping[str, Source],
+    check: Callable[[Mapping[str, State]], T | None],
+    *,
+    timeout: float,
+    what: str,
+    describe: Callable[[Mapping[str, State]], str] | None = None,
+) -> T:
     """``wait_for`` over several resources at once: ``check`` sees one State per source name and is
     re-evaluated after every event on any of them. The watches end with the wait."""
     deadline = time.monotonic() + timeout
@@ -227,8 +247,11 @@ def wait_for_all(sources: Mapping[str, Source], check: Callable[[Mapping[str, St
                     return result
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    seen = describe(states) if describe else ", ".join(
-                        f"{len(s)} {n}" for n, s in states.items())
+                    seen = (
+                        describe(states)
+                        if describe
+                        else ", ".join(f"{len(s)} {n}" for n, s in states.items())
+                    )
                     raise WaitTimeout(f"gave up after {timeout:.0f}s waiting for {what}; last seen: {seen}")
                 cond.wait(remaining)
     finally:
@@ -239,8 +262,14 @@ def wait_for_all(sources: Mapping[str, Source], check: Callable[[Mapping[str, St
                 feed.join(timeout=15)
 
 
-def hold(list_fn: Callable[..., Any], violation: Callable[[State], str | None], *, window: float,
-         what: str, **kwargs: Any) -> State:
+def hold(
+    list_fn: Callable[..., Any],
+    violation: Callable[[State], str | None],
+    *,
+    window: float,
+    what: str,
+    **kwargs: Any,
+) -> State:
     """Watch for ``window`` seconds; raise SettleViolation if ``violation(state)`` ever says why."""
     deadline = time.monotonic() + window
     objs, rv = items(list_fn, **kwargs)

@@ -94,8 +94,10 @@ def _write_bad_input_report(report_dir: Path, message: str, opts: dict[str, Any]
     """A report that says why the run did not start, unless the report dir itself is the bad input."""
     if report_dir.exists() and not report_dir.is_dir():
         return
-    meta = {"driver_profile": opts.get("driver_profile"),
-            "started": datetime.now(UTC).isoformat(timespec="seconds")}
+    meta = {
+        "driver_profile": opts.get("driver_profile"),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
     with contextlib.suppress(OSError):
         report_mod.write(report_dir, report_mod.build(meta, [], [], message))
 
@@ -109,18 +111,21 @@ class ConformanceRun:
         self.profile = inputs.profile
         self.provider: Provider | None = None
         self.suite: Suite | None = None
-        self.error: str | None = None              # why the run stopped before the scenarios
-        self.exit_code: int | None = None          # with error: 4 bad input, 3 the run could not go on
-        self.attempted = False                     # a scenario asked for the cluster
-        self.interrupted: str | None = None        # the signal (or run timeout) that stopped the run
+        self.error: str | None = None  # why the run stopped before the scenarios
+        self.exit_code: int | None = None  # with error: 4 bad input, 3 the run could not go on
+        self.attempted = False  # a scenario asked for the cluster
+        self.interrupted: str | None = None  # the signal (or run timeout) that stopped the run
         self.timed_out = False
-        self.incomplete: list[str] = []            # errors of the suite itself, teardown included
+        self.incomplete: list[str] = []  # errors of the suite itself, teardown included
         self.teardown_notes: list[str] = []
         self.checks: list[report_mod.CheckResult] = []
-        self.meta: dict[str, Any] = {"driver_profile": self.profile.name, "driver_name": self.profile.driver,
-                                     "started": datetime.now(UTC).isoformat(timespec="seconds")}
+        self.meta: dict[str, Any] = {
+            "driver_profile": self.profile.name,
+            "driver_name": self.profile.driver,
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         self.t0 = time.monotonic()
-        self.work_dir: Path | None = None          # made when the cluster starts, never before
+        self.work_dir: Path | None = None  # made when the cluster starts, never before
         self.report_dir = Path(config.getoption("report_dir"))
         self.paths: tuple[Path, Path] | None = None
         self._finished = False
@@ -152,16 +157,21 @@ class ConformanceRun:
         _thread.interrupt_main(signal.SIGINT)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        name = f"the run timeout ({self.opt('run_timeout'):g}s)" if self.timed_out and \
-            self.interrupted is None else signal.Signals(signum).name
+        name = (
+            f"the run timeout ({self.opt('run_timeout'):g}s)"
+            if self.timed_out and self.interrupted is None
+            else signal.Signals(signum).name
+        )
         if self.interrupted is None and not self._tearing_down:
             self.interrupted = name
             raise KeyboardInterrupt(name)
         # Teardown is running (or a first signal already stopped the run): finish cleaning up.
         self.interrupted = self.interrupted or name
         with contextlib.suppress(OSError):
-            sys.stderr.write(f"\nconformance: {name} received; cleaning up before exiting (the cluster and "
-                             "everything it started stop with this process even if it is killed).\n")
+            sys.stderr.write(
+                f"\nconformance: {name} received; cleaning up before exiting (the cluster and "
+                "everything it started stop with this process even if it is killed).\n"
+            )
 
     _tearing_down = False
 
@@ -192,11 +202,17 @@ class ConformanceRun:
         settle = settle if settle is not None else (1.0 if simulated else 5.0)
         self.work_dir = Path(tempfile.mkdtemp(prefix="gsc-"))
         config = ProviderConfig(
-            profile=self.profile, work_dir=self.work_dir, kubeconfig=kubeconfig, gpus=inputs.gpus,
+            profile=self.profile,
+            work_dir=self.work_dir,
+            kubeconfig=kubeconfig,
+            gpus=inputs.gpus,
             nodes=inputs.nodes or tuple(n for n in self.opt("nodes").split(",") if n),
-            keep_cluster=self.opt("keep_cluster"), allow_busy_gpus=self.opt("allow_busy_gpus"),
-            driver_command=inputs.driver_command, feature_gates=inputs.feature_gates,
-            kube_version=inputs.kube_version)
+            keep_cluster=self.opt("keep_cluster"),
+            allow_busy_gpus=self.opt("allow_busy_gpus"),
+            driver_command=inputs.driver_command,
+            feature_gates=inputs.feature_gates,
+            kube_version=inputs.kube_version,
+        )
         self.meta["provider"] = name
         try:
             module, _, cls_name = PROVIDERS[name].partition(":")
@@ -215,19 +231,29 @@ class ConformanceRun:
         if handle.simulated:
             why = " (auto: no container engine answered, so no kind)" if self.opt("cluster") == "auto" else ""
             self._loud(report_mod.SIMULATED_BANNER + why)
-        self.meta.update(provider=handle.provider, kubernetes_version=handle.kubernetes_version,
-                         simulated=handle.simulated, kubeconfig=str(handle.kubeconfig),
-                         nodes=list(handle.nodes), cluster_details=handle.details)
+        self.meta.update(
+            provider=handle.provider,
+            kubernetes_version=handle.kubernetes_version,
+            simulated=handle.simulated,
+            kubeconfig=str(handle.kubeconfig),
+            nodes=list(handle.nodes),
+            cluster_details=handle.details,
+        )
         kube = Kube.from_kubeconfig(handle.kubeconfig)
         try:
             version = raw(kube.version.get_code)
         except ApiException as exc:
-            self.fail_early(f"the cluster answered /version with {exc.status} {api_message(exc)}; check the "
-                            "kubeconfig's credentials.")
+            self.fail_early(
+                f"the cluster answered /version with {exc.status} {api_message(exc)}; check the "
+                "kubeconfig's credentials."
+            )
         except Exception as exc:  # connection refused, DNS, TLS: urllib3 raises several types
             server = kube.api.configuration.host
-            self.fail_early(f"cannot reach the cluster at {server} ({type(exc).__name__}); check that it is "
-                            "running and that the kubeconfig points at it.", EXIT_INCOMPLETE)
+            self.fail_early(
+                f"cannot reach the cluster at {server} ({type(exc).__name__}); check that it is "
+                "running and that the kubeconfig points at it.",
+                EXIT_INCOMPLETE,
+            )
         self.meta["kubernetes_version"] = version.get("gitVersion") or handle.kubernetes_version
         try:
             check_dra_api(kube)
@@ -247,12 +273,19 @@ class ConformanceRun:
         self.meta.update(driver_image=deployment.image, driver_version=deployment.version)
         driver_nodes = self.provider.driver_nodes() or (() if name == "existing" else handle.nodes)
         self.meta["driver_nodes"] = list(driver_nodes)
-        preflight = run_preflight(kube, self.profile, driver_nodes, slice_timeout=wait_timeout,
-                                  own_namespace_prefix=NAMESPACE_PREFIX)
+        preflight = run_preflight(
+            kube,
+            self.profile,
+            driver_nodes,
+            slice_timeout=wait_timeout,
+            own_namespace_prefix=NAMESPACE_PREFIX,
+        )
         if preflight.busy and not config.allow_busy_gpus:
             busy = "; ".join(preflight.busy)
-            self.fail_early(f"GPUs under test already hold allocations ({busy}); free them "
-                            "or pass --allow-busy-gpus to test only the idle ones.")
+            self.fail_early(
+                f"GPUs under test already hold allocations ({busy}); free them "
+                "or pass --allow-busy-gpus to test only the idle ones."
+            )
         self.meta["gpus"] = by_node(preflight.gpus)
         self.meta["capacities"] = capacities_by_device(preflight.gpus)
         self.meta["share_requests"] = dict(self.profile.share_requests)
@@ -260,13 +293,22 @@ class ConformanceRun:
         if problem:
             self.fail_early(problem)
         self.meta["gate"] = preflight.gate_detail
-        self.suite = Suite(profile=self.profile, provider=self.provider, handle=handle, deployment=deployment,
-                           kube=kube, schema_version=schema, templates=templates, preflight=preflight,
-                           wait_timeout=wait_timeout, settle_seconds=settle,
-                           republish_timeout=self.profile.republish_bound(simulated, wait_timeout),
-                           gpu_profile=_load_gpu_profile(config.gpus) if config.gpus or (
-                               simulated and self.profile.sim is not None and self.profile.sim.mock_gpus)
-                           else None)
+        self.suite = Suite(
+            profile=self.profile,
+            provider=self.provider,
+            handle=handle,
+            deployment=deployment,
+            kube=kube,
+            schema_version=schema,
+            templates=templates,
+            preflight=preflight,
+            wait_timeout=wait_timeout,
+            settle_seconds=settle,
+            republish_timeout=self.profile.republish_bound(simulated, wait_timeout),
+            gpu_profile=_load_gpu_profile(config.gpus)
+            if config.gpus or (simulated and self.profile.sim is not None and self.profile.sim.mock_gpus)
+            else None,
+        )
         return self.suite
 
     def _loud(self, text: str) -> None:
@@ -294,8 +336,10 @@ class ConformanceRun:
             steps.append(("deleting the scenarios' namespaces", lambda: self._delete_leftovers(suite)))
         if self.provider is not None:
             provider = self.provider
-            steps += [("removing the driver", provider.teardown_driver),
-                      ("stopping the cluster", provider.stop)]
+            steps += [
+                ("removing the driver", provider.teardown_driver),
+                ("stopping the cluster", provider.stop),
+            ]
         if self.suite is not None:
             steps.append(("closing the API client", self.suite.kube.close))
         for what, step in steps:
@@ -325,8 +369,9 @@ class ConformanceRun:
             self.meta["teardown_problems"] = self.teardown_notes
         rejections = self.suite.rejections if self.suite else []
         bad_input = self.error if self.exit_code == EXIT_BAD_INPUT else None
-        data = report_mod.build(self.meta, self.checks, rejections, bad_input,
-                                incomplete=self.incomplete_reasons())
+        data = report_mod.build(
+            self.meta, self.checks, rejections, bad_input, incomplete=self.incomplete_reasons()
+        )
         self.verdict = data["verdict"]
         return report_mod.write(self.report_dir, data)
 
@@ -337,8 +382,10 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if _STATE not in config.stash:
         return []
     run = _run(config)
-    return [f"conformance: driver profile {run.profile.name} ({run.profile.driver}), "
-            f"cluster {run.inputs.provider}"]
+    return [
+        f"conformance: driver profile {run.profile.name} ({run.profile.driver}), "
+        f"cluster {run.inputs.provider}"
+    ]
 
 
 def _load_gpu_profile(spec: str | None) -> dict[str, Any] | None:
@@ -409,14 +456,23 @@ def collect_diagnostics(sc: Scenario) -> dict[str, Any]:
     """Slices, claims, pods, events and driver logs at the moment of a failure."""
     kube, out = sc.kube, cluster_diagnostics(sc.suite)
     for ns in sc.namespaces:
-        out[f"claims {ns}"] = [{"name": (c.get("metadata") or {}).get("name"), "status": c.get("status")}
-                               for c in listing(kube.resource.list_namespaced_resource_claim, ns)]
-        out[f"pods {ns}"] = [{"name": (p.get("metadata") or {}).get("name"),
-                              "nodeName": (p.get("spec") or {}).get("nodeName"), "status": p.get("status")}
-                             for p in listing(kube.core.list_namespaced_pod, ns)]
-        out[f"events {ns}"] = [f"{e.get('type')} {(e.get('involvedObject') or {}).get('name')} "
-                               f"{e.get('reason')}: {e.get('message')}"
-                               for e in listing(kube.core.list_namespaced_event, ns)]
+        out[f"claims {ns}"] = [
+            {"name": (c.get("metadata") or {}).get("name"), "status": c.get("status")}
+            for c in listing(kube.resource.list_namespaced_resource_claim, ns)
+        ]
+        out[f"pods {ns}"] = [
+            {
+                "name": (p.get("metadata") or {}).get("name"),
+                "nodeName": (p.get("spec") or {}).get("nodeName"),
+                "status": p.get("status"),
+            }
+            for p in listing(kube.core.list_namespaced_pod, ns)
+        ]
+        out[f"events {ns}"] = [
+            f"{e.get('type')} {(e.get('involvedObject') or {}).get('name')} "
+            f"{e.get('reason')}: {e.get('message')}"
+            for e in listing(kube.core.list_namespaced_event, ns)
+        ]
     return out
 
 
@@ -429,9 +485,13 @@ def listing(call: Any, *args: Any) -> list[dict[str, Any]]:
 
 def cluster_diagnostics(suite: Suite) -> dict[str, Any]:
     """What every failure carries: the driver's slices and logs."""
-    out: dict[str, Any] = {"resourceslices": [
-        s for s in listing(suite.kube.resource.list_resource_slice)
-        if (s.get("spec") or {}).get("driver") == suite.profile.driver]}
+    out: dict[str, Any] = {
+        "resourceslices": [
+            s
+            for s in listing(suite.kube.resource.list_resource_slice)
+            if (s.get("spec") or {}).get("driver") == suite.profile.driver
+        ]
+    }
     try:
         for node, text in suite.provider.driver_logs(tail=80).items():
             out[f"driver log {node}"] = text
@@ -500,11 +560,17 @@ def _record(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
     diagnostics = item.stash.get(_DIAG, {})
     if outcome == "failed" and not diagnostics and run.suite is not None:
         diagnostics = cluster_diagnostics(run.suite)
-    run.checks.append(report_mod.CheckResult(
-        nodeid=item.nodeid, capability=capability_of(item), outcome=outcome,
-        duration=time.monotonic() - item.stash.get(_T0, time.monotonic()), reason=reason,
-        gpus=sorted({p.gpu.label for p in sc.pods if p.gpu}) if sc else [],
-        diagnostics=diagnostics))
+    run.checks.append(
+        report_mod.CheckResult(
+            nodeid=item.nodeid,
+            capability=capability_of(item),
+            outcome=outcome,
+            duration=time.monotonic() - item.stash.get(_T0, time.monotonic()),
+            reason=reason,
+            gpus=sorted({p.gpu.label for p in sc.pods if p.gpu}) if sc else [],
+            diagnostics=diagnostics,
+        )
+    )
 
 
 def _short_reason(rep: pytest.TestReport) -> str:
@@ -569,8 +635,13 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         reason = f"  ({v['reason'][:160]})" if v["reason"] else ""
         tr.write_line(f"{cap:<13} {v['verdict'].upper():<8}{reason}", **colour)
     for r in run.suite.rejections if run.suite else []:
-        tr.write_line(f"rejection {r.scenario} {r.pod}: decided {r.decided_at}, seen after "
-                      f"{r.signal_after:.2f}s, verdict after {r.verdict_after:.2f}s")
+        tr.write_line(
+            f"rejection {r.scenario} {r.pod}: decided {r.decided_at}, seen after "
+            f"{r.signal_after:.2f}s, verdict after {r.verdict_after:.2f}s"
+        )
     code = report_mod.EXIT_CODES[run.verdict]
-    tr.write_line(f"Overall: {run.verdict.upper()} (exit code {code}); wall time "
-                  f"{run.meta.get('wall_seconds')}s; report: {paths[0]} and {paths[1]}", bold=True)
+    tr.write_line(
+        f"Overall: {run.verdict.upper()} (exit code {code}); wall time "
+        f"{run.meta.get('wall_seconds')}s; report: {paths[0]} and {paths[1]}",
+        bold=True,
+    )

@@ -25,20 +25,27 @@ _RPC = re.compile(r"NodePrepareResources: (rpc error: code = (\w+) desc = .*)", 
 # gRPC codes that say the driver was not (yet) there to answer: a restart in progress, not a refusal.
 _TRANSIENT_RPC = {"Unavailable", "DeadlineExceeded", "Canceled"}
 # Container waiting reasons after which the kubelet will not get the container running by itself.
-_CREATE_FAILED = {"CreateContainerError", "CreateContainerConfigError", "RunContainerError",
-                  "StartError", "InvalidImageName", "ErrImageNeverPull"}
+_CREATE_FAILED = {
+    "CreateContainerError",
+    "CreateContainerConfigError",
+    "RunContainerError",
+    "StartError",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+}
 
 
 @dataclass(frozen=True)
 class Cause:
     final: bool
-    kind: str          # refused, prepare-error, create-failed, exited, crash-loop, gone, failed, pending
-    text: str          # what happened, in a phrase that follows the pod's name
-    quote: str = ""    # the driver's or runtime's own words
+    kind: str  # refused, prepare-error, create-failed, exited, crash-loop, gone, failed, pending
+    text: str  # what happened, in a phrase that follows the pod's name
+    quote: str = ""  # the driver's or runtime's own words
 
 
-def pod_events(events: dict[str, dict[str, Any]], pod: dict[str, Any] | None, namespace: str,
-               name: str) -> list[dict[str, Any]]:
+def pod_events(
+    events: dict[str, dict[str, Any]], pod: dict[str, Any] | None, namespace: str, name: str
+) -> list[dict[str, Any]]:
     """The events about this pod (this incarnation when its uid is known), oldest first."""
     uid = ((pod or {}).get("metadata") or {}).get("uid")
     out = []
@@ -51,8 +58,13 @@ def pod_events(events: dict[str, dict[str, Any]], pod: dict[str, Any] | None, na
         if uid and inv.get("uid") and inv["uid"] != uid:
             continue
         out.append(e)
-    return sorted(out, key=lambda e: (e.get("lastTimestamp") or e.get("eventTime") or "",
-                                      (e.get("metadata") or {}).get("resourceVersion") or ""))
+    return sorted(
+        out,
+        key=lambda e: (
+            e.get("lastTimestamp") or e.get("eventTime") or "",
+            (e.get("metadata") or {}).get("resourceVersion") or "",
+        ),
+    )
 
 
 def prepare_cause(message: str) -> Cause:
@@ -62,8 +74,12 @@ def prepare_cause(message: str) -> Cause:
         return Cause(True, "refused", "the driver refused to prepare it", refused.group(2).strip())
     skipped = _SKIPPED.search(message)
     if skipped:
-        return Cause(True, "prepare-error", "the driver left its claim unanswered in NodePrepareResources",
-                     skipped.group(0))
+        return Cause(
+            True,
+            "prepare-error",
+            "the driver left its claim unanswered in NodePrepareResources",
+            skipped.group(0),
+        )
     rpc = _RPC.search(message)
     if rpc and rpc.group(2) not in _TRANSIENT_RPC:
         return Cause(True, "prepare-error", "the driver's NodePrepareResources failed", rpc.group(1).strip())
@@ -82,17 +98,29 @@ def _container_cause(status: dict[str, Any], restart_policy: str, init: bool = F
         return None  # an init container is done when it exits 0
     restarts = status.get("restartCount") or 0
     if waiting.get("reason") in _CREATE_FAILED:
-        return Cause(True, "create-failed", f"its container {name} could not be created "
-                     f"({waiting['reason']})", (waiting.get("message") or "").strip())
+        return Cause(
+            True,
+            "create-failed",
+            f"its container {name} could not be created ({waiting['reason']})",
+            (waiting.get("message") or "").strip(),
+        )
     if waiting.get("reason") == "CrashLoopBackOff" or (restarts and not state.get("running")):
         last = (status.get("lastState") or {}).get("terminated") or terminated or {}
-        return Cause(True, "crash-loop", f"its container {name} keeps exiting ({restarts} restart(s), "
-                     f"last exit code {last.get('exitCode')}, {last.get('reason') or 'no reason'})",
-                     (last.get("message") or "").strip())
+        return Cause(
+            True,
+            "crash-loop",
+            f"its container {name} keeps exiting ({restarts} restart(s), "
+            f"last exit code {last.get('exitCode')}, {last.get('reason') or 'no reason'})",
+            (last.get("message") or "").strip(),
+        )
     if terminated is not None and (restart_policy == "Never" or terminated.get("reason") == "StartError"):
-        return Cause(True, "exited", f"its container {name} exited with code {terminated.get('exitCode')} "
-                     f"({terminated.get('reason') or 'no reason'}) instead of running",
-                     (terminated.get("message") or "").strip())
+        return Cause(
+            True,
+            "exited",
+            f"its container {name} exited with code {terminated.get('exitCode')} "
+            f"({terminated.get('reason') or 'no reason'}) instead of running",
+            (terminated.get("message") or "").strip(),
+        )
     return None
 
 
@@ -102,8 +130,9 @@ def cause_of(pod: dict[str, Any] | None, events: list[dict[str, Any]]) -> Cause 
         return Cause(True, "gone", "was deleted before it ran")
     status = pod.get("status") or {}
     policy = (pod.get("spec") or {}).get("restartPolicy", "Always")
-    statuses = [(c, True) for c in status.get("initContainerStatuses") or []] + \
-        [(c, False) for c in status.get("containerStatuses") or []]
+    statuses = [(c, True) for c in status.get("initContainerStatuses") or []] + [
+        (c, False) for c in status.get("containerStatuses") or []
+    ]
     for cstatus, init in statuses:
         found = _container_cause(cstatus, policy, init)
         if found is not None:
@@ -120,6 +149,10 @@ def cause_of(pod: dict[str, Any] | None, events: list[dict[str, Any]]) -> Cause 
         return prepare_cause(prepare[-1].get("message") or "")
     sched = next((c for c in status.get("conditions") or () if c.get("type") == "PodScheduled"), {})
     if sched.get("status") == "False":
-        return Cause(False, "unscheduled", f"it is not scheduled ({sched.get('reason') or 'no reason'})",
-                     (sched.get("message") or "").strip())
+        return Cause(
+            False,
+            "unscheduled",
+            f"it is not scheduled ({sched.get('reason') or 'no reason'})",
+            (sched.get("message") or "").strip(),
+        )
     return None

@@ -26,18 +26,23 @@ class FatalPreflight(RuntimeError):
 
 @dataclass
 class PreflightResult:
-    gate_on: bool | None = None               # None: could not tell
+    gate_on: bool | None = None  # None: could not tell
     gate_detail: str = ""
     gpus: list[Gpu] = field(default_factory=list)
     nodes_without_slices: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)   # why sharing cannot be tested
-    busy: list[str] = field(default_factory=list)       # GPUs holding allocations at start
-    share_capacities: tuple[str, ...] = ()               # every capacity a sharer asks for (profile)
+    problems: list[str] = field(default_factory=list)  # why sharing cannot be tested
+    busy: list[str] = field(default_factory=list)  # GPUs holding allocations at start
+    share_capacities: tuple[str, ...] = ()  # every capacity a sharer asks for (profile)
 
     @property
     def shareable_gpus(self) -> list[Gpu]:
-        return [g for g in self.gpus if g.shareable and g.capacity is not None
-                and all(c in g.capacities for c in self.share_capacities)]
+        return [
+            g
+            for g in self.gpus
+            if g.shareable
+            and g.capacity is not None
+            and all(c in g.capacities for c in self.share_capacities)
+        ]
 
     def skip_reason(self) -> str | None:
         if self.problems:
@@ -51,8 +56,10 @@ def check_dra_api(kube: Kube) -> None:
     try:
         groups = raw(kube.apis.get_api_versions)
     except ApiException as exc:
-        raise FatalPreflight(f"the cluster's API discovery failed ({exc.status} {api_message(exc)}); check "
-                             "that the kubeconfig points at a working Kubernetes API server.") from exc
+        raise FatalPreflight(
+            f"the cluster's API discovery failed ({exc.status} {api_message(exc)}); check "
+            "that the kubeconfig points at a working Kubernetes API server."
+        ) from exc
     for group in groups.get("groups") or ():
         if group.get("name") == "resource.k8s.io":
             versions = {v.get("version") for v in group.get("versions") or ()}
@@ -60,21 +67,37 @@ def check_dra_api(kube: Kube) -> None:
                 return
             raise FatalPreflight(
                 f"the cluster serves resource.k8s.io only as {sorted(versions)}, not v1; use Kubernetes "
-                "1.34 or later (consumable capacity needs resource.k8s.io/v1).")
-    raise FatalPreflight("the cluster does not serve the DRA API (resource.k8s.io/v1); use Kubernetes "
-                         "1.34 or later with DynamicResourceAllocation enabled.")
+                "1.34 or later (consumable capacity needs resource.k8s.io/v1)."
+            )
+    raise FatalPreflight(
+        "the cluster does not serve the DRA API (resource.k8s.io/v1); use Kubernetes "
+        "1.34 or later with DynamicResourceAllocation enabled."
+    )
 
 
 def probe_consumable_capacity(kube: Kube) -> tuple[bool | None, str]:
     """Dry-run a ResourceSlice using the gated fields and see whether the server keeps them."""
     probe = {
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
         "metadata": {"name": "gpu-share-conformance-gate-probe"},
-        "spec": {"driver": PROBE_DRIVER, "nodeName": "gate-probe-node",
-                 "pool": {"name": "gate-probe", "generation": 1, "resourceSliceCount": 1},
-                 "devices": [{"name": "probe-0", "allowMultipleAllocations": True,
-                              "capacity": {"memory": {"value": "1Gi", "requestPolicy": {
-                                  "default": "1Gi", "validRange": {"min": "1Mi", "step": "1Mi"}}}}}]},
+        "spec": {
+            "driver": PROBE_DRIVER,
+            "nodeName": "gate-probe-node",
+            "pool": {"name": "gate-probe", "generation": 1, "resourceSliceCount": 1},
+            "devices": [
+                {
+                    "name": "probe-0",
+                    "allowMultipleAllocations": True,
+                    "capacity": {
+                        "memory": {
+                            "value": "1Gi",
+                            "requestPolicy": {"default": "1Gi", "validRange": {"min": "1Mi", "step": "1Mi"}},
+                        }
+                    },
+                }
+            ],
+        },
     }
     try:
         stored = raw(kube.resource.create_resource_slice, probe, dry_run="All")
@@ -88,28 +111,39 @@ def probe_consumable_capacity(kube: Kube) -> tuple[bool | None, str]:
     kept_amm = dev.get("allowMultipleAllocations") is True
     kept_policy = bool(((dev.get("capacity") or {}).get("memory") or {}).get("requestPolicy"))
     if kept_amm and kept_policy:
-        return True, ("kube-apiserver keeps allowMultipleAllocations and requestPolicy "
-                      "(DRAConsumableCapacity on)")
-    return False, ("kube-apiserver dropped allowMultipleAllocations/requestPolicy from a ResourceSlice: the "
-                   "DRAConsumableCapacity feature gate is off in kube-apiserver; enable it (1.34/1.35) "
-                   "or use 1.36+")
+        return True, (
+            "kube-apiserver keeps allowMultipleAllocations and requestPolicy (DRAConsumableCapacity on)"
+        )
+    return False, (
+        "kube-apiserver dropped allowMultipleAllocations/requestPolicy from a ResourceSlice: the "
+        "DRAConsumableCapacity feature gate is off in kube-apiserver; enable it (1.34/1.35) "
+        "or use 1.36+"
+    )
 
 
 def wait_for_slices(kube: Kube, profile: DriverProfile, nodes: tuple[str, ...], timeout: float) -> list[str]:
     """Wait until every node has a slice of the driver with devices; return the nodes still missing.
 
     With no nodes given (the provider cannot tell where the driver runs), any node will do."""
+
     def missing(state: dict[str, dict[str, Any]]) -> list[str]:
-        have = {slice_node(s) for s in driver_slices(list(state.values()), profile.driver)
-                if (s.get("spec") or {}).get("devices")}
+        have = {
+            slice_node(s)
+            for s in driver_slices(list(state.values()), profile.driver)
+            if (s.get("spec") or {}).get("devices")
+        }
         if not nodes:
             return [] if have else ["(any node)"]
         return [n for n in nodes if n not in have]
 
     where = ", ".join(nodes) or "any node"
     try:
-        wait_for(kube.resource.list_resource_slice, lambda st: [] if not missing(st) else None,
-                 timeout=timeout, what=f"ResourceSlices of driver {profile.driver} on {where}")
+        wait_for(
+            kube.resource.list_resource_slice,
+            lambda st: [] if not missing(st) else None,
+            timeout=timeout,
+            what=f"ResourceSlices of driver {profile.driver} on {where}",
+        )
         return []
     except WaitTimeout:
         slices, _ = items(kube.resource.list_resource_slice)
@@ -125,7 +159,8 @@ def allocated_devices(kube: Kube, driver: str) -> dict[tuple[str, str], list[str
         for r in (allocation.get("devices") or {}).get("results") or ():
             if r.get("driver") == driver:
                 out.setdefault((r.get("pool", ""), r.get("device", "")), []).append(
-                    f"{c['metadata'].get('namespace')}/{c['metadata']['name']}")
+                    f"{c['metadata'].get('namespace')}/{c['metadata']['name']}"
+                )
     return out
 
 
@@ -138,14 +173,21 @@ def share_request_problem(profile: DriverProfile, gpus: list[Gpu]) -> str | None
     for name in profile.share_requests:
         if name == profile.shared_capacity or any(name in g.capacities for g in gpus):
             continue
-        return (f"driver profile {profile.source or profile.name}: 'shareRequests.{name}' names a capacity "
-                f"that no device of driver {profile.driver} publishes (published: "
-                f"{', '.join(published) or 'none'}); fix the name or remove it.")
+        return (
+            f"driver profile {profile.source or profile.name}: 'shareRequests.{name}' names a capacity "
+            f"that no device of driver {profile.driver} publishes (published: "
+            f"{', '.join(published) or 'none'}); fix the name or remove it."
+        )
     return None
 
 
-def run_preflight(kube: Kube, profile: DriverProfile, nodes: tuple[str, ...], slice_timeout: float,
-                  own_namespace_prefix: str) -> PreflightResult:
+def run_preflight(
+    kube: Kube,
+    profile: DriverProfile,
+    nodes: tuple[str, ...],
+    slice_timeout: float,
+    own_namespace_prefix: str,
+) -> PreflightResult:
     result = PreflightResult(share_capacities=tuple(profile.share_requests))
     check_dra_api(kube)
     result.gate_on, result.gate_detail = probe_consumable_capacity(kube)
@@ -156,13 +198,16 @@ def run_preflight(kube: Kube, profile: DriverProfile, nodes: tuple[str, ...], sl
     slices, _ = items(kube.resource.list_resource_slice)
     result.gpus = gpus_from_slices(slices, profile)
     if result.nodes_without_slices:
-        result.problems.append(f"no ResourceSlice of driver {profile.driver} on node(s) "
-                               f"{', '.join(result.nodes_without_slices)} within {slice_timeout:.0f}s")
+        result.problems.append(
+            f"no ResourceSlice of driver {profile.driver} on node(s) "
+            f"{', '.join(result.nodes_without_slices)} within {slice_timeout:.0f}s"
+        )
     if result.gate_on is False:
         result.problems.append(result.gate_detail)
     elif result.gpus and not any(g.shareable for g in result.gpus):
-        result.problems.append("no published GPU has allowMultipleAllocations: true (the driver does not "
-                               "offer sharing)")
+        result.problems.append(
+            "no published GPU has allowMultipleAllocations: true (the driver does not offer sharing)"
+        )
     if result.gpus and not any(g.capacity for g in result.gpus):
         result.problems.append(f"no published GPU has the capacity {profile.capacity!r}")
     held = allocated_devices(kube, profile.driver)

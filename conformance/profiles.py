@@ -96,14 +96,14 @@ _PROFILE: _Spec = {
 
 @dataclass(frozen=True)
 class Visibility:
-    method: str                                   # "env" or "nvidia-smi"
+    method: str  # "env" or "nvidia-smi"
     env: dict[str, str] = field(default_factory=dict)
-    device_nodes: tuple[str, ...] = ()            # path templates of one GPU's device nodes
+    device_nodes: tuple[str, ...] = ()  # path templates of one GPU's device nodes
 
 
 @dataclass(frozen=True)
 class Install:
-    method: str                                   # "chart", "vendor-chart", "preinstalled"
+    method: str  # "chart", "vendor-chart", "preinstalled"
     chart: str = ""
     release: str = ""
     namespace: str = ""
@@ -136,29 +136,39 @@ class SimLaunch:
         """Whether the driver takes its GPUs from the sim's mock GPU profiles (it uses {gpus})."""
         return any("{gpus}" in template for _, template in self.templates())
 
-    def resolve(self, driver: str, environ: Mapping[str, str],
-                command: list[str] | None = None) -> LaunchSpec:
+    def resolve(
+        self, driver: str, environ: Mapping[str, str], command: list[str] | None = None
+    ) -> LaunchSpec:
         """The launch spec with every ${VARIABLE} filled from ``environ`` (``command`` replaces sim.command:
         --sim-driver-command). Raises ProfileError naming the field and the variable when one is unset."""
+
         def expand(where: str, template: str) -> str:
             def one(m: re.Match[str]) -> str:
                 value = environ.get(m.group(1))
                 if value is None or value == "":
                     if m.group(2) is None:
-                        raise ProfileError(f"'{where}' uses ${{{m.group(1)}}}, which is not set; set it in "
-                                           f"the environment (make {m.group(1)}=...), see "
-                                           "docs/validate-your-fork.md.")
+                        raise ProfileError(
+                            f"'{where}' uses ${{{m.group(1)}}}, which is not set; set it in "
+                            f"the environment (make {m.group(1)}=...), see "
+                            "docs/validate-your-fork.md."
+                        )
                     return _VARIABLE.sub(one, m.group(2))
                 return value.replace("{", "{{").replace("}", "}}")  # a value is never a placeholder
+
             return _VARIABLE.sub(one, template)
 
-        data = {"name": driver,
-                "command": list(command) if command else [expand(f"sim.command[{i}]", c)
-                                                          for i, c in enumerate(self.command)],
-                "args": [expand(f"sim.args[{i}]", a) for i, a in enumerate(self.args)],
-                "env": {k: expand(f"sim.env.{k}", v) for k, v in self.env.items()},
-                "nodeEnv": {n: {k: expand(f"sim.nodeEnv.{n}.{k}", v) for k, v in e.items()}
-                            for n, e in self.node_env.items()}}
+        data = {
+            "name": driver,
+            "command": list(command)
+            if command
+            else [expand(f"sim.command[{i}]", c) for i, c in enumerate(self.command)],
+            "args": [expand(f"sim.args[{i}]", a) for i, a in enumerate(self.args)],
+            "env": {k: expand(f"sim.env.{k}", v) for k, v in self.env.items()},
+            "nodeEnv": {
+                n: {k: expand(f"sim.nodeEnv.{n}.{k}", v) for k, v in e.items()}
+                for n, e in self.node_env.items()
+            },
+        }
         try:
             return LaunchSpec.from_dict(data, prefix="sim.")
         except LaunchError as exc:
@@ -172,7 +182,7 @@ class DriverProfile:
     device_class: str
     install: Install
     sharing: bool
-    request_policy: str                           # what the driver claims to publish on capacity
+    request_policy: str  # what the driver claims to publish on capacity
     visibility: Visibility
     enforcement: bool = False
     capacity: str = "memory"
@@ -182,9 +192,9 @@ class DriverProfile:
     identity_attribute: str = "uuid"
     product_attribute: str = "productName"
     description: str = ""
-    sim: SimLaunch | None = None                  # the profile's sim: section, None when it has none
+    sim: SimLaunch | None = None  # the profile's sim: section, None when it has none
     pod_image: str = "busybox:1.36"
-    source: str = ""                              # file the profile came from
+    source: str = ""  # file the profile came from
 
     def republish_bound(self, simulated: bool, wait_timeout: float) -> float:
         """Seconds the driver may take to republish wiped slices: sim.republishTimeout, else enough for
@@ -213,13 +223,17 @@ class DriverProfile:
 
 def _check(data: Any, spec: _Spec, where: str, source: str) -> None:
     if not isinstance(data, dict):
-        raise ProfileError(f"driver profile {source}: {where or 'the top level'} must be a mapping, "
-                           f"got {type(data).__name__}; write it as 'key: value' lines.")
+        raise ProfileError(
+            f"driver profile {source}: {where or 'the top level'} must be a mapping, "
+            f"got {type(data).__name__}; write it as 'key: value' lines."
+        )
     for key in data:
         if key not in spec:
             at = f" under '{where}'" if where else ""
-            raise ProfileError(f"driver profile {source}: unknown key '{key}'{at}; valid keys are: "
-                               f"{', '.join(sorted(spec))}. Fix or remove the key.")
+            raise ProfileError(
+                f"driver profile {source}: unknown key '{key}'{at}; valid keys are: "
+                f"{', '.join(sorted(spec))}. Fix or remove the key."
+            )
     for key, (typ, required, sub) in spec.items():
         path = f"{where}.{key}" if where else key
         if key not in data:
@@ -227,56 +241,75 @@ def _check(data: Any, spec: _Spec, where: str, source: str) -> None:
                 raise ProfileError(f"driver profile {source}: required key '{path}' is missing; add it.")
             continue
         value = data[key]
-        if (not isinstance(value, typ) or (typ is str and not value)
-                or (isinstance(value, bool) and typ is not bool)):
+        if (
+            not isinstance(value, typ)
+            or (typ is str and not value)
+            or (isinstance(value, bool) and typ is not bool)
+        ):
             kind = "number" if isinstance(typ, tuple) else typ.__name__
-            raise ProfileError(f"driver profile {source}: '{path}' must be a non-empty {kind}, "
-                               f"got {value!r}; fix its value.")
+            raise ProfileError(
+                f"driver profile {source}: '{path}' must be a non-empty {kind}, got {value!r}; fix its value."
+            )
         if isinstance(sub, tuple) and value not in sub:
-            raise ProfileError(f"driver profile {source}: '{path}' is {value!r}; valid values are: "
-                               f"{', '.join(sub)}.")
+            raise ProfileError(
+                f"driver profile {source}: '{path}' is {value!r}; valid values are: {', '.join(sub)}."
+            )
         if isinstance(sub, dict):
             _check(value, sub, path, source)
 
 
 def _check_semantics(data: dict[str, Any], source: str) -> None:
     if not _DNS_SUBDOMAIN.match(data["driver"]) or len(data["driver"]) > 63:
-        raise ProfileError(f"driver profile {source}: 'driver' {data['driver']!r} is not a lower-case DNS "
-                           "subdomain of at most 63 characters; use the driver name the driver publishes.")
+        raise ProfileError(
+            f"driver profile {source}: 'driver' {data['driver']!r} is not a lower-case DNS "
+            "subdomain of at most 63 characters; use the driver name the driver publishes."
+        )
     device_class = data["deviceClass"]
     if not _DNS_SUBDOMAIN.match(device_class) or len(device_class) > 253:
-        raise ProfileError(f"driver profile {source}: 'deviceClass' {device_class!r} is not a lower-case DNS "
-                           "subdomain (letters a-z, digits, '-' and '.'), as Kubernetes requires of a "
-                           "DeviceClass name; use the name of the driver's DeviceClass.")
+        raise ProfileError(
+            f"driver profile {source}: 'deviceClass' {device_class!r} is not a lower-case DNS "
+            "subdomain (letters a-z, digits, '-' and '.'), as Kubernetes requires of a "
+            "DeviceClass name; use the name of the driver's DeviceClass."
+        )
     for key in ("capacity", "identityAttribute", "productAttribute"):
         value = data.get(key)
         if value is not None:
             _check_qualified_name(value, key, source)
     install = data["install"]
     if install["method"] in ("chart", "vendor-chart") and "chart" not in install:
-        raise ProfileError(f"driver profile {source}: 'install.method' is {install['method']!r} but "
-                           "'install.chart' is missing; name the chart path or reference.")
+        raise ProfileError(
+            f"driver profile {source}: 'install.method' is {install['method']!r} but "
+            "'install.chart' is missing; name the chart path or reference."
+        )
     for key in ("release", "namespace"):
         value = install.get(key)
         if value is not None and (not _DNS_LABEL.match(value) or len(value) > 53):
-            raise ProfileError(f"driver profile {source}: 'install.{key}' {value!r} is not a lower-case DNS "
-                               "label of at most 53 characters (what Helm accepts); fix its value.")
+            raise ProfileError(
+                f"driver profile {source}: 'install.{key}' {value!r} is not a lower-case DNS "
+                "label of at most 53 characters (what Helm accepts); fix its value."
+            )
     vis = data["claims"]["visibility"]
     if vis["method"] == "env":
         env = vis.get("env")
         if not env:
-            raise ProfileError(f"driver profile {source}: 'claims.visibility.method' is 'env' but "
-                               "'claims.visibility.env' is empty; list the env names the driver sets.")
+            raise ProfileError(
+                f"driver profile {source}: 'claims.visibility.method' is 'env' but "
+                "'claims.visibility.env' is empty; list the env names the driver sets."
+            )
         for name, value in env.items():
             if not isinstance(name, str) or not isinstance(value, str):
-                raise ProfileError(f"driver profile {source}: 'claims.visibility.env' entries must map "
-                                   f"a name template to a value template (strings), got {name!r}: {value!r}.")
+                raise ProfileError(
+                    f"driver profile {source}: 'claims.visibility.env' entries must map "
+                    f"a name template to a value template (strings), got {name!r}: {value!r}."
+                )
             _check_template(name, source)
             _check_template(value, source)
     for node in vis.get("deviceNodes", []):
         if not isinstance(node, str) or not node.startswith("/dev/"):
-            raise ProfileError(f"driver profile {source}: 'claims.visibility.deviceNodes' entries must be "
-                               f"path templates under /dev/ (e.g. \"/dev/nvidia{{minor}}\"), got {node!r}.")
+            raise ProfileError(
+                f"driver profile {source}: 'claims.visibility.deviceNodes' entries must be "
+                f'path templates under /dev/ (e.g. "/dev/nvidia{{minor}}"), got {node!r}.'
+            )
     if "sim" in data:
         _check_sim(data["sim"], data["driver"], source)
 
@@ -285,21 +318,32 @@ def _check_sim(sim: dict[str, Any], driver: str, source: str) -> None:
     """Placeholders, variable references and env names of the sim: section, before anything starts."""
     timeout = sim.get("republishTimeout")
     if timeout is not None and not timeout > 0:
-        raise ProfileError(f"driver profile {source}: 'sim.republishTimeout' must be a number of seconds "
-                           f"above 0, got {timeout!r}.")
+        raise ProfileError(
+            f"driver profile {source}: 'sim.republishTimeout' must be a number of seconds "
+            f"above 0, got {timeout!r}."
+        )
     try:
         launch = _sim_launch(sim)
         for where, template in launch.templates():
             bad = _VARIABLE.sub("", template)
             if "${" in bad:
-                raise ProfileError(f"'{where}' has a malformed variable reference in {template!r}; write "
-                                   "${NAME} or ${NAME:-default}.")
+                raise ProfileError(
+                    f"'{where}' has a malformed variable reference in {template!r}; write "
+                    "${NAME} or ${NAME:-default}."
+                )
         # Variables stand in for their values here; the placeholders around them are checked for real.
-        LaunchSpec.from_dict({"name": driver, "command": [_VARIABLE.sub("x", c) for c in launch.command],
-                              "args": [_VARIABLE.sub("x", a) for a in launch.args],
-                              "env": {k: _VARIABLE.sub("x", v) for k, v in launch.env.items()},
-                              "nodeEnv": {n: {k: _VARIABLE.sub("x", v) for k, v in e.items()}
-                                          for n, e in launch.node_env.items()}}, prefix="sim.")
+        LaunchSpec.from_dict(
+            {
+                "name": driver,
+                "command": [_VARIABLE.sub("x", c) for c in launch.command],
+                "args": [_VARIABLE.sub("x", a) for a in launch.args],
+                "env": {k: _VARIABLE.sub("x", v) for k, v in launch.env.items()},
+                "nodeEnv": {
+                    n: {k: _VARIABLE.sub("x", v) for k, v in e.items()} for n, e in launch.node_env.items()
+                },
+            },
+            prefix="sim.",
+        )
     except (LaunchError, ProfileError) as exc:
         raise ProfileError(f"driver profile {source}: {exc}") from None
 
@@ -320,9 +364,13 @@ def _sim_launch(sim: dict[str, Any]) -> SimLaunch:
         return {str(k): v for k, v in value.items()}
 
     timeout = sim.get("republishTimeout")
-    return SimLaunch(command=strings("command"), args=strings("args"), env=env(sim.get("env", {}), "sim.env"),
-                     node_env={str(n): env(e, f"sim.nodeEnv.{n}") for n, e in sim.get("nodeEnv", {}).items()},
-                     republish_timeout=float(timeout) if timeout is not None else None)
+    return SimLaunch(
+        command=strings("command"),
+        args=strings("args"),
+        env=env(sim.get("env", {}), "sim.env"),
+        node_env={str(n): env(e, f"sim.nodeEnv.{n}") for n, e in sim.get("nodeEnv", {}).items()},
+        republish_timeout=float(timeout) if timeout is not None else None,
+    )
 
 
 SHARE_HOW = ("share", "proportional")
@@ -339,36 +387,50 @@ def _share_requests(data: dict[str, Any], source: str) -> dict[str, str]:
     if raw is None:
         return {shared: "share"}
     if not raw:
-        raise ProfileError(f"driver profile {source}: 'shareRequests' is empty; name at least "
-                           f"'{shared}: share' or remove the key.")
+        raise ProfileError(
+            f"driver profile {source}: 'shareRequests' is empty; name at least "
+            f"'{shared}: share' or remove the key."
+        )
     out: dict[str, str] = {}
     for name, how in raw.items():
         where = f"'shareRequests.{name}'"
-        if not isinstance(name, str) or not _C_IDENTIFIER.match(name.rpartition("/")[2]) or (
-                "/" in name and not _DNS_SUBDOMAIN.match(name.rpartition("/")[0])):
-            raise ProfileError(f"driver profile {source}: 'shareRequests' key {name!r} is not a DRA "
-                               "capacity name (an identifier, optionally prefixed by 'domain/').")
+        if (
+            not isinstance(name, str)
+            or not _C_IDENTIFIER.match(name.rpartition("/")[2])
+            or ("/" in name and not _DNS_SUBDOMAIN.match(name.rpartition("/")[0]))
+        ):
+            raise ProfileError(
+                f"driver profile {source}: 'shareRequests' key {name!r} is not a DRA "
+                "capacity name (an identifier, optionally prefixed by 'domain/')."
+            )
         key = q.capacity_key(name, driver)
         if key in out:
             raise ProfileError(f"driver profile {source}: {where} names capacity {key!r} twice; keep one.")
         if isinstance(how, str) and how in SHARE_HOW:
             if how == "proportional" and key == shared:
-                raise ProfileError(f"driver profile {source}: {where} is 'proportional', but {key!r} is the "
-                                   "shared capacity that the others are proportional to; use 'share' or a "
-                                   "quantity.")
+                raise ProfileError(
+                    f"driver profile {source}: {where} is 'proportional', but {key!r} is the "
+                    "shared capacity that the others are proportional to; use 'share' or a "
+                    "quantity."
+                )
             out[key] = how
             continue
         if isinstance(how, bool) or not isinstance(how, str | int):
-            raise ProfileError(f"driver profile {source}: {where} is {how!r}; use share, proportional or a "
-                               "quantity such as \"50\" or \"10Gi\".")
+            raise ProfileError(
+                f"driver profile {source}: {where} is {how!r}; use share, proportional or a "
+                'quantity such as "50" or "10Gi".'
+            )
         try:
             amount = q.parse_quantity(how, f"shareRequests.{name}")
         except q.QuantityError as exc:
-            raise ProfileError(f"driver profile {source}: {where} is {how!r}, which is neither share, "
-                               f"proportional nor a quantity ({exc}).") from None
+            raise ProfileError(
+                f"driver profile {source}: {where} is {how!r}, which is neither share, "
+                f"proportional nor a quantity ({exc})."
+            ) from None
         if amount.value <= 0:
-            raise ProfileError(f"driver profile {source}: {where} is {how!r}; a sharer must ask for a "
-                               "positive amount.")
+            raise ProfileError(
+                f"driver profile {source}: {where} is {how!r}; a sharer must ask for a positive amount."
+            )
         out[key] = str(amount)
     out.setdefault(shared, "share")
     return out
@@ -380,9 +442,11 @@ def _check_qualified_name(value: str, key: str, source: str) -> None:
     domain, slash, ident = value.rpartition("/")
     bad_domain = bool(slash) and (not _DNS_SUBDOMAIN.match(domain) or len(domain) > _MAX_DOMAIN)
     if bad_domain or not _C_IDENTIFIER.match(ident) or len(ident) > _MAX_ID:
-        raise ProfileError(f"driver profile {source}: '{key}' {value!r} is not a DRA qualified name (a C "
-                           f"identifier of at most {_MAX_ID} characters, optionally prefixed by a DNS "
-                           f"subdomain and '/'); use the name the driver publishes.")
+        raise ProfileError(
+            f"driver profile {source}: '{key}' {value!r} is not a DRA qualified name (a C "
+            f"identifier of at most {_MAX_ID} characters, optionally prefixed by a DNS "
+            f"subdomain and '/'); use the name the driver publishes."
+        )
 
 
 def _check_template(template: str, source: str) -> None:
@@ -390,14 +454,18 @@ def _check_template(template: str, source: str) -> None:
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise ProfileError(f"driver profile {source}: 'claims.visibility.env' template {template!r} does "
-                           f"not parse ({exc}); write placeholders as {{name}} and double literal "
-                           "braces.") from None
+        raise ProfileError(
+            f"driver profile {source}: 'claims.visibility.env' template {template!r} does "
+            f"not parse ({exc}); write placeholders as {{name}} and double literal "
+            "braces."
+        ) from None
     for _, field_name, _, _ in parts:
         if field_name is not None and not _C_IDENTIFIER.match(field_name):
-            raise ProfileError(f"driver profile {source}: 'claims.visibility.env' template {template!r} has "
-                               f"placeholder {{{field_name}}}; placeholders must be attribute names such as "
-                               "{index}, {uuid}, {device}, {pool}, {shareID} or {granted}.")
+            raise ProfileError(
+                f"driver profile {source}: 'claims.visibility.env' template {template!r} has "
+                f"placeholder {{{field_name}}}; placeholders must be attribute names such as "
+                "{index}, {uuid}, {device}, {pool}, {shareID} or {granted}."
+            )
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -427,16 +495,20 @@ def available_profiles() -> list[str]:
 def load_profile(name_or_path: str) -> DriverProfile:
     path = resolve_profile_path(name_or_path)
     if not path.is_file():
-        raise ProfileError(f"driver profile {name_or_path!r} not found (looked for {path}); pass a path to a "
-                           f"profile file or one of: {', '.join(available_profiles())}.")
+        raise ProfileError(
+            f"driver profile {name_or_path!r} not found (looked for {path}); pass a path to a "
+            f"profile file or one of: {', '.join(available_profiles())}."
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ProfileError(f"driver profile {path}: not valid YAML ({yaml_problem(exc)}); fix the "
-                           "syntax.") from None
+        raise ProfileError(
+            f"driver profile {path}: not valid YAML ({yaml_problem(exc)}); fix the syntax."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"driver profile {path} cannot be read ({exc}); pass a readable YAML "
-                           "file.") from None
+        raise ProfileError(
+            f"driver profile {path} cannot be read ({exc}); pass a readable YAML file."
+        ) from None
     return parse_profile(data, str(path))
 
 
@@ -468,8 +540,9 @@ def parse_profile(data: Any, source: str = "<inline>") -> DriverProfile:
         ),
         sharing=claims["sharing"],
         request_policy=claims["requestPolicy"],
-        visibility=Visibility(method=vis["method"], env=dict(vis.get("env", {})),
-                              device_nodes=tuple(vis.get("deviceNodes", []))),
+        visibility=Visibility(
+            method=vis["method"], env=dict(vis.get("env", {})), device_nodes=tuple(vis.get("deviceNodes", []))
+        ),
         enforcement=claims.get("enforcement", False),
         sim=_sim_launch(data["sim"]) if "sim" in data else None,
         pod_image=data.get("pod", {}).get("image", "busybox:1.36"),

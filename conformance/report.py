@@ -36,15 +36,17 @@ CAPABILITIES: dict[str, str] = {
 
 EXIT_CODES: dict[str, int] = {"pass": 0, "fail": 1, "incomplete": 3, "error": 4}
 
-SIMULATED_BANNER = ("SIMULATED: this run used the sim cluster (simulated control plane, real HTTP API, "
-                    "real driver processes, mock GPUs). It is not a conformance claim.")
+SIMULATED_BANNER = (
+    "SIMULATED: this run used the sim cluster (simulated control plane, real HTTP API, "
+    "real driver processes, mock GPUs). It is not a conformance claim."
+)
 
 
 @dataclass
 class CheckResult:
     nodeid: str
     capability: str
-    outcome: str                  # passed, failed (the driver), error (the suite), skipped
+    outcome: str  # passed, failed (the driver), error (the suite), skipped
     duration: float
     reason: str = ""
     gpus: list[str] = field(default_factory=list)
@@ -68,14 +70,31 @@ def verdicts(checks: list[CheckResult]) -> dict[str, dict[str, Any]]:
             verdict, reason = "pass", ""
         else:
             verdict, reason = "skipped", mine[0].reason
-        out[cap] = {"verdict": verdict, "reason": reason, "description": desc,
-                    "checks": [{"test": c.nodeid, "outcome": c.outcome, "seconds": round(c.duration, 3),
-                                "reason": c.reason, "gpus": c.gpus} for c in mine]}
+        out[cap] = {
+            "verdict": verdict,
+            "reason": reason,
+            "description": desc,
+            "checks": [
+                {
+                    "test": c.nodeid,
+                    "outcome": c.outcome,
+                    "seconds": round(c.duration, 3),
+                    "reason": c.reason,
+                    "gpus": c.gpus,
+                }
+                for c in mine
+            ],
+        }
     return out
 
 
-def build(meta: dict[str, Any], checks: list[CheckResult], rejections: list[Any],
-          error: str | None = None, incomplete: list[str] | None = None) -> dict[str, Any]:
+def build(
+    meta: dict[str, Any],
+    checks: list[CheckResult],
+    rejections: list[Any],
+    error: str | None = None,
+    incomplete: list[str] | None = None,
+) -> dict[str, Any]:
     """``error``: the bad input that stopped the run; ``incomplete``: why the run has no verdict
     (interrupted, timed out, the suite failed)."""
     report: dict[str, Any] = {
@@ -84,10 +103,21 @@ def build(meta: dict[str, Any], checks: list[CheckResult], rejections: list[Any]
         **meta,
         "capabilities": verdicts(checks),
         "rejections": [asdict(r) if hasattr(r, "__dataclass_fields__") else r for r in rejections],
-        "failures": [{"test": c.nodeid, "capability": c.capability, "reason": c.reason, "gpus": c.gpus,
-                      "diagnostics": c.diagnostics} for c in checks if c.outcome in ("failed", "error")],
-        "checks_run": {outcome: sum(c.outcome == outcome for c in checks)
-                       for outcome in ("passed", "failed", "error", "skipped")},
+        "failures": [
+            {
+                "test": c.nodeid,
+                "capability": c.capability,
+                "reason": c.reason,
+                "gpus": c.gpus,
+                "diagnostics": c.diagnostics,
+            }
+            for c in checks
+            if c.outcome in ("failed", "error")
+        ],
+        "checks_run": {
+            outcome: sum(c.outcome == outcome for c in checks)
+            for outcome in ("passed", "failed", "error", "skipped")
+        },
     }
     reasons = list(incomplete or [])
     reasons += [f"{c.nodeid}: {c.reason}" for c in checks if c.outcome == "error"]
@@ -128,10 +158,15 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [f"- {r}".replace("\n", " ")[:1000] for r in report["incomplete"]]
         lines += ["", "What did run: " + ", ".join(f"{n} {k}" for k, n in ran.items()) + ".", ""]
     lines += ["| | |", "|---|---|"]
-    for label, keyname in (("Cluster provider", "provider"), ("Kubernetes", "kubernetes_version"),
-                           ("Driver profile", "driver_profile"), ("Driver", "driver_name"),
-                           ("Driver image", "driver_image"), ("Started", "started"),
-                           ("Wall time (s)", "wall_seconds")):
+    for label, keyname in (
+        ("Cluster provider", "provider"),
+        ("Kubernetes", "kubernetes_version"),
+        ("Driver profile", "driver_profile"),
+        ("Driver", "driver_name"),
+        ("Driver image", "driver_image"),
+        ("Started", "started"),
+        ("Wall time (s)", "wall_seconds"),
+    ):
         if report.get(keyname) not in (None, ""):
             lines.append(f"| {label} | {report[keyname]} |")
     lines.append("")
@@ -142,31 +177,48 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     if report.get("capacities"):
         # Every consumable capacity counts: a request consumes each one, asked for or by its default.
-        lines += ["## Published capacities (preflight)", "",
-                  "| device | capacity | value and requestPolicy |", "|---|---|---|"]
+        lines += [
+            "## Published capacities (preflight)",
+            "",
+            "| device | capacity | value and requestPolicy |",
+            "|---|---|---|",
+        ]
         for device, caps in report["capacities"].items():
             for name, described in caps.items():
                 lines.append(f"| {device} | {name} | {described.get('summary', '')} |")
         if report.get("share_requests"):
             asks = ", ".join(f"{k}: {v}" for k, v in report["share_requests"].items())
-            lines += ["", f"A sharer asks for: {asks} (driver profile `shareRequests`; capacities not "
-                          "named get no request, so their default applies)."]
+            lines += [
+                "",
+                f"A sharer asks for: {asks} (driver profile `shareRequests`; capacities not "
+                "named get no request, so their default applies).",
+            ]
         lines.append("")
-    lines += ["## Verdict per capability", "", "| capability | verdict | what it checks | reason |",
-              "|---|---|---|---|"]
+    lines += [
+        "## Verdict per capability",
+        "",
+        "| capability | verdict | what it checks | reason |",
+        "|---|---|---|---|",
+    ]
     for cap, v in report["capabilities"].items():
         reason = (v["reason"] or "").replace("|", "\\|").replace("\n", " ")[:300]
         lines.append(f"| {cap} | **{v['verdict']}** | {v['description']} | {reason} |")
     lines.append("")
     if report.get("rejections"):
-        lines += ["## Rejections (scheduler decision to verdict)", "",
-                  "The decision time is the PodScheduled condition's lastTransitionTime, which has "
-                  "whole-second "
-                  "resolution; the verdict comes after the settle window.", "",
-                  "| scenario | pod | signal seen after (s) | verdict after (s) |", "|---|---|---|---|"]
+        lines += [
+            "## Rejections (scheduler decision to verdict)",
+            "",
+            "The decision time is the PodScheduled condition's lastTransitionTime, which has "
+            "whole-second "
+            "resolution; the verdict comes after the settle window.",
+            "",
+            "| scenario | pod | signal seen after (s) | verdict after (s) |",
+            "|---|---|---|---|",
+        ]
         for r in report["rejections"]:
-            lines.append(f"| {r['scenario']} | {r['pod']} | {r['signal_after']:.2f} | "
-                         f"{r['verdict_after']:.2f} |")
+            lines.append(
+                f"| {r['scenario']} | {r['pod']} | {r['signal_after']:.2f} | {r['verdict_after']:.2f} |"
+            )
         lines.append("")
     if report.get("failures"):
         lines += ["## Failures and diagnostics", ""]
@@ -177,8 +229,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["```", f["reason"][:4000], "```", ""]
             for name, value in (f.get("diagnostics") or {}).items():
                 text = value if isinstance(value, str) else json.dumps(value, indent=1, default=str)
-                lines += [f"<details><summary>{name}</summary>", "", "```", text[:20000], "```", "",
-                          "</details>", ""]
+                lines += [
+                    f"<details><summary>{name}</summary>",
+                    "",
+                    "```",
+                    text[:20000],
+                    "```",
+                    "",
+                    "</details>",
+                    "",
+                ]
     return "\n".join(lines) + "\n"
 
 

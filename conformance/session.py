@@ -31,8 +31,8 @@ class Suite:
     preflight: PreflightResult
     wait_timeout: float
     settle_seconds: float
-    republish_timeout: float                          # how long the driver may take to republish (profile)
-    gpu_profile: dict[str, Any] | None = None        # mock GPU profile used (sim/kind), for real memory
+    republish_timeout: float  # how long the driver may take to republish (profile)
+    gpu_profile: dict[str, Any] | None = None  # mock GPU profile used (sim/kind), for real memory
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     created_namespaces: list[str] = field(default_factory=list)
     rejections: list[Any] = field(default_factory=list)
@@ -85,10 +85,13 @@ class Suite:
                 self.kube.core.delete_namespace(ns)
         wanted = set(namespaces)
         try:
-            wait_for(self.kube.core.list_namespace, lambda st: True if not wanted & set(st) else None,
-                     timeout=self.wait_timeout, what=f"namespace(s) {', '.join(sorted(wanted))} to "
-                                                     f"be deleted",
-                     describe=lambda st: ", ".join(sorted(wanted & set(st))))
+            wait_for(
+                self.kube.core.list_namespace,
+                lambda st: True if not wanted & set(st) else None,
+                timeout=self.wait_timeout,
+                what=f"namespace(s) {', '.join(sorted(wanted))} to be deleted",
+                describe=lambda st: ", ".join(sorted(wanted & set(st))),
+            )
         except (WaitTimeout, ApiException) as exc:
             problems.append(str(exc))
         for ns in namespaces:

@@ -55,12 +55,16 @@ def validate_object(body: dict[str, Any], version: str, source: str) -> None:
     except kubernetes_validate.ValidationError as exc:
         where = ".".join(str(p) for p in exc.path) or "the object"
         message = " ".join(str(exc.message).split())[:300]
-        raise TemplateError(f"claim template {source} is not a valid {body.get('kind', 'object')} for "
-                            f"Kubernetes {version}: {where}: {message}; fix that field.") from None
+        raise TemplateError(
+            f"claim template {source} is not a valid {body.get('kind', 'object')} for "
+            f"Kubernetes {version}: {where}: {message}; fix that field."
+        ) from None
     except kubernetes_validate.SchemaNotFoundError as exc:
-        raise TemplateError(f"claim template {source}: no schema for {body.get('apiVersion')}/"
-                            f"{body.get('kind')} in Kubernetes {version} ({exc}); use resource.k8s.io/v1 "
-                            "ResourceClaimTemplate.") from None
+        raise TemplateError(
+            f"claim template {source}: no schema for {body.get('apiVersion')}/"
+            f"{body.get('kind')} in Kubernetes {version} ({exc}); use resource.k8s.io/v1 "
+            "ResourceClaimTemplate."
+        ) from None
 
 
 def load_templates(directory: Path, version: str) -> list[ClaimTemplate]:
@@ -68,29 +72,38 @@ def load_templates(directory: Path, version: str) -> list[ClaimTemplate]:
     directory is an error: running the selector checks on nothing would read as a pass."""
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "does not exist"
-        raise TemplateError(f"--claim-templates {directory} {what}; pass a directory of "
-                            "ResourceClaimTemplate YAML files (default: fixtures/claims).")
+        raise TemplateError(
+            f"--claim-templates {directory} {what}; pass a directory of "
+            "ResourceClaimTemplate YAML files (default: fixtures/claims)."
+        )
     paths = sorted(directory.glob("*.yaml"))
     if not paths:
-        raise TemplateError(f"--claim-templates {directory} holds no *.yaml file; put at least one "
-                            "ResourceClaimTemplate there or leave the option out to use fixtures/claims.")
+        raise TemplateError(
+            f"--claim-templates {directory} holds no *.yaml file; put at least one "
+            "ResourceClaimTemplate there or leave the option out to use fixtures/claims."
+        )
     out = []
     for path in paths:
         try:
             body = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise TemplateError(f"claim template {path} is not valid YAML ({yaml_problem(exc)}); fix the "
-                                "syntax.") from None
+            raise TemplateError(
+                f"claim template {path} is not valid YAML ({yaml_problem(exc)}); fix the syntax."
+            ) from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise TemplateError(f"claim template {path} cannot be read ({exc}); make it a readable YAML "
-                                "file.") from None
+            raise TemplateError(
+                f"claim template {path} cannot be read ({exc}); make it a readable YAML file."
+            ) from None
         if not isinstance(body, dict):
-            raise TemplateError(f"claim template {path} does not hold one object; put one "
-                                "ResourceClaimTemplate per file.")
+            raise TemplateError(
+                f"claim template {path} does not hold one object; put one ResourceClaimTemplate per file."
+            )
         if body.get("kind") != "ResourceClaimTemplate":
-            raise TemplateError(f"claim template {path} is a {body.get('kind')}, not a "
-                                f"ResourceClaimTemplate; "
-                                "move it out of the claim templates directory.")
+            raise TemplateError(
+                f"claim template {path} is a {body.get('kind')}, not a "
+                f"ResourceClaimTemplate; "
+                "move it out of the claim templates directory."
+            )
         validate_object(body, version, str(path))
         _check_usable(body, path)
         out.append(ClaimTemplate(path, body))
@@ -102,17 +115,23 @@ def _check_usable(body: dict[str, Any], path: Path) -> None:
     ``exactly`` (the suite re-aims and sizes that one)."""
     requests = (((body.get("spec") or {}).get("spec") or {}).get("devices") or {}).get("requests")
     if not requests:
-        raise TemplateError(f"claim template {path}: spec.spec.devices.requests is empty; add one request "
-                            "with 'exactly' (deviceClassName, and capacity or selectors).")
+        raise TemplateError(
+            f"claim template {path}: spec.spec.devices.requests is empty; add one request "
+            "with 'exactly' (deviceClassName, and capacity or selectors)."
+        )
     for i, req in enumerate(requests):
         if not isinstance(req, dict) or not isinstance(req.get("exactly"), dict):
-            raise TemplateError(f"claim template {path}: spec.spec.devices.requests[{i}] has no 'exactly' "
-                                "section; the suite sizes and re-targets exact requests, so write the "
-                                "request as 'exactly: {deviceClassName: ...}'.")
+            raise TemplateError(
+                f"claim template {path}: spec.spec.devices.requests[{i}] has no 'exactly' "
+                "section; the suite sizes and re-targets exact requests, so write the "
+                "request as 'exactly: {deviceClassName: ...}'."
+            )
         if not req["exactly"].get("deviceClassName"):
-            raise TemplateError(f"claim template {path}: spec.spec.devices.requests[{i}].exactly."
-                                "deviceClassName is missing; name a DeviceClass (the seed's gpu.nvidia.com "
-                                "is re-aimed at the profile's).")
+            raise TemplateError(
+                f"claim template {path}: spec.spec.devices.requests[{i}].exactly."
+                "deviceClassName is missing; name a DeviceClass (the seed's gpu.nvidia.com "
+                "is re-aimed at the profile's)."
+            )
 
 
 def retarget(template: ClaimTemplate, profile: DriverProfile, product: str | None = None) -> dict[str, Any]:
@@ -129,8 +148,11 @@ def retarget(template: ClaimTemplate, profile: DriverProfile, product: str | Non
             exactly["deviceClassName"] = profile.device_class
         for sel in exactly.get("selectors") or ():
             expr = sel["cel"]["expression"]
-            expr = re.sub(r"device\.attributes\[['\"]" + re.escape(SEED_DRIVER) + r"['\"]\]\.productName",
-                          f'device.attributes["{domain}"].{prod_ident}', expr)
+            expr = re.sub(
+                r"device\.attributes\[['\"]" + re.escape(SEED_DRIVER) + r"['\"]\]\.productName",
+                f'device.attributes["{domain}"].{prod_ident}',
+                expr,
+            )
             expr = expr.replace(f"['{SEED_DRIVER}']", f'["{profile.driver}"]')
             if product is not None:
                 expr = re.sub(r"(\.\w+\s*==\s*)(['\"])[^'\"]*\2", lambda m: f'{m.group(1)}"{product}"', expr)

@@ -52,12 +52,12 @@ class BadInput(ValueError):
 class Inputs:
     """What the checks read, for the plugin to use as is."""
 
-    provider: str                               # sim, kind or existing (auto resolved)
+    provider: str  # sim, kind or existing (auto resolved)
     profile: DriverProfile
     templates: list[ClaimTemplate]
-    schema: str                                 # Kubernetes schema version the templates were checked against
+    schema: str  # Kubernetes schema version the templates were checked against
     kubeconfig: Path | None = None
-    server_version: str = ""                    # existing: what /version answered
+    server_version: str = ""  # existing: what /version answered
     gpus: str | None = None
     nodes: tuple[str, ...] = ()
     feature_gates: dict[str, bool] = field(default_factory=dict)
@@ -71,8 +71,10 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
     _check_numbers(o)
     report_dir = Path(o.get("report_dir") or "reports")
     if report_dir.exists() and not report_dir.is_dir():
-        raise BadInput(f"--report-dir {report_dir} is a file, not a directory; pass a directory (it is "
-                       "created when missing).")
+        raise BadInput(
+            f"--report-dir {report_dir} is a file, not a directory; pass a directory (it is "
+            "created when missing)."
+        )
     try:
         profile = load_profile(o.get("driver_profile") or "reference")
     except ProfileError as exc:
@@ -85,8 +87,9 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
     kube_version = o.get("sim_kube_version")
     if provider == "existing":
         if not kubeconfig:
-            raise BadInput("--cluster existing needs --kubeconfig PATH; pass the kubeconfig of the cluster "
-                           "to test.")
+            raise BadInput(
+                "--cluster existing needs --kubeconfig PATH; pass the kubeconfig of the cluster to test."
+            )
         server_version = check_kubeconfig(Path(kubeconfig))
     if provider == "sim":
         nodes = _check_nodes(o.get("nodes") or "")
@@ -110,10 +113,19 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
         raise BadInput(str(exc)) from None
     if provider == "sim":
         _check_socket_room(profile.driver, nodes)
-    return Inputs(provider=provider, profile=profile, templates=templates, schema=schema,
-                  kubeconfig=Path(kubeconfig) if kubeconfig else None, server_version=server_version,
-                  gpus=o.get("gpus"), nodes=nodes, feature_gates=gates, kube_version=kube_version,
-                  driver_command=o.get("sim_driver_command"))
+    return Inputs(
+        provider=provider,
+        profile=profile,
+        templates=templates,
+        schema=schema,
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        server_version=server_version,
+        gpus=o.get("gpus"),
+        nodes=nodes,
+        feature_gates=gates,
+        kube_version=kube_version,
+        driver_command=o.get("sim_driver_command"),
+    )
 
 
 class _Opts:
@@ -130,9 +142,11 @@ class _Opts:
 
 
 def _check_numbers(o: _Opts) -> None:
-    for name, flag, minimum in (("wait_timeout", "--wait-timeout", 0.0),
-                                ("run_timeout", "--run-timeout", 0.0),
-                                ("settle_seconds", "--settle-seconds", None)):
+    for name, flag, minimum in (
+        ("wait_timeout", "--wait-timeout", 0.0),
+        ("run_timeout", "--run-timeout", 0.0),
+        ("settle_seconds", "--settle-seconds", None),
+    ):
         value = o.get(name)
         if value is None:
             continue
@@ -172,8 +186,10 @@ def _check_nodes(text: str) -> tuple[str, ...]:
         raise BadInput(f"--nodes {text!r} names no node; pass node names such as node-1,node-2.")
     for n in nodes:
         if not _DNS_SUBDOMAIN.match(n) or len(n) > 253:
-            raise BadInput(f"--nodes: {n!r} is not a valid node name (a lower-case DNS subdomain: a-z, 0-9, "
-                           "'-' and '.'); rename it, e.g. node-1.")
+            raise BadInput(
+                f"--nodes: {n!r} is not a valid node name (a lower-case DNS subdomain: a-z, 0-9, "
+                "'-' and '.'); rename it, e.g. node-1."
+            )
     dup = sorted({n for n in nodes if nodes.count(n) > 1})
     if dup:
         raise BadInput(f"--nodes names {dup[0]!r} twice; give each node once.")
@@ -190,9 +206,11 @@ def _check_socket_room(driver: str, nodes: tuple[str, ...]) -> None:
         try:
             NodeDirs(state_dir / node).check_socket_room(driver)
         except ValueError:
-            raise BadInput(f"TMPDIR {tempfile.gettempdir()} is too deep for the sim: its driver sockets "
-                           f"under {state_dir} would pass the 107-byte unix socket path limit; set TMPDIR "
-                           "to a shorter directory, e.g. TMPDIR=/tmp.") from None
+            raise BadInput(
+                f"TMPDIR {tempfile.gettempdir()} is too deep for the sim: its driver sockets "
+                f"under {state_dir} would pass the 107-byte unix socket path limit; set TMPDIR "
+                "to a shorter directory, e.g. TMPDIR=/tmp."
+            ) from None
 
 
 def _check_gates(text: str) -> dict[str, bool]:
@@ -209,12 +227,14 @@ def _check_kube_version(version: str | None) -> None:
     from sim.config import SUPPORTED_VERSIONS
 
     if version is not None and version not in SUPPORTED_VERSIONS:
-        raise BadInput(f"--sim-kube-version {version!r} is not emulated; use one of "
-                       f"{', '.join(SUPPORTED_VERSIONS)}.")
+        raise BadInput(
+            f"--sim-kube-version {version!r} is not emulated; use one of {', '.join(SUPPORTED_VERSIONS)}."
+        )
 
 
-def _check_sim_launch(profile: DriverProfile, driver_command: str | None, nodes: tuple[str, ...],
-                      gpus: str | None) -> None:
+def _check_sim_launch(
+    profile: DriverProfile, driver_command: str | None, nodes: tuple[str, ...], gpus: str | None
+) -> None:
     """The profile's sim: section resolves into a runnable launch spec (the provider's own check)."""
     from conformance.providers.base import ProviderError
     from conformance.providers.sim import resolve_launch
@@ -232,11 +252,14 @@ def _check_driver_command(command: str | None) -> None:
     try:
         argv = shlex.split(command)
     except ValueError as exc:
-        raise BadInput(f"--sim-driver-command {command!r} does not parse as a command line ({exc}); fix its "
-                       "quoting.") from None
+        raise BadInput(
+            f"--sim-driver-command {command!r} does not parse as a command line ({exc}); fix its quoting."
+        ) from None
     if not argv:
-        raise BadInput("--sim-driver-command is empty; pass the command that starts the driver, or leave "
-                       "the option out to run the profile's sim.command.")
+        raise BadInput(
+            "--sim-driver-command is empty; pass the command that starts the driver, or leave "
+            "the option out to run the profile's sim.command."
+        )
 
 
 def check_gpu_profiles(spec: str | None, nodes: tuple[str, ...]) -> None:
@@ -264,44 +287,60 @@ def check_gpu_profiles(spec: str | None, nodes: tuple[str, ...]) -> None:
         try:
             load_gpu_profile(profile, node)
         except InventoryError as exc:
-            raise BadInput(f"--gpus: {' '.join(str(exc).split())}; fix the GPU profile or pass one of "
-                           "fixtures/gpus (rtx3090x2, mixed, h100x8, odd16380).") from None
+            raise BadInput(
+                f"--gpus: {' '.join(str(exc).split())}; fix the GPU profile or pass one of "
+                "fixtures/gpus (rtx3090x2, mixed, h100x8, odd16380)."
+            ) from None
 
 
 def check_kubeconfig(path: Path) -> str:
     """Parse, current context, reachable; return the server's gitVersion."""
     if not path.is_file():
-        raise BadInput(f"kubeconfig {path} does not exist; pass --kubeconfig with the path of an existing "
-                       "kubeconfig file.")
+        raise BadInput(
+            f"kubeconfig {path} does not exist; pass --kubeconfig with the path of an existing "
+            "kubeconfig file."
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise BadInput(f"kubeconfig {path} is not valid YAML ({yaml_problem(exc)}); fix the syntax or pass "
-                       "another file.") from None
+        raise BadInput(
+            f"kubeconfig {path} is not valid YAML ({yaml_problem(exc)}); fix the syntax or pass another file."
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"kubeconfig {path} cannot be read ({exc}); pass a readable kubeconfig.") from None
     if not isinstance(data, dict):
-        raise BadInput(f"kubeconfig {path} does not hold a Config mapping; pass a kubeconfig file (kind: "
-                       "Config).")
+        raise BadInput(
+            f"kubeconfig {path} does not hold a Config mapping; pass a kubeconfig file (kind: Config)."
+        )
     current = data.get("current-context")
     if not current:
-        raise BadInput(f"kubeconfig {path} has no current-context; set one with 'kubectl config "
-                       f"use-context NAME --kubeconfig {path}'.")
-    contexts = {c.get("name"): c.get("context") or {}
-                for c in data.get("contexts") or () if isinstance(c, dict)}
+        raise BadInput(
+            f"kubeconfig {path} has no current-context; set one with 'kubectl config "
+            f"use-context NAME --kubeconfig {path}'."
+        )
+    contexts = {
+        c.get("name"): c.get("context") or {} for c in data.get("contexts") or () if isinstance(c, dict)
+    }
     if current not in contexts:
-        raise BadInput(f"kubeconfig {path}: current-context {current!r} is not in its contexts; add that "
-                       "context or pick an existing one with 'kubectl config use-context'.")
-    clusters = {c.get("name"): c.get("cluster") or {}
-                for c in data.get("clusters") or () if isinstance(c, dict)}
+        raise BadInput(
+            f"kubeconfig {path}: current-context {current!r} is not in its contexts; add that "
+            "context or pick an existing one with 'kubectl config use-context'."
+        )
+    clusters = {
+        c.get("name"): c.get("cluster") or {} for c in data.get("clusters") or () if isinstance(c, dict)
+    }
     cluster_name = contexts[current].get("cluster")
     if cluster_name not in clusters:
-        raise BadInput(f"kubeconfig {path}: context {current!r} names cluster {cluster_name!r}, which is not "
-                       "in its clusters; add the cluster entry or fix contexts[].context.cluster.")
+        raise BadInput(
+            f"kubeconfig {path}: context {current!r} names cluster {cluster_name!r}, which is not "
+            "in its clusters; add the cluster entry or fix contexts[].context.cluster."
+        )
     server = clusters[cluster_name].get("server")
     if not server:
-        raise BadInput(f"kubeconfig {path}: cluster {cluster_name!r} has no server; set clusters[].cluster."
-                       "server to the API server's URL.")
+        raise BadInput(
+            f"kubeconfig {path}: cluster {cluster_name!r} has no server; set clusters[].cluster."
+            "server to the API server's URL."
+        )
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config.config_exception import ConfigException
@@ -309,19 +348,25 @@ def check_kubeconfig(path: Path) -> str:
     try:
         api = config.new_client_from_config(config_file=str(path))
     except (ConfigException, ValueError, TypeError, KeyError, OSError) as exc:
-        raise BadInput(f"kubeconfig {path} cannot be loaded ({' '.join(str(exc).split())[:200]}); fix the "
-                       f"entries of context {current!r}.") from None
+        raise BadInput(
+            f"kubeconfig {path} cannot be loaded ({' '.join(str(exc).split())[:200]}); fix the "
+            f"entries of context {current!r}."
+        ) from None
     api.configuration.retries = 0
     try:
         resp = client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT, _preload_content=False)
         version = yaml.safe_load(resp.data or b"{}") or {}
         return str(version.get("gitVersion") or "") if isinstance(version, dict) else ""
     except ApiException as exc:
-        raise BadInput(f"the cluster in {path} answered /version with {exc.status} {exc.reason}; check the "
-                       "kubeconfig's credentials.") from None
+        raise BadInput(
+            f"the cluster in {path} answered /version with {exc.status} {exc.reason}; check the "
+            "kubeconfig's credentials."
+        ) from None
     except Exception as exc:  # refused, DNS, TLS, timeout: urllib3 raises several types
-        raise BadInput(f"cannot reach the cluster in {path} at {server} ({type(exc).__name__}); check that "
-                       "it runs and that the kubeconfig points at it.") from None
+        raise BadInput(
+            f"cannot reach the cluster in {path} at {server} ({type(exc).__name__}); check that "
+            "it runs and that the kubeconfig points at it."
+        ) from None
     finally:
         api.close()
 
@@ -333,8 +378,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m conformance.validate",
-                description="Check the inputs of a conformance run without starting anything.")
+    p = _Parser(
+        prog="python -m conformance.validate",
+        description="Check the inputs of a conformance run without starting anything.",
+    )
     for flag, kw in (*OPTIONS, *SHARED_OPTIONS):
         p.add_argument(flag, **kw)
     return p
@@ -350,8 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     except BadInput as exc:
         print(f"bad input: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"inputs OK: provider {inputs.provider}, driver profile {inputs.profile.name}, "
-          f"{len(inputs.templates)} claim template(s)")
+    print(
+        f"inputs OK: provider {inputs.provider}, driver profile {inputs.profile.name}, "
+        f"{len(inputs.templates)} claim template(s)"
+    )
     return 0
 
 

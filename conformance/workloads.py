@@ -41,9 +41,9 @@ class PodWillNotRun(FinalSignal):
 class Rejection:
     scenario: str
     pod: str
-    decided_at: str                 # the PodScheduled condition's lastTransitionTime
-    signal_after: float             # seconds from the decision to seeing it
-    verdict_after: float            # seconds from the decision to the verdict (after the settle window)
+    decided_at: str  # the PodScheduled condition's lastTransitionTime
+    signal_after: float  # seconds from the decision to seeing it
+    verdict_after: float  # seconds from the decision to the verdict (after the settle window)
     message: str
 
 
@@ -79,8 +79,11 @@ def is_running(pod: dict[str, Any]) -> bool:
 def pod_summary(pod: dict[str, Any]) -> str:
     status = pod.get("status") or {}
     sched = condition(pod, "PodScheduled") or {}
-    waiting = [f"{c.get('name')}: {(c.get('state') or {}).get('waiting', {}).get('reason', '')}"
-               for c in status.get("containerStatuses") or () if "waiting" in (c.get("state") or {})]
+    waiting = [
+        f"{c.get('name')}: {(c.get('state') or {}).get('waiting', {}).get('reason', '')}"
+        for c in status.get("containerStatuses") or ()
+        if "waiting" in (c.get("state") or {})
+    ]
     parts = [f"phase={status.get('phase')}", f"node={(pod.get('spec') or {}).get('nodeName')}"]
     if sched:
         parts.append(f"PodScheduled={sched.get('status')}/{sched.get('reason', '')}")
@@ -105,8 +108,7 @@ class Scenario:
     # ---- creation -------------------------------------------------------------------------------
     def namespace(self, suffix: str = "a") -> str:
         ns = f"{NAMESPACE_PREFIX}{self.id}-{suffix}"[:63]
-        body = {"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": ns, "labels": self._labels()}}
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": self._labels()}}
         self.suite.created_namespaces.append(ns)
         self.namespaces.append(ns)
         raw(self.kube.core.create_namespace, body)
@@ -123,8 +125,15 @@ class Scenario:
             return {self.profile.shared_capacity: request}
         return dict(request)
 
-    def claim_template(self, namespace: str, name: str, *, gpu: Gpu | None,
-                       request: Mapping[str, int] | int | None, selectors: tuple[str, ...] = ()) -> str:
+    def claim_template(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        gpu: Gpu | None,
+        request: Mapping[str, int] | int | None,
+        selectors: tuple[str, ...] = (),
+    ) -> str:
         exactly: dict[str, Any] = {"deviceClassName": self.profile.device_class}
         cel = ([gpu.selector(self.profile)] if gpu else []) + list(selectors)
         if cel:
@@ -132,34 +141,55 @@ class Scenario:
         asked = self.requests(request)
         if asked is not None:
             caps = gpu.capacities if gpu else None
-            exactly["capacity"] = {"requests": {
-                k: caps[k].format(v) if caps is not None and k in caps else format_bytes(v)
-                for k, v in asked.items()}}
-        body = {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaimTemplate",
-                "metadata": {"name": name, "namespace": namespace, "labels": self._labels()},
-                "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}}}
+            exactly["capacity"] = {
+                "requests": {
+                    k: caps[k].format(v) if caps is not None and k in caps else format_bytes(v)
+                    for k, v in asked.items()
+                }
+            }
+        body = {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaimTemplate",
+            "metadata": {"name": name, "namespace": namespace, "labels": self._labels()},
+            "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly}]}}},
+        }
         self.suite.validate(body)
         raw(self.kube.resource.create_namespaced_resource_claim_template, namespace, body)
         return name
 
     def create_template_object(self, namespace: str, body: dict[str, Any]) -> str:
-        body = {**body, "metadata": {**body.get("metadata", {}), "namespace": namespace,
-                                     "labels": self._labels()}}
+        body = {
+            **body,
+            "metadata": {**body.get("metadata", {}), "namespace": namespace, "labels": self._labels()},
+        }
         raw(self.kube.resource.create_namespaced_resource_claim_template, namespace, body)
         return body["metadata"]["name"]
 
-    def pod(self, namespace: str, name: str, template: str, *, gpu: Gpu | None = None,
-            request: Mapping[str, int] | int | None = None) -> PodRef:
+    def pod(
+        self,
+        namespace: str,
+        name: str,
+        template: str,
+        *,
+        gpu: Gpu | None = None,
+        request: Mapping[str, int] | int | None = None,
+    ) -> PodRef:
         body = {
-            "apiVersion": "v1", "kind": "Pod",
+            "apiVersion": "v1",
+            "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": self._labels()},
             "spec": {
                 "restartPolicy": "Never",
                 "terminationGracePeriodSeconds": 1,
                 "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": template}],
-                "containers": [{"name": "ctr", "image": self.profile.pod_image,
-                                "command": self.suite.pod_command(),
-                                "resources": {"claims": [{"name": "gpu"}]}}],
+                "containers": [
+                    {
+                        "name": "ctr",
+                        "image": self.profile.pod_image,
+                        "command": self.suite.pod_command(),
+                        "resources": {"claims": [{"name": "gpu"}]},
+                    }
+                ],
             },
         }
         raw(self.kube.core.create_namespaced_pod, namespace, body)
@@ -167,8 +197,14 @@ class Scenario:
         self.pods.append(ref)
         return ref
 
-    def sharer(self, namespace: str, name: str, gpu: Gpu, request: Mapping[str, int] | int | None,
-               selectors: tuple[str, ...] = ()) -> PodRef:
+    def sharer(
+        self,
+        namespace: str,
+        name: str,
+        gpu: Gpu,
+        request: Mapping[str, int] | int | None,
+        selectors: tuple[str, ...] = (),
+    ) -> PodRef:
         """A pod with its own claim template pinned to ``gpu`` asking ``request`` (a vector of
         capacities, or bytes of the shared capacity)."""
         tmpl = self.claim_template(namespace, f"{name}-tmpl", gpu=gpu, request=request, selectors=selectors)
@@ -187,8 +223,10 @@ class Scenario:
         wanted = {p.key: p for p in pods}
         sources = {"pods": (self._list_pods, {"label_selector": self._selector()})}
         for ns in sorted({p.namespace for p in pods}):
-            sources[f"events {ns}"] = (self.kube.core.list_namespaced_event,
-                                       {"namespace": ns, "field_selector": "involvedObject.kind=Pod"})
+            sources[f"events {ns}"] = (
+                self.kube.core.list_namespaced_event,
+                {"namespace": ns, "field_selector": "involvedObject.kind=Pod"},
+            )
 
         last: dict[str, Cause | None] = {}  # why each pod not yet Running is not, as last seen
 
@@ -206,13 +244,15 @@ class Scenario:
 
         def describe(states: dict[str, State]) -> str:
             seen = states["pods"]
-            return "; ".join(f"{k}: {pod_summary(seen[k]) if k in seen else 'absent'}"
-                             for k in sorted(wanted))
+            return "; ".join(
+                f"{k}: {pod_summary(seen[k]) if k in seen else 'absent'}" for k in sorted(wanted)
+            )
 
         what = f"pod(s) {', '.join(sorted(wanted))} to be Running"
         try:
-            result = wait_for_all(sources, check, timeout=timeout or self.suite.wait_timeout, what=what,
-                                  describe=describe)
+            result = wait_for_all(
+                sources, check, timeout=timeout or self.suite.wait_timeout, what=what, describe=describe
+            )
         except WaitTimeout as exc:
             why = "; ".join(f"{wanted[k].name}: {self._why_not_running(c)}" for k, c in sorted(last.items()))
             raise WaitTimeout(f"{why + '; ' if why else ''}{exc}{self._pod_events(pods)}") from None
@@ -254,13 +294,17 @@ class Scenario:
         if cause.kind in ("exited", "crash-loop", "failed"):
             quote += self._log_tail(pod)
         allocated = self._allocation(pod)
-        return f"{pod.name} {allocated} but {cause.text}{quote}" if allocated else \
-            f"{pod.name}: {cause.text}{quote}"
+        return (
+            f"{pod.name} {allocated} but {cause.text}{quote}"
+            if allocated
+            else f"{pod.name}: {cause.text}{quote}"
+        )
 
     def _log_tail(self, pod: PodRef, lines: int = 5) -> str:
         try:
-            text = self.kube.core.read_namespaced_pod_log(pod.name, pod.namespace, tail_lines=lines,
-                                                          _request_timeout=10)
+            text = self.kube.core.read_namespaced_pod_log(
+                pod.name, pod.namespace, tail_lines=lines, _request_timeout=10
+            )
         except Exception:  # the log is context only; its absence must not hide the cause
             return ""
         text = " | ".join(x for x in (text or "").splitlines() if x.strip())
@@ -268,34 +312,48 @@ class Scenario:
 
     def wait_rejected(self, pod: PodRef) -> dict[str, Any]:
         """Positive signal of a scheduler rejection, then the settle window; records the timing."""
+
         def check(state: State) -> dict[str, Any] | None:
             obj = state.get(pod.key)
             if not obj:
                 return None
             if (obj.get("spec") or {}).get("nodeName"):
-                raise AssertionError(f"pod {pod.key} was scheduled to {obj['spec']['nodeName']} but "
-                                     f"had to be "
-                                     f"rejected ({pod_summary(obj)})")
+                raise AssertionError(
+                    f"pod {pod.key} was scheduled to {obj['spec']['nodeName']} but "
+                    f"had to be "
+                    f"rejected ({pod_summary(obj)})"
+                )
             cond = condition(obj, "PodScheduled") or {}
-            if cond.get("status") == "False" and cond.get("reason") == "Unschedulable" and \
-                    UNSCHEDULABLE_MESSAGE in (cond.get("message") or ""):
+            if (
+                cond.get("status") == "False"
+                and cond.get("reason") == "Unschedulable"
+                and UNSCHEDULABLE_MESSAGE in (cond.get("message") or "")
+            ):
                 return obj
             return None
 
-        obj = wait_for(self._list_pods, check, timeout=self.suite.wait_timeout,
-                       what=f"pod {pod.key} to be rejected (PodScheduled=False, Unschedulable, "
-                            f"'{UNSCHEDULABLE_MESSAGE}')",
-                       describe=lambda st: pod_summary(st[pod.key]) if pod.key in st else "absent",
-                       label_selector=self._selector())
+        obj = wait_for(
+            self._list_pods,
+            check,
+            timeout=self.suite.wait_timeout,
+            what=f"pod {pod.key} to be rejected (PodScheduled=False, Unschedulable, "
+            f"'{UNSCHEDULABLE_MESSAGE}')",
+            describe=lambda st: pod_summary(st[pod.key]) if pod.key in st else "absent",
+            label_selector=self._selector(),
+        )
         seen = time.time()
         cond = condition(obj, "PodScheduled") or {}
         self.hold_unscheduled([pod])
         verdict = time.time()
         decided = _parse_time(cond.get("lastTransitionTime"))
-        rej = Rejection(self.name, pod.key, cond.get("lastTransitionTime", ""),
-                        signal_after=max(0.0, seen - decided) if decided else -1.0,
-                        verdict_after=max(0.0, verdict - decided) if decided else -1.0,
-                        message=cond.get("message", ""))
+        rej = Rejection(
+            self.name,
+            pod.key,
+            cond.get("lastTransitionTime", ""),
+            signal_after=max(0.0, seen - decided) if decided else -1.0,
+            verdict_after=max(0.0, verdict - decided) if decided else -1.0,
+            message=cond.get("message", ""),
+        )
         self.rejections.append(rej)
         self.suite.rejections.append(rej)
         return obj
@@ -312,9 +370,13 @@ class Scenario:
                     return f"pod {k} was scheduled to {obj['spec']['nodeName']} ({pod_summary(obj)})"
             return None
 
-        hold(self._list_pods, violation, window=self.suite.settle_seconds,
-             what=f"pod(s) {', '.join(sorted(wanted))} staying unscheduled for {self.suite.settle_seconds}s",
-             label_selector=self._selector())
+        hold(
+            self._list_pods,
+            violation,
+            window=self.suite.settle_seconds,
+            what=f"pod(s) {', '.join(sorted(wanted))} staying unscheduled for {self.suite.settle_seconds}s",
+            label_selector=self._selector(),
+        )
 
     def _pod_events(self, pods: list[PodRef]) -> str:
         """Distinct warning events of these pods (the kubelet's or scheduler's own words)."""
@@ -338,8 +400,9 @@ class Scenario:
         obj = self.read_pod(pod)
         for st in (obj.get("status") or {}).get("resourceClaimStatuses") or ():
             if st.get("name") == "gpu" and st.get("resourceClaimName"):
-                return raw(self.kube.resource.read_namespaced_resource_claim, st["resourceClaimName"],
-                           pod.namespace)
+                return raw(
+                    self.kube.resource.read_namespaced_resource_claim, st["resourceClaimName"], pod.namespace
+                )
         raise AssertionError(f"pod {pod.key} has no resourceClaimStatuses entry for its claim 'gpu'")
 
     def results_of(self, pod: PodRef) -> list[dict[str, Any]]:
@@ -358,8 +421,9 @@ class Scenario:
 
     def consumed_all(self, result: dict[str, Any]) -> Requests:
         """Every key of the allocation's consumedCapacity, in whole units, keyed like the device."""
-        return {q_key(k, self.profile.driver): parse(v)
-                for k, v in (result.get("consumedCapacity") or {}).items()}
+        return {
+            q_key(k, self.profile.driver): parse(v) for k, v in (result.get("consumedCapacity") or {}).items()
+        }
 
     def pod_log(self, pod: PodRef) -> str:
         return self.kube.core.read_namespaced_pod_log(pod.name, pod.namespace, _request_timeout=30)
@@ -372,8 +436,12 @@ class Scenario:
             remaining = deadline - time.monotonic()
             try:
                 resp = self.kube.core.read_namespaced_pod_log(
-                    pod.name, pod.namespace, follow=True, _preload_content=False,
-                    _request_timeout=(10, max(1.0, remaining)))
+                    pod.name,
+                    pod.namespace,
+                    follow=True,
+                    _preload_content=False,
+                    _request_timeout=(10, max(1.0, remaining)),
+                )
                 text = ""
                 try:
                     for chunk in resp.stream(4096, decode_content=True):
@@ -387,13 +455,20 @@ class Scenario:
             if done(text):
                 return text
             if time.monotonic() >= deadline:
-                raise WaitTimeout(f"gave up after {self.suite.wait_timeout:.0f}s waiting for {what} "
-                                  f"in the log "
-                                  f"of {pod.key}; log was: {text[-2000:]!r}")
+                raise WaitTimeout(
+                    f"gave up after {self.suite.wait_timeout:.0f}s waiting for {what} "
+                    f"in the log "
+                    f"of {pod.key}; log was: {text[-2000:]!r}"
+                )
             # A server that does not follow closed the stream early: wait for the pod to change or 1 s.
             with contextlib.suppress(WaitTimeout):
-                wait_for(self._list_pods, lambda st: None, timeout=1, what="a pod change",
-                         label_selector=self._selector())
+                wait_for(
+                    self._list_pods,
+                    lambda st: None,
+                    timeout=1,
+                    what="a pod change",
+                    label_selector=self._selector(),
+                )
 
     # ---- deletion -------------------------------------------------------------------------------
     def delete_pods(self, pods: list[PodRef], wait: bool = True) -> None:
@@ -402,10 +477,13 @@ class Scenario:
                 self.kube.core.delete_namespaced_pod(p.name, p.namespace)
         if wait:
             wanted = {p.key for p in pods}
-            wait_for(self._list_pods, lambda st: True if not wanted & set(st) else None,
-                     timeout=self.suite.wait_timeout, what=f"pod(s) {', '.join(sorted(wanted))} to "
-                                                           f"be deleted",
-                     label_selector=self._selector())
+            wait_for(
+                self._list_pods,
+                lambda st: True if not wanted & set(st) else None,
+                timeout=self.suite.wait_timeout,
+                what=f"pod(s) {', '.join(sorted(wanted))} to be deleted",
+                label_selector=self._selector(),
+            )
             self.wait_claims_gone(pods)
 
     def wait_claims_gone(self, pods: list[PodRef]) -> None:
@@ -419,14 +497,18 @@ class Scenario:
                 meta = c.get("metadata") or {}
                 refs = meta.get("ownerReferences") or ()
                 if meta.get("namespace") in namespaces and any(
-                        o.get("kind") == "Pod" and o.get("name") in owners for o in refs):
+                    o.get("kind") == "Pod" and o.get("name") in owners for o in refs
+                ):
                     out.append(k)
             return out
 
-        wait_for(self.kube.resource.list_resource_claim_for_all_namespaces,
-                 lambda st: True if not owned(st) else None, timeout=self.suite.wait_timeout,
-                 what="the deleted pods' ResourceClaims to be removed",
-                 describe=lambda st: ", ".join(owned(st)))
+        wait_for(
+            self.kube.resource.list_resource_claim_for_all_namespaces,
+            lambda st: True if not owned(st) else None,
+            timeout=self.suite.wait_timeout,
+            what="the deleted pods' ResourceClaims to be removed",
+            describe=lambda st: ", ".join(owned(st)),
+        )
 
     def cleanup(self) -> list[str]:
         """Delete everything this scenario made; return problems (empty when all is gone)."""
@@ -438,8 +520,13 @@ class Scenario:
             with contextlib.suppress(ApiException):
                 self.kube.core.delete_collection_namespaced_pod(ns, label_selector=selector)
         try:
-            wait_for(self._list_pods, lambda st: True if not st else None, timeout=self.suite.wait_timeout,
-                     what=f"scenario {self.id}'s pods to be deleted", label_selector=selector)
+            wait_for(
+                self._list_pods,
+                lambda st: True if not st else None,
+                timeout=self.suite.wait_timeout,
+                what=f"scenario {self.id}'s pods to be deleted",
+                label_selector=selector,
+            )
         except (WaitTimeout, ApiException) as exc:
             problems.append(str(exc))
         for ns in self.namespaces:

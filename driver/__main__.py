@@ -30,12 +30,24 @@ EXIT_RUNTIME = 1
 def run(cfg: Config) -> int:
     inventory = load_inventory(cfg.gpus, cfg.node_name)
     for gpu in inventory.gpus:
-        log.info("%s %s: %s, %d bytes, %s", inventory.source, gpu.device_name, gpu.product_name,
-                 gpu.memory_bytes, gpu.uuid)
+        log.info(
+            "%s %s: %s, %d bytes, %s",
+            inventory.source,
+            gpu.device_name,
+            gpu.product_name,
+            gpu.memory_bytes,
+            gpu.uuid,
+        )
     api = api_client(cfg.kubeconfig)
-    state = DeviceState(driver_name=cfg.driver_name, node_name=cfg.node_name, inventory=inventory,
-                        cdi_dir=cfg.cdi_dir, state_dir=cfg.state_dir, read_claim=ClaimReader(api),
-                        list_claims=ClaimLister(api))
+    state = DeviceState(
+        driver_name=cfg.driver_name,
+        node_name=cfg.node_name,
+        inventory=inventory,
+        cdi_dir=cfg.cdi_dir,
+        state_dir=cfg.state_dir,
+        read_claim=ClaimReader(api),
+        list_claims=ClaimLister(api),
+    )
     state.restore()
 
     stop = threading.Event()
@@ -52,9 +64,14 @@ def run(cfg: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    settings = PublishSettings(node_name=cfg.node_name, driver_name=cfg.driver_name, sharing=cfg.sharing,
-                               memory_policy=cfg.memory_policy, memory_min=cfg.memory_min,
-                               memory_step=cfg.memory_step)
+    settings = PublishSettings(
+        node_name=cfg.node_name,
+        driver_name=cfg.driver_name,
+        sharing=cfg.sharing,
+        memory_policy=cfg.memory_policy,
+        memory_min=cfg.memory_min,
+        memory_step=cfg.memory_step,
+    )
     publisher = SlicePublisher(api, inventory.gpus, settings, on_fatal=on_fatal)
     publisher.publish()  # fails fast (before registering) when the server drops the sharing fields
 
@@ -88,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"driver: {err}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=cfg.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=cfg.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         return run(cfg)
     except (ConfigError, InventoryError, SlicePolicyError, CheckpointError) as err:

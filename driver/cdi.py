@@ -45,9 +45,11 @@ def qualified_id(driver_name: str, name: str) -> str:
 
 def container_env(gpu_index: int, uuid: str, memory: int, share_id: str | None) -> list[str]:
     """The env a container gets for one (GPU, share); see the contracts in docs/architecture.md."""
-    return [f"GPU_DEVICE_{gpu_index}={uuid}",
-            f"GPU_DEVICE_{gpu_index}_MEMORY={memory}",
-            f"GPU_DEVICE_{gpu_index}_SHARE_ID={share_id or ''}"]
+    return [
+        f"GPU_DEVICE_{gpu_index}={uuid}",
+        f"GPU_DEVICE_{gpu_index}_MEMORY={memory}",
+        f"GPU_DEVICE_{gpu_index}_SHARE_ID={share_id or ''}",
+    ]
 
 
 def visible_devices_env(uuids: list[str]) -> str:

@@ -48,9 +48,11 @@ class Checkpoint:
             return {}
         # True advice: without a checkpoint the driver rebuilds it from the API before it cleans anything
         # (driver/state.py DeviceState.restore); the kubelet does not prepare running pods' claims again.
-        fix = (f"move it aside (e.g. mv {self.path} {self.path}.corrupt) and start the driver again: "
-               "without a checkpoint it rebuilds the claims it prepared from the API (claims allocated on "
-               "this node by this driver and reserved by pods) and keeps their CDI specs")
+        fix = (
+            f"move it aside (e.g. mv {self.path} {self.path}.corrupt) and start the driver again: "
+            "without a checkpoint it rebuilds the claims it prepared from the API (claims allocated on "
+            "this node by this driver and reserved by pods) and keeps their CDI specs"
+        )
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -58,8 +60,10 @@ class Checkpoint:
         if not isinstance(data, dict) or not isinstance(data.get("claims"), dict):
             raise CheckpointError(f"checkpoint {self.path} is corrupt (no 'claims' object); {fix}")
         if data.get("version") != CHECKPOINT_VERSION:
-            raise CheckpointError(f"checkpoint {self.path} has version {data.get('version')!r}, this driver "
-                                  f"reads version {CHECKPOINT_VERSION}; {fix}")
+            raise CheckpointError(
+                f"checkpoint {self.path} has version {data.get('version')!r}, this driver "
+                f"reads version {CHECKPOINT_VERSION}; {fix}"
+            )
         if data.get("checksum") != _checksum(data["claims"]):
             raise CheckpointError(f"checkpoint {self.path} is corrupt (checksum mismatch); {fix}")
         return data["claims"]

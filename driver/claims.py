@@ -47,16 +47,25 @@ def check_opaque_config(ref: ClaimRef, driver_name: str, allocation: dict[str, A
         allowed = {"apiVersion", "kind"}
         unknown = sorted(set(params) - allowed)
         if unknown:
-            raise ClaimError(f"{where}: unknown key {unknown[0]!r}; "
-                             f"{CONFIG_KIND} accepts only {sorted(allowed)}")
+            raise ClaimError(
+                f"{where}: unknown key {unknown[0]!r}; {CONFIG_KIND} accepts only {sorted(allowed)}"
+            )
         want = config_api_version(driver_name)
         if params.get("apiVersion") != want or params.get("kind") != CONFIG_KIND:
-            raise ClaimError(f"{where}: expected apiVersion {want!r} and kind {CONFIG_KIND!r}, got "
-                             f"{params.get('apiVersion')!r} and {params.get('kind')!r}")
+            raise ClaimError(
+                f"{where}: expected apiVersion {want!r} and kind {CONFIG_KIND!r}, got "
+                f"{params.get('apiVersion')!r} and {params.get('kind')!r}"
+            )
 
 
-def plan_claim(ref: ClaimRef, claim: dict[str, Any] | None, driver_name: str, node_name: str,
-               gpus: dict[str, GpuInfo], real_gpu: bool) -> list[dict[str, Any]]:
+def plan_claim(
+    ref: ClaimRef,
+    claim: dict[str, Any] | None,
+    driver_name: str,
+    node_name: str,
+    gpus: dict[str, GpuInfo],
+    real_gpu: bool,
+) -> list[dict[str, Any]]:
     """The devices to prepare for `claim`, one per (GPU, shareID), as stored in the checkpoint:
     {"requests", "pool", "device", "shareID", "cdiName", "env"}. Raises ClaimError."""
     if claim is None:
@@ -85,13 +94,16 @@ def plan_claim(ref: ClaimRef, claim: dict[str, Any] | None, driver_name: str, no
         consumed = (result.get("consumedCapacity") or {}).get("memory")
         try:
             # No consumedCapacity means an exclusive allocation: the container gets the whole GPU.
-            memory = (gpu.memory_bytes if consumed is None
-                      else parse_bytes(consumed, f"{where}.consumedCapacity"))
+            memory = (
+                gpu.memory_bytes if consumed is None else parse_bytes(consumed, f"{where}.consumedCapacity")
+            )
         except QuantityError as err:
             raise ClaimError(str(err)) from err
         if memory > gpu.memory_bytes:
-            raise ClaimError(f"{where}: consumedCapacity.memory {consumed} exceeds {gpu.device_name}'s "
-                             f"{gpu.memory_bytes} bytes")
+            raise ClaimError(
+                f"{where}: consumedCapacity.memory {consumed} exceeds {gpu.device_name}'s "
+                f"{gpu.memory_bytes} bytes"
+            )
         # The kubelet matches request names against containers[].resources.claims[].request, which never
         # names a subrequest.
         request = str(result.get("request", "")).split("/", 1)[0]
@@ -112,8 +124,10 @@ def plan_claim(ref: ClaimRef, claim: dict[str, Any] | None, driver_name: str, no
     if not planned:
         # The kubelet only asks a driver about claims with devices from it; anything else is a mix-up.
         others = sorted({str(r.get("driver")) for r in results})
-        raise ClaimError(f"{ref}: no device in status.allocation is from driver {driver_name} "
-                         f"(allocated by: {', '.join(others) or 'nobody'})")
+        raise ClaimError(
+            f"{ref}: no device in status.allocation is from driver {driver_name} "
+            f"(allocated by: {', '.join(others) or 'nobody'})"
+        )
     devices = list(planned.values())
     if real_gpu:
         _add_visible_devices(devices)

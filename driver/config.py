@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m driver",
         description="Reference DRA driver that shares GPUs by memory (allowMultipleAllocations + memory "
-                    "capacity). Each flag can also be set through the environment variable shown.")
+        "capacity). Each flag can also be set through the environment variable shown.",
+    )
 
     def add(flag: str, help_text: str, **kw: object) -> None:
         env = _env_name(flag)
@@ -77,8 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--state-dir", "directory for the checkpoint (default /var/lib/<driver-name>)")
     add("--metrics-port", "Prometheus metrics port; 0 turns metrics off (default 0)")
     add("--metrics-address", "address the metrics endpoint binds (default 0.0.0.0)")
-    add("--remove-slices-on-exit", "delete this node's ResourceSlices on clean shutdown",
-        action="store_const", const="true")
+    add(
+        "--remove-slices-on-exit",
+        "delete this node's ResourceSlices on clean shutdown",
+        action="store_const",
+        const="true",
+    )
     add("--log-level", "DEBUG|INFO|WARNING|ERROR (default INFO)")
     return p
 
@@ -107,8 +112,10 @@ def parse_config(argv: list[str] | None = None, environ: dict[str, str] | None =
         raise ConfigError("--node-name (or NODE_NAME) is required: the node this driver runs on")
     driver_name = get("--driver-name", DEFAULT_DRIVER_NAME) or DEFAULT_DRIVER_NAME
     if len(driver_name) > 63 or not _DNS_SUBDOMAIN.match(driver_name):
-        raise ConfigError(f"--driver-name: {driver_name!r} must be a lower-case DNS subdomain of at most "
-                          "63 characters, e.g. gpu.sharing.example.dev")
+        raise ConfigError(
+            f"--driver-name: {driver_name!r} must be a lower-case DNS subdomain of at most "
+            "63 characters, e.g. gpu.sharing.example.dev"
+        )
     memory_policy = (get("--memory-policy", "range") or "range").lower()
     if memory_policy not in {"none", "range"}:
         raise ConfigError(f"--memory-policy: expected none or range, got {memory_policy!r}")

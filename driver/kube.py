@@ -23,15 +23,18 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
         try:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         except (config.ConfigException, OSError, ValueError) as err:
-            raise ConfigError(f"--kubeconfig {kubeconfig}: cannot be used ({err}); pass a kubeconfig file "
-                              "for this cluster, or leave --kubeconfig and KUBECONFIG unset in a pod") \
-                from err
+            raise ConfigError(
+                f"--kubeconfig {kubeconfig}: cannot be used ({err}); pass a kubeconfig file "
+                "for this cluster, or leave --kubeconfig and KUBECONFIG unset in a pod"
+            ) from err
     else:
         try:
             config.load_incluster_config(client_configuration=configuration)
         except config.ConfigException as err:
-            raise ApiCallError(f"no --kubeconfig given and not running in a cluster ({err}); pass "
-                               "--kubeconfig PATH or set KUBECONFIG") from err
+            raise ApiCallError(
+                f"no --kubeconfig given and not running in a cluster ({err}); pass "
+                "--kubeconfig PATH or set KUBECONFIG"
+            ) from err
     return client.ApiClient(configuration)
 
 
@@ -54,12 +57,18 @@ class ClaimLister:
         token = None
         while True:
             try:
-                doc = body(self.resource.list_resource_claim_for_all_namespaces(
-                    limit=self.page, _continue=token, _preload_content=False,
-                    _request_timeout=self.timeout))
+                doc = body(
+                    self.resource.list_resource_claim_for_all_namespaces(
+                        limit=self.page,
+                        _continue=token,
+                        _preload_content=False,
+                        _request_timeout=self.timeout,
+                    )
+                )
             except ApiException as err:
-                raise ApiCallError(f"listing ResourceClaims to rebuild the checkpoint: HTTP {err.status} "
-                                   f"{err.reason}") from err
+                raise ApiCallError(
+                    f"listing ResourceClaims to rebuild the checkpoint: HTTP {err.status} {err.reason}"
+                ) from err
             items += doc.get("items") or []
             token = (doc.get("metadata") or {}).get("continue")
             if not token:
@@ -74,10 +83,14 @@ class ClaimReader:
     def __call__(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The claim as stored, or None when it does not exist."""
         try:
-            return body(self.resource.read_namespaced_resource_claim(
-                name, namespace, _preload_content=False, _request_timeout=self.timeout))
+            return body(
+                self.resource.read_namespaced_resource_claim(
+                    name, namespace, _preload_content=False, _request_timeout=self.timeout
+                )
+            )
         except ApiException as err:
             if err.status == 404:
                 return None
-            raise ApiCallError(f"reading ResourceClaim {namespace}/{name}: HTTP {err.status} {err.reason}") \
-                from err
+            raise ApiCallError(
+                f"reading ResourceClaim {namespace}/{name}: HTTP {err.status} {err.reason}"
+            ) from err

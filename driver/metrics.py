@@ -16,21 +16,31 @@ log = logging.getLogger(__name__)
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("dra_gpu_driver_requests", "gRPC calls by method and version",
-                                ["method", "version"], registry=self.registry)
-        self.claims = Counter("dra_gpu_driver_claims", "claims handled by method", ["method"],
-                              registry=self.registry)
-        self.claim_errors = Counter("dra_gpu_driver_claim_errors", "claims that failed, by method",
-                                    ["method"],
-                                    registry=self.registry)
-        self.duration = Histogram("dra_gpu_driver_request_duration_seconds", "gRPC call duration by method",
-                                  ["method"], registry=self.registry,
-                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                           2.5, 5))
-        self.prepared = Gauge("dra_gpu_driver_prepared_claims", "claims prepared on this node",
-                              registry=self.registry)
-        self.inflight = Gauge("dra_gpu_driver_requests_inflight", "gRPC calls in progress", ["method"],
-                              registry=self.registry)
+        self.requests = Counter(
+            "dra_gpu_driver_requests",
+            "gRPC calls by method and version",
+            ["method", "version"],
+            registry=self.registry,
+        )
+        self.claims = Counter(
+            "dra_gpu_driver_claims", "claims handled by method", ["method"], registry=self.registry
+        )
+        self.claim_errors = Counter(
+            "dra_gpu_driver_claim_errors", "claims that failed, by method", ["method"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "dra_gpu_driver_request_duration_seconds",
+            "gRPC call duration by method",
+            ["method"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.prepared = Gauge(
+            "dra_gpu_driver_prepared_claims", "claims prepared on this node", registry=self.registry
+        )
+        self.inflight = Gauge(
+            "dra_gpu_driver_requests_inflight", "gRPC calls in progress", ["method"], registry=self.registry
+        )
         self._server: WSGIServer | None = None
 
     @contextmanager

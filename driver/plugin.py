@@ -50,8 +50,11 @@ class _DRAService:
                     continue
                 for d in result.devices:
                     device = entry.devices.add(
-                        request_names=d["request_names"], pool_name=d["pool_name"],
-                        device_name=d["device_name"], cdi_device_ids=d["cdi_device_ids"])
+                        request_names=d["request_names"],
+                        pool_name=d["pool_name"],
+                        device_name=d["device_name"],
+                        cdi_device_ids=d["cdi_device_ids"],
+                    )
                     if d["share_id"] and self.version == "v1":
                         device.share_id = d["share_id"]
             self.metrics.claims.labels("prepare").inc(len(results))
@@ -91,9 +94,12 @@ class RegistrationServicer(pluginregistration_pb2_grpc.RegistrationServicer):
         self.last_error = ""
 
     def GetInfo(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return pluginregistration_pb2.PluginInfo(type=PLUGIN_TYPE, name=self.driver_name,
-                                                 endpoint=str(self.endpoint),
-                                                 supported_versions=SUPPORTED_VERSIONS)
+        return pluginregistration_pb2.PluginInfo(
+            type=PLUGIN_TYPE,
+            name=self.driver_name,
+            endpoint=str(self.endpoint),
+            supported_versions=SUPPORTED_VERSIONS,
+        )
 
     def NotifyRegistrationStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
         if request.plugin_registered:
@@ -108,8 +114,10 @@ class RegistrationServicer(pluginregistration_pb2_grpc.RegistrationServicer):
 
 def _bind(server: grpc.Server, socket: Path) -> None:
     if len(str(socket).encode()) > 107:
-        raise OSError(f"unix socket path {socket} is longer than the 107 bytes the kernel allows; "
-                      "use a shorter --plugin-dir or --registry-dir")
+        raise OSError(
+            f"unix socket path {socket} is longer than the 107 bytes the kernel allows; "
+            "use a shorter --plugin-dir or --registry-dir"
+        )
     socket.parent.mkdir(parents=True, exist_ok=True)
     # A socket left by a killed predecessor would otherwise make the kubelet dial a dead endpoint.
     socket.unlink(missing_ok=True)
@@ -118,8 +126,15 @@ def _bind(server: grpc.Server, socket: Path) -> None:
 
 
 class KubeletPlugin:
-    def __init__(self, state: DeviceState, metrics: Metrics, driver_name: str, dra_socket: Path,
-                 registration_socket: Path, workers: int = 8) -> None:
+    def __init__(
+        self,
+        state: DeviceState,
+        metrics: Metrics,
+        driver_name: str,
+        dra_socket: Path,
+        registration_socket: Path,
+        workers: int = 8,
+    ) -> None:
         self.dra_socket, self.registration_socket = dra_socket, registration_socket
         self.registration = RegistrationServicer(driver_name, dra_socket)
         self._dra = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dra"))

@@ -41,8 +41,11 @@ def dropped_paths(want: Any, got: Any, path: str = "") -> list[str]:
     if isinstance(want, list):
         if not isinstance(got, list) or len(got) != len(want):
             return [path]
-        return [p for i, (w, g) in enumerate(zip(want, got, strict=True))
-                for p in dropped_paths(w, g, f"{path}[{i}]")]
+        return [
+            p
+            for i, (w, g) in enumerate(zip(want, got, strict=True))
+            for p in dropped_paths(w, g, f"{path}[{i}]")
+        ]
     if want == got:
         return []
     if isinstance(want, str) and isinstance(got, str):
@@ -63,15 +66,22 @@ def _gate_advice(paths: list[str]) -> str:
     gated = [p for p in paths if p.endswith("allowMultipleAllocations") or ".requestPolicy" in p]
     if not gated:
         return ""
-    return (f" allowMultipleAllocations and requestPolicy need the {GATE} feature gate (alpha and off by "
-            f"default in Kubernetes 1.34 and 1.35, beta and on from 1.36): enable {GATE}=true on "
-            "kube-apiserver, kube-scheduler and kubelet, or run this driver with --sharing off.")
+    return (
+        f" allowMultipleAllocations and requestPolicy need the {GATE} feature gate (alpha and off by "
+        f"default in Kubernetes 1.34 and 1.35, beta and on from 1.36): enable {GATE}=true on "
+        "kube-apiserver, kube-scheduler and kubelet, or run this driver with --sharing off."
+    )
 
 
 class SlicePublisher:
-    def __init__(self, api: client.ApiClient, gpus: tuple[GpuInfo, ...] | list[GpuInfo],
-                 settings: PublishSettings, request_timeout: float = 10.0,
-                 on_fatal: Callable[[BaseException], None] | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        gpus: tuple[GpuInfo, ...] | list[GpuInfo],
+        settings: PublishSettings,
+        request_timeout: float = 10.0,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
         self.resource = client.ResourceV1Api(api)
         self.gpus = list(gpus)
         self.settings = settings
@@ -92,12 +102,17 @@ class SlicePublisher:
 
     def _is_ours(self, obj: dict[str, Any]) -> bool:
         spec = obj.get("spec") or {}
-        return (spec.get("nodeName") == self.settings.node_name
-                and spec.get("driver") == self.settings.driver_name)
+        return (
+            spec.get("nodeName") == self.settings.node_name
+            and spec.get("driver") == self.settings.driver_name
+        )
 
     def list_own(self) -> tuple[list[dict[str, Any]], str]:
-        data = body(self.resource.list_resource_slice(field_selector=self.field_selector,
-                                                      _preload_content=False, _request_timeout=self.timeout))
+        data = body(
+            self.resource.list_resource_slice(
+                field_selector=self.field_selector, _preload_content=False, _request_timeout=self.timeout
+            )
+        )
         items = [o for o in data.get("items") or [] if self._is_ours(o)]
         return items, (data.get("metadata") or {}).get("resourceVersion", "")
 
@@ -133,8 +148,12 @@ class SlicePublisher:
             desired = build_slices(self.gpus, self.settings, current)
             if self._unchanged(desired, by_name):
                 if not self.published:
-                    log.info("adopted %d existing ResourceSlice(s) of pool %s, generation %d", len(desired),
-                             self.settings.node_name, current)
+                    log.info(
+                        "adopted %d existing ResourceSlice(s) of pool %s, generation %d",
+                        len(desired),
+                        self.settings.node_name,
+                        current,
+                    )
                 self.generation = current
                 self.published = {name: copy.deepcopy(o["spec"]) for name, o in by_name.items()}
                 self._wanted = {d["metadata"]["name"]: d["spec"] for d in desired}
@@ -153,7 +172,8 @@ class SlicePublisher:
                     if missing:
                         raise DroppedFieldsError(
                             f"the API server dropped fields from ResourceSlice {name}: "
-                            f"{', '.join('spec.' + p for p in missing)}.{_gate_advice(missing)}")
+                            f"{', '.join('spec.' + p for p in missing)}.{_gate_advice(missing)}"
+                        )
             except DroppedFieldsError:
                 for name in written:
                     self._delete(name)
@@ -163,20 +183,32 @@ class SlicePublisher:
                 self._delete(name)
             self.published = written
             self._wanted = {d["metadata"]["name"]: d["spec"] for d in desired}
-            log.info("published %d GPU(s) in %d ResourceSlice(s) for pool %s, generation %d (sharing %s, "
-                     "memory policy %s)", len(self.gpus), len(desired), self.settings.node_name,
-                     self.generation, "on" if self.settings.sharing else "off", self.settings.memory_policy)
+            log.info(
+                "published %d GPU(s) in %d ResourceSlice(s) for pool %s, generation %d (sharing %s, "
+                "memory policy %s)",
+                len(self.gpus),
+                len(desired),
+                self.settings.node_name,
+                self.generation,
+                "on" if self.settings.sharing else "off",
+                self.settings.memory_policy,
+            )
             return True
 
     def _write(self, want: dict[str, Any], existing: dict[str, Any] | None) -> dict[str, Any]:
         if existing is None:
-            return body(self.resource.create_resource_slice(want, _preload_content=False,
-                                                            _request_timeout=self.timeout))
+            return body(
+                self.resource.create_resource_slice(
+                    want, _preload_content=False, _request_timeout=self.timeout
+                )
+            )
         update = copy.deepcopy(want)
         update["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
-        return body(self.resource.replace_resource_slice(want["metadata"]["name"], update,
-                                                         _preload_content=False,
-                                                         _request_timeout=self.timeout))
+        return body(
+            self.resource.replace_resource_slice(
+                want["metadata"]["name"], update, _preload_content=False, _request_timeout=self.timeout
+            )
+        )
 
     def _delete(self, name: str) -> None:
         try:
@@ -243,14 +275,21 @@ class SlicePublisher:
             names = {o["metadata"]["name"] for o in items}
             if names == set(self.published) and all(self._current(o) for o in items):
                 break
-            log.info("ResourceSlices of pool %s differ from what was published; republishing",
-                     self.settings.node_name)
+            log.info(
+                "ResourceSlices of pool %s differ from what was published; republishing",
+                self.settings.node_name,
+            )
             self.publish()
         w = watch.Watch()
         self._watch = w
         try:
-            for event in w.stream(self.resource.list_resource_slice, field_selector=self.field_selector,
-                                  resource_version=resource_version, timeout_seconds=300, deserialize=False):
+            for event in w.stream(
+                self.resource.list_resource_slice,
+                field_selector=self.field_selector,
+                resource_version=resource_version,
+                timeout_seconds=300,
+                deserialize=False,
+            ):
                 if self._stop.is_set():
                     return
                 obj = event.get("raw_object") or event.get("object") or {}
@@ -259,8 +298,11 @@ class SlicePublisher:
                 name = obj["metadata"]["name"]
                 gone = event["type"] == "DELETED" and name in self.published
                 if gone or (event["type"] != "DELETED" and not self._current(obj)):
-                    log.info("ResourceSlice %s was %s by someone else; republishing", name,
-                             "deleted" if gone else "changed")
+                    log.info(
+                        "ResourceSlice %s was %s by someone else; republishing",
+                        name,
+                        "deleted" if gone else "changed",
+                    )
                     self.publish()
         finally:
             self._watch = None

@@ -44,10 +44,13 @@ def memory_range(memory: int, settings: PublishSettings, device: str) -> dict[st
     if lo + step > memory:
         raise SlicePolicyError(
             f"{device} has {format_bytes(memory)} of memory: --memory-min {format_bytes(lo)} plus "
-            f"--memory-step {format_bytes(step)} must not exceed it; lower --memory-min or --memory-step")
+            f"--memory-step {format_bytes(step)} must not exceed it; lower --memory-min or --memory-step"
+        )
     top = lo + (memory - lo) // step * step
-    return {"default": format_bytes(top),
-            "validRange": {"min": format_bytes(lo), "step": format_bytes(step), "max": format_bytes(top)}}
+    return {
+        "default": format_bytes(top),
+        "validRange": {"min": format_bytes(lo), "step": format_bytes(step), "max": format_bytes(top)},
+    }
 
 
 def device_entry(gpu: GpuInfo, settings: PublishSettings) -> dict[str, Any]:
@@ -79,20 +82,28 @@ def slice_name(settings: PublishSettings, k: int) -> str:
     return f"{settings.node_name}-{settings.driver_name}-{k}"[:253].rstrip(".-")
 
 
-def build_slices(gpus: tuple[GpuInfo, ...] | list[GpuInfo], settings: PublishSettings,
-                 generation: int) -> list[dict[str, Any]]:
+def build_slices(
+    gpus: tuple[GpuInfo, ...] | list[GpuInfo], settings: PublishSettings, generation: int
+) -> list[dict[str, Any]]:
     """The complete desired set of slices for one pool (pool name = node name)."""
     devices = [device_entry(gpu, settings) for gpu in sorted(gpus, key=lambda g: g.index)]
-    chunks = [devices[i:i + MAX_DEVICES_PER_SLICE] for i in range(0, len(devices), MAX_DEVICES_PER_SLICE)]
+    chunks = [devices[i : i + MAX_DEVICES_PER_SLICE] for i in range(0, len(devices), MAX_DEVICES_PER_SLICE)]
     chunks = chunks or [[]]  # an empty pool is still published, so the scheduler sees "no devices"
-    return [{
-        "apiVersion": "resource.k8s.io/v1",
-        "kind": "ResourceSlice",
-        "metadata": {"name": slice_name(settings, k)},
-        "spec": {
-            "driver": settings.driver_name,
-            "nodeName": settings.node_name,
-            "pool": {"name": settings.node_name, "generation": generation, "resourceSliceCount": len(chunks)},
-            "devices": chunk,
-        },
-    } for k, chunk in enumerate(chunks)]
+    return [
+        {
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceSlice",
+            "metadata": {"name": slice_name(settings, k)},
+            "spec": {
+                "driver": settings.driver_name,
+                "nodeName": settings.node_name,
+                "pool": {
+                    "name": settings.node_name,
+                    "generation": generation,
+                    "resourceSliceCount": len(chunks),
+                },
+                "devices": chunk,
+            },
+        }
+        for k, chunk in enumerate(chunks)
+    ]

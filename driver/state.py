@@ -47,8 +47,17 @@ class PrepareResult:
 
 
 class DeviceState:
-    def __init__(self, *, driver_name: str, node_name: str, inventory: Inventory, cdi_dir: Path,
-                 state_dir: Path, read_claim: ClaimReader, list_claims: ClaimLister) -> None:
+    def __init__(
+        self,
+        *,
+        driver_name: str,
+        node_name: str,
+        inventory: Inventory,
+        cdi_dir: Path,
+        state_dir: Path,
+        read_claim: ClaimReader,
+        list_claims: ClaimLister,
+    ) -> None:
         self.driver_name = driver_name
         self.node_name = node_name
         self.inventory = inventory
@@ -79,13 +88,17 @@ class DeviceState:
         on_disk = cdi.list_spec_claims(self.cdi_dir, self.driver_name)
         for uid in sorted(on_disk - set(claims) - self._unplannable):
             cdi.remove_spec(self.cdi_dir, self.driver_name, uid)
-            log.info("removed leftover CDI spec of claim %s (%s)", uid,
-                     "no pod on this node reserves it" if rebuilt else "not in the checkpoint")
+            log.info(
+                "removed leftover CDI spec of claim %s (%s)",
+                uid,
+                "no pod on this node reserves it" if rebuilt else "not in the checkpoint",
+            )
         for uid, entry in sorted(claims.items()):
             if uid not in on_disk:
                 self._write_spec(uid, entry["devices"])
-                log.info("rewrote missing CDI spec of prepared claim %s/%s", entry["namespace"],
-                         entry["name"])
+                log.info(
+                    "rewrote missing CDI spec of prepared claim %s/%s", entry["namespace"], entry["name"]
+                )
         self._claims = claims
         if not rebuilt:
             log.info("restored %d prepared claim(s) from %s", len(claims), self.checkpoint.path)
@@ -97,24 +110,35 @@ class DeviceState:
             meta = claim.get("metadata") or {}
             status = claim.get("status") or {}
             results = ((status.get("allocation") or {}).get("devices") or {}).get("results") or []
-            ours = any(r.get("driver") == self.driver_name and r.get("pool") == self.node_name
-                       for r in results)
+            ours = any(
+                r.get("driver") == self.driver_name and r.get("pool") == self.node_name for r in results
+            )
             if not ours or not status.get("reservedFor"):
                 continue
             ref = ClaimRef(meta.get("namespace", ""), meta.get("uid", ""), meta.get("name", ""))
             try:
-                devices = plan_claim(ref, claim, self.driver_name, self.node_name, self.gpus,
-                                     self.inventory.real)
+                devices = plan_claim(
+                    ref, claim, self.driver_name, self.node_name, self.gpus, self.inventory.real
+                )
             except ClaimError as err:  # not preparable here now (inventory changed?): keep its spec as is
                 log.warning("not rebuilding %s, keeping its CDI spec if any: %s", ref, err)
                 self._unplannable.add(ref.uid)
                 continue
-            claims[ref.uid] = {"namespace": ref.namespace, "name": ref.name, "state": PREPARE_COMPLETED,
-                               "devices": devices}
+            claims[ref.uid] = {
+                "namespace": ref.namespace,
+                "name": ref.name,
+                "state": PREPARE_COMPLETED,
+                "devices": devices,
+            }
         self.checkpoint.save(claims)
-        log.info("no checkpoint at %s: rebuilt %d prepared claim(s) from the API (allocated on node %s "
-                 "by %s and reserved by pods)", self.checkpoint.path, len(claims), self.node_name,
-                 self.driver_name)
+        log.info(
+            "no checkpoint at %s: rebuilt %d prepared claim(s) from the API (allocated on node %s "
+            "by %s and reserved by pods)",
+            self.checkpoint.path,
+            len(claims),
+            self.node_name,
+            self.driver_name,
+        )
         return claims
 
     def prepared_claims(self) -> dict[str, dict[str, Any]]:
@@ -156,13 +180,16 @@ class DeviceState:
         cdi.write_spec(self.cdi_dir, self.driver_name, uid, spec)
 
     def _response_devices(self, devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{
-            "request_names": list(d["requests"]),
-            "pool_name": d["pool"],
-            "device_name": d["device"],
-            "cdi_device_ids": [cdi.qualified_id(self.driver_name, d["cdiName"])],
-            "share_id": d["shareID"],
-        } for d in devices]
+        return [
+            {
+                "request_names": list(d["requests"]),
+                "pool_name": d["pool"],
+                "device_name": d["device"],
+                "cdi_device_ids": [cdi.qualified_id(self.driver_name, d["cdiName"])],
+                "share_id": d["shareID"],
+            }
+            for d in devices
+        ]
 
     # -- prepare / unprepare ----------------------------------------------------------------------------
 
@@ -183,8 +210,9 @@ class DeviceState:
                     results[ref.uid] = PrepareResult(error=f"{ref}: reading the claim failed: {err}")
                     continue
                 try:
-                    devices = plan_claim(ref, claim, self.driver_name, self.node_name, self.gpus,
-                                         self.inventory.real)
+                    devices = plan_claim(
+                        ref, claim, self.driver_name, self.node_name, self.gpus, self.inventory.real
+                    )
                     self._write_spec(ref.uid, devices)
                 except ClaimError as err:
                     results[ref.uid] = PrepareResult(error=str(err))
@@ -194,8 +222,12 @@ class DeviceState:
                         cdi.remove_spec(self.cdi_dir, self.driver_name, ref.uid)
                     results[ref.uid] = PrepareResult(error=f"{ref}: writing the CDI spec failed: {err}")
                     continue
-                fresh[ref.uid] = {"namespace": ref.namespace, "name": ref.name, "state": PREPARE_COMPLETED,
-                                  "devices": devices}
+                fresh[ref.uid] = {
+                    "namespace": ref.namespace,
+                    "name": ref.name,
+                    "state": PREPARE_COMPLETED,
+                    "devices": devices,
+                }
             if fresh:
                 try:
                     self._commit(add=fresh)
@@ -208,9 +240,15 @@ class DeviceState:
                     return results
                 for uid, entry in fresh.items():
                     results[uid] = PrepareResult(self._response_devices(entry["devices"]))
-                    log.info("prepared claim %s/%s: %s", entry["namespace"], entry["name"],
-                             ", ".join(f"{d['device']}" + (f" share {d['shareID']}" if d["shareID"] else "")
-                                       for d in entry["devices"]))
+                    log.info(
+                        "prepared claim %s/%s: %s",
+                        entry["namespace"],
+                        entry["name"],
+                        ", ".join(
+                            f"{d['device']}" + (f" share {d['shareID']}" if d["shareID"] else "")
+                            for d in entry["devices"]
+                        ),
+                    )
         return results
 
     def unprepare(self, refs: list[ClaimRef]) -> dict[str, str]:

@@ -37,14 +37,23 @@ def _requests_for(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         names = subs.setdefault(main, [])
         if sub and sub not in names:
             names.append(sub)
-    return [{"name": main, "firstAvailable": [{"name": n, "deviceClassName": "gpu"} for n in names]}
-            if names else {"name": main, "exactly": {"deviceClassName": "gpu"}}
-            for main, names in subs.items()]
+    return [
+        {"name": main, "firstAvailable": [{"name": n, "deviceClassName": "gpu"} for n in names]}
+        if names
+        else {"name": main, "exactly": {"deviceClassName": "gpu"}}
+        for main, names in subs.items()
+    ]
 
 
-def allocated_claim(name: str, namespace: str = "default", *, uid: str | None = None,
-                    results: list[dict[str, Any]] | None = None, node: str = "node-1",
-                    config: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def allocated_claim(
+    name: str,
+    namespace: str = "default",
+    *,
+    uid: str | None = None,
+    results: list[dict[str, Any]] | None = None,
+    node: str = "node-1",
+    config: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A ResourceClaim JSON object with status.allocation, as the scheduler would leave it."""
     claim: dict[str, Any] = {
         "apiVersion": "resource.k8s.io/v1",
@@ -53,16 +62,28 @@ def allocated_claim(name: str, namespace: str = "default", *, uid: str | None = 
         "spec": {"devices": {"requests": _requests_for(results or [])}},
     }
     if results is not None:
-        claim["status"] = {"allocation": {
-            "devices": {"results": results, "config": config or []},
-            "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
-                {"key": "metadata.name", "operator": "In", "values": [node]}]}]},
-        }}
+        claim["status"] = {
+            "allocation": {
+                "devices": {"results": results, "config": config or []},
+                "nodeSelector": {
+                    "nodeSelectorTerms": [
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+                    ]
+                },
+            }
+        }
     return claim
 
 
-def result(device: str = "gpu-0", *, request: str = "gpu", share_id: str | None = None,
-           memory: str | None = None, driver: str = DRIVER, pool: str = "node-1") -> dict[str, Any]:
+def result(
+    device: str = "gpu-0",
+    *,
+    request: str = "gpu",
+    share_id: str | None = None,
+    memory: str | None = None,
+    driver: str = DRIVER,
+    pool: str = "node-1",
+) -> dict[str, Any]:
     r: dict[str, Any] = {"request": request, "driver": driver, "pool": pool, "device": device}
     if share_id is not None:
         r["shareID"] = share_id
@@ -86,14 +107,12 @@ class DRAClient:
 
     def prepare(self, claims: list[dict[str, Any]], version: str = "v1", timeout: float = 10) -> Any:
         pb, stub = (dra_v1_pb2, self.v1) if version == "v1" else (dra_v1beta1_pb2, self.v1beta1)
-        request = pb.NodePrepareResourcesRequest(claims=[
-            _claim(pb, c) for c in claims])
+        request = pb.NodePrepareResourcesRequest(claims=[_claim(pb, c) for c in claims])
         return stub.NodePrepareResources(request, timeout=timeout)
 
     def unprepare(self, claims: list[dict[str, Any]], version: str = "v1", timeout: float = 10) -> Any:
         pb, stub = (dra_v1_pb2, self.v1) if version == "v1" else (dra_v1beta1_pb2, self.v1beta1)
-        request = pb.NodeUnprepareResourcesRequest(claims=[
-            _claim(pb, c) for c in claims])
+        request = pb.NodeUnprepareResourcesRequest(claims=[_claim(pb, c) for c in claims])
         return stub.NodeUnprepareResources(request, timeout=timeout)
 
     def close(self) -> None:
@@ -117,8 +136,9 @@ class SimApi:
         self.server.start()
         from sim.cluster import write_kubeconfig
 
-        self.kubeconfig = write_kubeconfig(root / "kubeconfig", self.server.url, self.server.token,
-                                           self.server.ca_pem)
+        self.kubeconfig = write_kubeconfig(
+            root / "kubeconfig", self.server.url, self.server.token, self.server.ca_pem
+        )
 
     def add_claim(self, claim: dict[str, Any]) -> dict[str, Any]:
         """Create `claim` and write its status (allocation) the way the scheduler does; returns the stored
@@ -149,8 +169,10 @@ class SimApi:
                     return current
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out after {timeout}s waiting for {what}; slices now: "
-                                         f"{[(o['metadata']['name'], o['spec']['pool']) for o in current]}")
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {what}; slices now: "
+                        f"{[(o['metadata']['name'], o['spec']['pool']) for o in current]}"
+                    )
                 watch.get(timeout=left)
         finally:
             watch.close()
@@ -181,10 +203,15 @@ class DriverProcess:
 
         self.lines: list[str] = []
         self._cond = threading.Condition()
-        self.proc = subprocess.Popen([sys.executable, "-m", "driver", *args], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})},
-                                     cwd=Path(__file__).resolve().parent.parent)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "driver", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+            cwd=Path(__file__).resolve().parent.parent,
+        )
         self._reader = threading.Thread(target=self._read, name="driver-log", daemon=True)
         self._reader.start()
 
@@ -204,18 +231,22 @@ class DriverProcess:
 
     def wait_for_log(self, text: str, timeout: float = 20.0) -> str:
         """Wait until a log line contains `text` (or the process ends); returns the line."""
+
         def found() -> str | None:
             return next((line for line in self.lines if text in line), None)
 
         with self._cond:
-            ok = self._cond.wait_for(lambda: found() is not None or (self.proc.poll() is not None
-                                                                     and not self._reader.is_alive()),
-                                     timeout)
+            ok = self._cond.wait_for(
+                lambda: found() is not None or (self.proc.poll() is not None and not self._reader.is_alive()),
+                timeout,
+            )
             line = found()
         if line is None:
             state = "still running" if self.proc.poll() is None else f"exited {self.proc.returncode}"
-            raise AssertionError(f"driver log never showed {text!r} within {timeout}s "
-                                 f"({'process ended' if ok else 'timed out'}, {state}); log:\n{self.log}")
+            raise AssertionError(
+                f"driver log never showed {text!r} within {timeout}s "
+                f"({'process ended' if ok else 'timed out'}, {state}); log:\n{self.log}"
+            )
         return line
 
     def stop(self, sig: int | None = None, timeout: float = 10.0) -> int:

@@ -37,26 +37,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="API port on 127.0.0.1 (0 picks a free one)")
     p.add_argument("--log-level", default="WARNING", help="Python logging level (DEBUG, INFO, WARNING)")
     # Nodes (sim/kubelet): with --driver-spec or --gpus every node gets a kubelet and a driver process.
-    p.add_argument("--driver-spec", default=None,
-                   help="YAML/JSON launch spec of any driver (name, command, args, env, nodeEnv); every node "
-                        "runs it as the spec says, nothing added (docs/architecture.md)")
-    p.add_argument("--gpus", default="",
-                   help="mock GPUs: PROFILE for every node, or node-1=PROFILE,node-2=PROFILE; without "
-                        "--driver-spec it runs the reference driver on those nodes, with it it fills {gpus}")
-    p.add_argument("--state-dir", default=None,
-                   help="per-node dirs DIR/<node>/{plugins_registry,plugins,cdi,driver-state}")
-    p.add_argument("--driver-command", default=None,
-                   help='with --gpus: the reference driver variant to run (default "<python> -m driver")')
-    p.add_argument("--driver-arg", action="append", default=[],
-                   help="with --gpus: extra argument for the reference driver (repeatable)")
-    p.add_argument("--slice-wipe-delay", type=float, default=30.0,
-                   help="seconds before the kubelet deletes an unreachable driver's slices")
+    p.add_argument(
+        "--driver-spec",
+        default=None,
+        help="YAML/JSON launch spec of any driver (name, command, args, env, nodeEnv); every node "
+        "runs it as the spec says, nothing added (docs/architecture.md)",
+    )
+    p.add_argument(
+        "--gpus",
+        default="",
+        help="mock GPUs: PROFILE for every node, or node-1=PROFILE,node-2=PROFILE; without "
+        "--driver-spec it runs the reference driver on those nodes, with it it fills {gpus}",
+    )
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        help="per-node dirs DIR/<node>/{plugins_registry,plugins,cdi,driver-state}",
+    )
+    p.add_argument(
+        "--driver-command",
+        default=None,
+        help='with --gpus: the reference driver variant to run (default "<python> -m driver")',
+    )
+    p.add_argument(
+        "--driver-arg",
+        action="append",
+        default=[],
+        help="with --gpus: extra argument for the reference driver (repeatable)",
+    )
+    p.add_argument(
+        "--slice-wipe-delay",
+        type=float,
+        default=30.0,
+        help="seconds before the kubelet deletes an unreachable driver's slices",
+    )
     # Lifetime (set by the suite's sim provider): stop when the parent's pipe closes, i.e. the parent died,
     # and then remove the parent's work dir, which nobody else is left to remove.
-    p.add_argument("--exit-with-fd", type=int, default=None,
-                   help="stop when this inherited fd (the parent's pipe) reads EOF")
-    p.add_argument("--orphan-cleanup", default=None,
-                   help="with --exit-with-fd: remove this directory after stopping because the parent died")
+    p.add_argument(
+        "--exit-with-fd",
+        type=int,
+        default=None,
+        help="stop when this inherited fd (the parent's pipe) reads EOF",
+    )
+    p.add_argument(
+        "--orphan-cleanup",
+        default=None,
+        help="with --exit-with-fd: remove this directory after stopping because the parent died",
+    )
     return p
 
 
@@ -72,8 +99,10 @@ def parse_nodes(text: str) -> list[str]:
         raise ValueError(f"--nodes {text!r} names a node twice")
     for n in nodes:
         if not _DNS_SUBDOMAIN.match(n) or len(n) > 253:
-            raise ValueError(f"--nodes: {n!r} is not a valid node name (a lower-case DNS subdomain: a-z, "
-                             "0-9, '-' and '.'); rename it, e.g. node-1")
+            raise ValueError(
+                f"--nodes: {n!r} is not a valid node name (a lower-case DNS subdomain: a-z, "
+                "0-9, '-' and '.'); rename it, e.g. node-1"
+            )
     return nodes
 
 
@@ -109,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster = Cluster(config, nodes=nodes, port=args.port)
     except OSError as e:  # the port is taken: say so before anything else starts
-        print(f"sim: cannot start the API server on 127.0.0.1:{args.port}: {e}; pick a free --port or 0",
-              file=sys.stderr)
+        print(
+            f"sim: cannot start the API server on 127.0.0.1:{args.port}: {e}; pick a free --port or 0",
+            file=sys.stderr,
+        )
         return 1
     # Components are wired here, e.g.: cluster.add(Scheduler(cluster))
     from .scheduler import add_control_plane
@@ -121,10 +152,15 @@ def main(argv: list[str] | None = None) -> int:
         from .kubelet.fleet import add_kubelets, load_spec
 
         try:
-            fleet = add_kubelets(cluster, args.gpus,
-                                 launch=load_spec(args.driver_spec) if args.driver_spec else None,
-                                 state_dir=args.state_dir, driver_command=args.driver_command,
-                                 driver_args=args.driver_arg, slice_wipe_delay=args.slice_wipe_delay)
+            fleet = add_kubelets(
+                cluster,
+                args.gpus,
+                launch=load_spec(args.driver_spec) if args.driver_spec else None,
+                state_dir=args.state_dir,
+                driver_command=args.driver_command,
+                driver_args=args.driver_arg,
+                slice_wipe_delay=args.slice_wipe_delay,
+            )
         except ValueError as e:
             print(f"sim: {e}", file=sys.stderr)
             return 2

@@ -30,8 +30,10 @@ MAX_RESULTS = 32
 CANNOT_ALLOCATE = "cannot allocate all claims"
 INVALID_POOLS = "invalid resource pools were encountered"
 # upstream cel.EnhanceRuntimeError's hint for a missing map key
-NO_SUCH_KEY_HINT = ("consider using CEL optional chaining (.? followed by orValue()) or guarding the check "
-                    "with has() for optional fields")
+NO_SUCH_KEY_HINT = (
+    "consider using CEL optional chaining (.? followed by orValue()) or guarding the check "
+    "with has() for optional fields"
+)
 
 
 class AllocatorError(Exception):
@@ -83,8 +85,9 @@ _CONSUMED: dict[tuple, dict[str, Quantity] | None] = {}
 _CONSUMED_MAX = 16384
 
 
-def _consumption(asks: Mapping[str, Quantity] | None, asks_sig: tuple | None, capacity: Mapping[str, Any],
-                 cap_sig: str) -> dict[str, Quantity] | None:
+def _consumption(
+    asks: Mapping[str, Quantity] | None, asks_sig: tuple | None, capacity: Mapping[str, Any], cap_sig: str
+) -> dict[str, Quantity] | None:
     key = (asks_sig, cap_sig)
     if key in _CONSUMED:
         return _CONSUMED[key]
@@ -117,8 +120,9 @@ class DeviceRef:
         "slice",
     )
 
-    def __init__(self, pool: Pool, slice_: Mapping[str, Any], device: Mapping[str, Any], key: tuple,
-                 index: int) -> None:
+    def __init__(
+        self, pool: Pool, slice_: Mapping[str, Any], device: Mapping[str, Any], key: tuple, index: int
+    ) -> None:
         self.pool = pool
         self.slice = slice_
         self.device = device
@@ -126,8 +130,9 @@ class DeviceRef:
         self.id_text = "/".join(self.id)
         self.key = key  # the device's content for caches: (slice uid, resourceVersion, position)
         self.capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
-        self.cap_values = {k: parse_quantity_cached(v.get("value", "0")).value
-                           for k, v in self.capacity.items()}
+        self.cap_values = {
+            k: parse_quantity_cached(v.get("value", "0")).value for k, v in self.capacity.items()
+        }
         self.cap_sig: str | None = None  # content key of `capacity`, made when first needed
         self.multi = bool(device.get("allowMultipleAllocations"))
         self.counters = consumes(device)
@@ -207,8 +212,15 @@ class _Request:
         "spec",
     )
 
-    def __init__(self, claim_index: int, name: str, parent: str | None, spec: Mapping[str, Any],
-                 cls: Mapping[str, Any], admin: bool) -> None:
+    def __init__(
+        self,
+        claim_index: int,
+        name: str,
+        parent: str | None,
+        spec: Mapping[str, Any],
+        cls: Mapping[str, Any],
+        admin: bool,
+    ) -> None:
         self.claim_index = claim_index
         self.name = name  # upstream request.name(): the bare subrequest name for a subrequest
         self.parent = parent
@@ -236,8 +248,9 @@ class _Request:
 class _Result:
     __slots__ = ("consumed", "dev", "request", "share_id")
 
-    def __init__(self, request: _Request, dev: DeviceRef, consumed: dict[str, Quantity] | None,
-                 share_id: str | None) -> None:
+    def __init__(
+        self, request: _Request, dev: DeviceRef, consumed: dict[str, Quantity] | None, share_id: str | None
+    ) -> None:
         self.request = request
         self.dev = dev
         self.consumed = consumed
@@ -245,9 +258,16 @@ class _Result:
 
 
 class _Search:
-    def __init__(self, claims: list[Mapping[str, Any]], pools: list[Pool], devices: list[DeviceRef],
-                 state: AllocatedState, features: Features, cache: SelectorCache,
-                 new_uuid: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        claims: list[Mapping[str, Any]],
+        pools: list[Pool],
+        devices: list[DeviceRef],
+        state: AllocatedState,
+        features: Features,
+        cache: SelectorCache,
+        new_uuid: Callable[[], str],
+    ) -> None:
         self.claims = claims
         self.pools = pools
         self.devices = devices
@@ -265,30 +285,40 @@ class _Search:
         self.counters = CounterLedger(state.is_allocated)
 
     # -- selectors (upstream isSelectable / selectorsMatch) --
-    def _selectors_match(self, req: _Request, dev: DeviceRef, selectors: list[Mapping[str, Any]],
-                         cls: Mapping[str, Any] | None) -> bool:
+    def _selectors_match(
+        self, req: _Request, dev: DeviceRef, selectors: list[Mapping[str, Any]], cls: Mapping[str, Any] | None
+    ) -> bool:
         for i, sel in enumerate(selectors):
             expr = (sel.get("cel") or {}).get("expression", "")
             try:
                 if not self.cache.matches(expr, dev, self.cc):
                     return False
             except CelCompileError as exc:
-                where = (f"class {_name(cls)}" if cls is not None
-                         else f"claim {claim_ref(self.claims[req.claim_index])}")
+                where = (
+                    f"class {_name(cls)}"
+                    if cls is not None
+                    else f"claim {claim_ref(self.claims[req.claim_index])}"
+                )
                 raise AllocatorError(f"{where}: selector #{i}: CEL compile error: {exc}") from None
             except CelError as exc:
-                where = (f"class {_name(cls)}" if cls is not None
-                         else f"claim {claim_ref(self.claims[req.claim_index])}")
-                raise AllocatorError(f"{where}: selector #{i} on device {dev.id_text}: CEL runtime error: "
-                                     f"{enhance_runtime_error(str(exc))}") from None
+                where = (
+                    f"class {_name(cls)}"
+                    if cls is not None
+                    else f"claim {claim_ref(self.claims[req.claim_index])}"
+                )
+                raise AllocatorError(
+                    f"{where}: selector #{i} on device {dev.id_text}: CEL runtime error: "
+                    f"{enhance_runtime_error(str(exc))}"
+                ) from None
         return True
 
     def selectable(self, req: _Request, dev: DeviceRef) -> bool:
         hit = req.match.get(dev.index)
         if hit is None:
             class_selectors = (req.cls.get("spec") or {}).get("selectors") or []
-            hit = (self._selectors_match(req, dev, class_selectors, req.cls)
-                   and self._selectors_match(req, dev, req.spec.get("selectors") or [], None))
+            hit = self._selectors_match(req, dev, class_selectors, req.cls) and self._selectors_match(
+                req, dev, req.spec.get("selectors") or [], None
+            )
             req.match[dev.index] = hit
         return hit
 
@@ -298,8 +328,9 @@ class _Search:
             return req.consumed[dev.index]
         if dev.cap_sig is None:
             dev.cap_sig = json.dumps(dev.capacity, sort_keys=True) if dev.capacity else ""
-        hit = req.consumed[dev.index] = _consumption(req.capacity_requests, req.asks_sig, dev.capacity,
-                                                     dev.cap_sig)
+        hit = req.consumed[dev.index] = _consumption(
+            req.capacity_requests, req.asks_sig, dev.capacity, dev.cap_sig
+        )
         return hit
 
     def capacity_fits(self, req: _Request, dev: DeviceRef) -> bool:
@@ -348,7 +379,8 @@ class _Search:
                 if must:
                     raise AllocatorError(
                         f"claim {claim_ref(self.claims[ci])}, request {req.name}: cannot add device "
-                        f"{dev.id_text} because a claim constraint would not be satisfied")
+                        f"{dev.id_text} because a claim constraint would not be satisfied"
+                    )
                 for e in range(i):
                     constraints[e].remove(base, sub, dev.device, dev_id[0])
                 return None  # QUIRK (R14): counters taken above stay taken
@@ -467,27 +499,39 @@ class _Search:
         return False
 
 
-def _prepare_request(search: _Search, classes: Mapping[str, Mapping[str, Any]], ci: int,
-                     spec: Mapping[str, Any], name: str, parent: str | None) -> _Request:
+def _prepare_request(
+    search: _Search,
+    classes: Mapping[str, Mapping[str, Any]],
+    ci: int,
+    spec: Mapping[str, Any],
+    name: str,
+    parent: str | None,
+) -> _Request:
     """upstream validateDeviceRequest: checks in upstream's order, then the "all" candidate set."""
     ref = claim_ref(search.claims[ci])
     for i, sel in enumerate(spec.get("selectors") or []):
         if not (sel or {}).get("cel"):
-            raise AllocatorError(f"claim {ref}, request {name}, selector #{i}: CEL expression empty "
-                                 "(unsupported selector type?)")
+            raise AllocatorError(
+                f"claim {ref}, request {name}, selector #{i}: CEL expression empty "
+                "(unsupported selector type?)"
+            )
     # Subrequests have no adminAccess field in resource.k8s.io/v1.
     has_admin = parent is None and spec.get("adminAccess") is not None
     if has_admin and not search.features.admin_access:
-        raise AllocatorError(f"claim {ref}, request {name}: admin access is requested, but the feature is "
-                             "disabled")
+        raise AllocatorError(
+            f"claim {ref}, request {name}: admin access is requested, but the feature is disabled"
+        )
     class_name = spec.get("deviceClassName") or ""
     if not class_name:
-        raise AllocatorError(f"claim {ref}, request {name}: missing device class name (unsupported request "
-                             "type?)")
+        raise AllocatorError(
+            f"claim {ref}, request {name}: missing device class name (unsupported request type?)"
+        )
     cls = classes.get(class_name)
     if cls is None:
-        raise AllocatorError(f"claim {ref}, request {name}: could not retrieve device class {class_name}: "
-                             f'deviceclass.resource.k8s.io "{class_name}" not found')
+        raise AllocatorError(
+            f"claim {ref}, request {name}: could not retrieve device class {class_name}: "
+            f'deviceclass.resource.k8s.io "{class_name}" not found'
+        )
     req = _Request(ci, name, parent, spec, cls, has_admin and bool(spec.get("adminAccess")))
     cap = spec.get("capacity")
     if cap is not None and search.cc and cap.get("requests") is not None:
@@ -503,11 +547,15 @@ def _prepare_request(search: _Search, classes: Mapping[str, Mapping[str, Any]], 
             by_pool.setdefault(id(dev.pool), []).append(dev)
         for pool in search.pools:
             if pool.incomplete:
-                raise AllocatorError(f"claim {ref}, request {name}: asks for all devices, but resource pool "
-                                     f"{pool.driver}/{pool.name} is currently being updated")
+                raise AllocatorError(
+                    f"claim {ref}, request {name}: asks for all devices, but resource pool "
+                    f"{pool.driver}/{pool.name} is currently being updated"
+                )
             if pool.invalid:
-                raise AllocatorError(f"claim {ref}, request {name}: asks for all devices, but resource pool "
-                                     f"{pool.driver}/{pool.name} is currently invalid")
+                raise AllocatorError(
+                    f"claim {ref}, request {name}: asks for all devices, but resource pool "
+                    f"{pool.driver}/{pool.name} is currently invalid"
+                )
             for dev in by_pool.get(id(pool), ()):
                 # Fixed before the search, against committed consumption only (section 8).
                 if search.selectable(req, dev) and (not search.cc or search.capacity_fits(req, dev)):
@@ -521,24 +569,30 @@ def _prepare(search: _Search, classes: Mapping[str, Mapping[str, Any]]) -> None:
     features = search.features
     for ci, claim in enumerate(search.claims):
         ref = claim_ref(claim)
-        devices_spec = ((claim.get("spec") or {}).get("devices") or {})
+        devices_spec = (claim.get("spec") or {}).get("devices") or {}
         claim_plan: list[list[_Request]] = []
         min_devices = 0
         for request in devices_spec.get("requests") or []:
             name = request.get("name", "")
             subs = request.get("firstAvailable") or []
             if subs and not features.prioritized_list:
-                raise AllocatorError(f"claim {ref}, request {name}: has subrequests, but the "
-                                     "DRAPrioritizedList feature is disabled")
+                raise AllocatorError(
+                    f"claim {ref}, request {name}: has subrequests, but the "
+                    "DRAPrioritizedList feature is disabled"
+                )
             if not features.consumable_capacity:
                 exactly = request.get("exactly")
                 if exactly is not None and exactly.get("capacity") is not None:
-                    raise AllocatorError(f"claim {ref}, request {name}: has capacity requests, but the "
-                                         "DRAConsumableCapacity feature is disabled")
+                    raise AllocatorError(
+                        f"claim {ref}, request {name}: has capacity requests, but the "
+                        "DRAConsumableCapacity feature is disabled"
+                    )
                 for sub in subs:
                     if sub.get("capacity") is not None:
-                        raise AllocatorError(f"claim {ref}, subrequest {sub.get('name', '')}: has capacity "
-                                             "requests, but the DRAConsumableCapacity feature is disabled")
+                        raise AllocatorError(
+                            f"claim {ref}, subrequest {sub.get('name', '')}: has capacity "
+                            "requests, but the DRAConsumableCapacity feature is disabled"
+                        )
             if subs:
                 alts = [_prepare_request(search, classes, ci, sub, sub.get("name", ""), name) for sub in subs]
                 min_devices += min(a.num_devices for a in alts)
@@ -548,13 +602,16 @@ def _prepare(search: _Search, classes: Mapping[str, Mapping[str, Any]]) -> None:
             claim_plan.append(alts)
         # R11: "all" requests count with their candidate set, firstAvailable with its smallest choice.
         if min_devices > MAX_RESULTS:
-            raise AllocatorError(f"claim {ref}: number of requested devices {min_devices} exceeds the claim "
-                                 f"limit of {MAX_RESULTS}")
+            raise AllocatorError(
+                f"claim {ref}: number of requested devices {min_devices} exceeds the claim "
+                f"limit of {MAX_RESULTS}"
+            )
         specs = devices_spec.get("constraints") or []
         for i, spec in enumerate(specs):
             if not spec.get("matchAttribute") and not spec.get("distinctAttribute"):
-                raise AllocatorError(f"claim {ref}, constraint #{i}: empty constraint (unsupported "
-                                     "constraint type?)")
+                raise AllocatorError(
+                    f"claim {ref}, constraint #{i}: empty constraint (unsupported constraint type?)"
+                )
         search.constraints.append(build_constraints(specs, features.consumable_capacity))
         search.plan.append(claim_plan)
         search.selected.append([0] * len(claim_plan))
@@ -566,8 +623,11 @@ def _node_selector(results: list[_Result], node_name: str) -> dict[str, Any] | N
         spec = r.dev.slice.get("spec") or {}
         src = r.dev.device if spec.get("perDeviceNodeSelection") else spec
         if src.get("nodeName"):
-            return {"nodeSelectorTerms": [{"matchFields": [
-                {"key": "metadata.name", "operator": "In", "values": [node_name]}]}]}
+            return {
+                "nodeSelectorTerms": [
+                    {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node_name]}]}
+                ]
+            }
         selector = src.get("nodeSelector")
         if selector:
             terms = selector.get("nodeSelectorTerms") or []
@@ -587,8 +647,12 @@ def _allocation_for(search: _Search, ci: int, node_name: str) -> dict[str, Any]:
     mine = search.results[ci]
     out_results = []
     for r in mine:
-        entry: dict[str, Any] = {"request": r.request.result_name, "driver": r.dev.id[0],
-                                 "pool": r.dev.id[1], "device": r.dev.id[2]}
+        entry: dict[str, Any] = {
+            "request": r.request.result_name,
+            "driver": r.dev.id[0],
+            "pool": r.dev.id[1],
+            "device": r.dev.id[2],
+        }
         if r.request.admin:
             entry["adminAccess"] = True
         tolerations = r.request.spec.get("tolerations")
@@ -621,8 +685,9 @@ def _allocation_for(search: _Search, ci: int, node_name: str) -> dict[str, Any]:
 def _allow_depth(search: _Search) -> None:
     """The search recurses once per device, request and claim (as upstream's allocateOne does); make
     sure Python's recursion limit covers the deepest path of this pod, e.g. 128 claims of 32 devices."""
-    depth = 100 + sum(2 + sum(3 + max(r.num_devices for r in alts) for alts in claim_plan)
-                      for claim_plan in search.plan)
+    depth = 100 + sum(
+        2 + sum(3 + max(r.num_devices for r in alts) for alts in claim_plan) for claim_plan in search.plan
+    )
     if depth + 200 > sys.getrecursionlimit():
         sys.setrecursionlimit(depth + 1000)  # never lowered: other threads may be deep too
 

@@ -22,14 +22,16 @@ Counters = dict[str, dict[str, Decimal]]  # counter set -> counter -> amount
 
 
 def _amounts(counters: Mapping[str, Any] | None) -> dict[str, Decimal]:
-    return {name: parse_quantity_cached((c or {}).get("value", "0")).value
-            for name, c in (counters or {}).items()}
+    return {
+        name: parse_quantity_cached((c or {}).get("value", "0")).value for name, c in (counters or {}).items()
+    }
 
 
 def consumes(device: Mapping[str, Any]) -> list[tuple[str, dict[str, Decimal]]]:
     """A device's `consumesCounters`, parsed: [(counter set, {counter: amount})]."""
-    return [(c.get("counterSet", ""), _amounts(c.get("counters")))
-            for c in device.get("consumesCounters") or []]
+    return [
+        (c.get("counterSet", ""), _amounts(c.get("counters"))) for c in device.get("consumesCounters") or []
+    ]
 
 
 class CounterLedger:

@@ -139,9 +139,13 @@ def _targets_node(spec: Mapping[str, Any], node: Mapping[str, Any], partitionabl
     return False
 
 
-def _invalid_reason(device_slices: list[Mapping[str, Any]], counter_slices: list[Mapping[str, Any]],
-                    other_slices: list[Mapping[str, Any]], partitionable: bool,
-                    counter_sets: dict[str, Mapping[str, Any]]) -> str:
+def _invalid_reason(
+    device_slices: list[Mapping[str, Any]],
+    counter_slices: list[Mapping[str, Any]],
+    other_slices: list[Mapping[str, Any]],
+    partitionable: bool,
+    counter_sets: dict[str, Mapping[str, Any]],
+) -> str:
     seen: set[str] = set()
     for s in device_slices:
         for d in _spec(s).get("devices") or []:
@@ -169,9 +173,12 @@ def _invalid_reason(device_slices: list[Mapping[str, Any]], counter_slices: list
     return ""
 
 
-def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any],
-                 partitionable: bool = True,
-                 all_slices: Iterable[Mapping[str, Any]] | None = None) -> list[Pool]:
+def gather_pools(
+    slices: Iterable[Mapping[str, Any]],
+    node: Mapping[str, Any],
+    partitionable: bool = True,
+    all_slices: Iterable[Mapping[str, Any]] | None = None,
+) -> list[Pool]:
     """Pools visible from `node`, sorted by driver then pool name; slices in a pool sorted by name.
 
     As upstream's GatherPools: only the newest generation counts; a pool whose published slices do
@@ -187,8 +194,11 @@ def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any],
     for s in slices:
         spec = _spec(s)
         slice_node = spec.get("nodeName")
-        if slice_node and not spec.get("sharedCounters") and (
-                partitionable or spec.get("perDeviceNodeSelection") is None):
+        if (
+            slice_node
+            and not spec.get("sharedCounters")
+            and (partitionable or spec.get("perDeviceNodeSelection") is None)
+        ):
             if slice_node != node_name:  # the common case: a device slice of some node
                 continue
         elif not _targets_node(spec, node, partitionable):
@@ -224,9 +234,26 @@ def gather_pools(slices: Iterable[Mapping[str, Any]], node: Mapping[str, Any],
         counter_sets: dict[str, Mapping[str, Any]] = {}
         reason = _invalid_reason(device_slices, counter_slices, other, partitionable, counter_sets)
         if reason:
-            result.append(Pool(key[0], key[1], gen, invalid=True, invalid_reason=reason,
-                               cross_node=everything is not None))
+            result.append(
+                Pool(
+                    key[0],
+                    key[1],
+                    gen,
+                    invalid=True,
+                    invalid_reason=reason,
+                    cross_node=everything is not None,
+                )
+            )
             continue
-        result.append(Pool(key[0], key[1], gen, device_slices, counter_sets=counter_sets,
-                           other_slices=other, cross_node=everything is not None))
+        result.append(
+            Pool(
+                key[0],
+                key[1],
+                gen,
+                device_slices,
+                counter_sets=counter_sets,
+                other_slices=other,
+                cross_node=everything is not None,
+            )
+        )
     return result

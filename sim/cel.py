@@ -70,20 +70,34 @@ def _library() -> ctypes.CDLL:
             if not path.is_file():
                 raise CelLibraryError(
                     f"the sim's CEL library ({path}) is not built: run `make setup` "
-                    "(or `python -m sim.celbuild`), which needs Go and builds it once")
+                    "(or `python -m sim.celbuild`), which needs Go and builds it once"
+                )
             try:
                 lib = ctypes.CDLL(str(path))
             except OSError as exc:
-                raise CelLibraryError(f"the sim's CEL library {path} cannot be loaded ({exc}): "
-                                      "rebuild it with `python -m sim.celbuild --force`") from None
+                raise CelLibraryError(
+                    f"the sim's CEL library {path} cannot be loaded ({exc}): "
+                    "rebuild it with `python -m sim.celbuild --force`"
+                ) from None
             lib.dra_cel_compile.restype = ctypes.c_int64
-            lib.dra_cel_compile.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_int, ctypes.c_uint64,
-                                            _P(ctypes.c_void_p), _P(ctypes.c_int), _P(ctypes.c_uint64)]
+            lib.dra_cel_compile.argtypes = [
+                ctypes.c_char_p,
+                ctypes.c_int,
+                ctypes.c_int,
+                ctypes.c_uint64,
+                _P(ctypes.c_void_p),
+                _P(ctypes.c_int),
+                _P(ctypes.c_uint64),
+            ]
             lib.dra_cel_device.restype = ctypes.c_int64
             lib.dra_cel_device.argtypes = [ctypes.c_char_p, ctypes.c_int, _P(ctypes.c_void_p)]
             lib.dra_cel_match.restype = ctypes.c_int
-            lib.dra_cel_match.argtypes = [ctypes.c_int64, ctypes.c_int64, _P(ctypes.c_void_p),
-                                          _P(ctypes.c_uint64)]
+            lib.dra_cel_match.argtypes = [
+                ctypes.c_int64,
+                ctypes.c_int64,
+                _P(ctypes.c_void_p),
+                _P(ctypes.c_uint64),
+            ]
             lib.dra_cel_release.restype = None
             lib.dra_cel_release.argtypes = [ctypes.c_int64]
             lib.dra_cel_free_string.restype = None
@@ -107,8 +121,9 @@ def _compile(expression: str, flags: int) -> tuple[int, str, str, int | None]:
     err, err_type, max_cost = ctypes.c_void_p(), ctypes.c_int(), ctypes.c_uint64()
     # With its length: a NUL inside the expression is part of it, as it is for upstream.
     data = expression.encode("utf-8", "surrogatepass")
-    handle = lib.dra_cel_compile(data, len(data), flags, MAX_COST,
-                                 ctypes.byref(err), ctypes.byref(err_type), ctypes.byref(max_cost))
+    handle = lib.dra_cel_compile(
+        data, len(data), flags, MAX_COST, ctypes.byref(err), ctypes.byref(err_type), ctypes.byref(max_cost)
+    )
     text = _take_string(lib, err)
     # Without estimation upstream reports math.MaxUint64; with it, that value is a saturated estimate.
     cost = max_cost.value if flags & _ESTIMATE_COST else None
@@ -129,9 +144,7 @@ class DeviceInput:
         weakref.finalize(self, _library().dra_cel_release, handle)
 
 
-def device_variable(
-    driver: str, device: Mapping[str, Any], consumable_capacity: bool = True
-) -> DeviceInput:
+def device_variable(driver: str, device: Mapping[str, Any], consumable_capacity: bool = True) -> DeviceInput:
     """The `device` CEL variable for one ResourceSlice device (v1 layout).
 
     With DRAConsumableCapacity off the API server has dropped `allowMultipleAllocations`, so the
@@ -140,8 +153,10 @@ def device_variable(
     doc: dict[str, Any] = {
         "driver": driver,
         "attributes": dict(device.get("attributes") or {}),
-        "capacity": {name: {"value": str((cap or {}).get("value", "0"))}
-                     for name, cap in (device.get("capacity") or {}).items()},
+        "capacity": {
+            name: {"value": str((cap or {}).get("value", "0"))}
+            for name, cap in (device.get("capacity") or {}).items()
+        },
     }
     if consumable_capacity and device.get("allowMultipleAllocations") is not None:
         doc["allowMultipleAllocations"] = bool(device["allowMultipleAllocations"])

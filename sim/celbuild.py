@@ -57,17 +57,23 @@ def _go_binary() -> str:
     if not go:
         raise CelBuildError(
             f"building the sim's CEL library needs Go {want} or newer, and `go` is not on PATH: "
-            "install Go from https://go.dev/dl/ or set GO=/path/to/go")
+            "install Go from https://go.dev/dl/ or set GO=/path/to/go"
+        )
     try:
-        out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, timeout=60,
-                             check=True).stdout.strip()
+        out = subprocess.run(
+            [go, "env", "GOVERSION"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as exc:
-        raise CelBuildError(f"building the sim's CEL library needs a working Go: `{go} env GOVERSION` "
-                            f"failed ({exc}); reinstall Go {want} or newer or set GO=/path/to/go") from None
+        raise CelBuildError(
+            f"building the sim's CEL library needs a working Go: `{go} env GOVERSION` "
+            f"failed ({exc}); reinstall Go {want} or newer or set GO=/path/to/go"
+        ) from None
     m = re.match(r"go(\d+)\.(\d+)", out)
     if not m or (int(m[1]), int(m[2])) < required_go_version():
-        raise CelBuildError(f"building the sim's CEL library needs Go {want} or newer, found {out or '?'} "
-                            f"at {go}: install a newer Go from https://go.dev/dl/ or set GO=/path/to/go")
+        raise CelBuildError(
+            f"building the sim's CEL library needs Go {want} or newer, found {out or '?'} "
+            f"at {go}: install a newer Go from https://go.dev/dl/ or set GO=/path/to/go"
+        )
     return go
 
 
@@ -79,8 +85,10 @@ def build(force: bool = False) -> Path:
     go = _go_binary()
     cc = os.environ.get("CC") or "cc"
     if not shutil.which(cc.split()[0]):
-        raise CelBuildError(f"building the sim's CEL library needs a C compiler for cgo, and `{cc}` is "
-                            "not on PATH: install gcc (Debian: apt-get install gcc) or set CC")
+        raise CelBuildError(
+            f"building the sim's CEL library needs a C compiler for cgo, and `{cc}` is "
+            "not on PATH: install gcc (Debian: apt-get install gcc) or set CC"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "CGO_ENABLED": "1", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
     # A temporary name in the same folder, then a rename: concurrent builds never expose half a file.
@@ -89,10 +97,16 @@ def build(force: bool = False) -> Path:
     try:
         proc = subprocess.run(
             [go, "build", "-trimpath", "-buildmode=c-shared", "-ldflags=-s -w", "-o", tmp, "."],
-            cwd=SOURCE_DIR, env=env, capture_output=True, text=True)
+            cwd=SOURCE_DIR,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
-            raise CelBuildError("building the sim's CEL library failed (`go build` in sim/celgo): "
-                                + (proc.stderr.strip() or proc.stdout.strip()))
+            raise CelBuildError(
+                "building the sim's CEL library failed (`go build` in sim/celgo): "
+                + (proc.stderr.strip() or proc.stdout.strip())
+            )
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)

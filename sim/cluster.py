@@ -40,21 +40,46 @@ C = TypeVar("C", bound=Component)
 def node_object(name: str, config: SimConfig) -> dict[str, Any]:
     now = now_rfc3339()
     return {
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                                              "kubernetes.io/arch": "amd64"}},
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
         "spec": {},
         "status": {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                            "message": "simulated node is ready", "lastHeartbeatTime": now,
-                            "lastTransitionTime": now}],
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
-                          {"type": "Hostname", "address": name}],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "simulated node is ready",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": name},
+            ],
             "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
             "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-            "nodeInfo": {"architecture": "amd64", "bootID": "", "containerRuntimeVersion": "sim://1.0",
-                         "kernelVersion": "", "kubeProxyVersion": "", "kubeletVersion": config.git_version,
-                         "machineID": "", "operatingSystem": "linux", "osImage": "sim", "systemUUID": ""},
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": "",
+                "containerRuntimeVersion": "sim://1.0",
+                "kernelVersion": "",
+                "kubeProxyVersion": "",
+                "kubeletVersion": config.git_version,
+                "machineID": "",
+                "operatingSystem": "linux",
+                "osImage": "sim",
+                "systemUUID": "",
+            },
         },
     }
 
@@ -64,7 +89,8 @@ def kubeconfig_text(url: str, token: str, ca_pem: bytes) -> str:
     carry."""
     cluster = {"server": url, "certificate-authority-data": base64.b64encode(ca_pem).decode()}
     doc = {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [{"name": "sim", "cluster": cluster}],
         "users": [{"name": "sim", "user": {"token": token}}],
         "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": "sim", "namespace": "default"}}],
@@ -90,8 +116,13 @@ def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str, ca_pem:
 
 
 class Cluster:
-    def __init__(self, config: SimConfig | None = None, nodes: list[str] | tuple[str, ...] = (),
-                 port: int = 0, watch_history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        nodes: list[str] | tuple[str, ...] = (),
+        port: int = 0,
+        watch_history: int = DEFAULT_HISTORY,
+    ) -> None:
         self.config = config or SimConfig()
         self.store = Store(self.config, history=watch_history)
         self.server = ApiServer(self.store, port)

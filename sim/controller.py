@@ -119,8 +119,10 @@ class WatchLoop:
             while self.busy():
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"{self.name} still busy after {timeout}s "
-                                       f"(parked={self._parked}, timers={len(self._timers)})")
+                    raise TimeoutError(
+                        f"{self.name} still busy after {timeout}s "
+                        f"(parked={self._parked}, timers={len(self._timers)})"
+                    )
                 self._park_cond.wait(left)  # every park notifies, so each change is seen
 
     # -- timers --
@@ -183,8 +185,11 @@ class WatchLoop:
                 more = None
             if more == 0:
                 continue
-            deadlines = [d for d in (more, (self._timers[0][0] - time.monotonic()) if self._timers else None)
-                         if d is not None]
+            deadlines = [
+                d
+                for d in (more, (self._timers[0][0] - time.monotonic()) if self._timers else None)
+                if d is not None
+            ]
             with self._park_cond:
                 self._parked = True
                 self._park_cond.notify_all()
@@ -279,8 +284,11 @@ class ClaimController(WatchLoop):
         pod = self.cache[PODS].get(k)
         if pod is None or pod["metadata"].get("deletionTimestamp") or pod_done(pod):
             return
-        entries = [e for e in (pod.get("spec") or {}).get("resourceClaims") or []
-                   if e.get("resourceClaimTemplateName")]
+        entries = [
+            e
+            for e in (pod.get("spec") or {}).get("resourceClaims") or []
+            if e.get("resourceClaimTemplateName")
+        ]
         if not entries:
             return
         statuses = {s.get("name"): s for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []}
@@ -291,14 +299,24 @@ class ClaimController(WatchLoop):
             claim = self._existing_claim(pod, entry["name"]) or self._create_claim(pod, entry)
             if claim is None:
                 continue
-            new_statuses[entry["name"]] = {"name": entry["name"],
-                                           "resourceClaimName": claim["metadata"]["name"]}
+            new_statuses[entry["name"]] = {
+                "name": entry["name"],
+                "resourceClaimName": claim["metadata"]["name"],
+            }
         if new_statuses != statuses:
             order = [e["name"] for e in (pod.get("spec") or {}).get("resourceClaims") or []]
             ordered = [new_statuses[n] for n in order if n in new_statuses]
-            self.store.patch(PODS, k[1], {"metadata": {"resourceVersion": pod["metadata"]["resourceVersion"]},
-                                          "status": {"resourceClaimStatuses": ordered}},
-                             "application/merge-patch+json", k[0], subresource="status")
+            self.store.patch(
+                PODS,
+                k[1],
+                {
+                    "metadata": {"resourceVersion": pod["metadata"]["resourceVersion"]},
+                    "status": {"resourceClaimStatuses": ordered},
+                },
+                "application/merge-patch+json",
+                k[0],
+                subresource="status",
+            )
 
     def _existing_claim(self, pod: dict[str, Any], entry: str) -> dict[str, Any] | None:
         for ck in self._claims_by_pod_uid.get(pod["metadata"]["uid"], ()):
@@ -311,26 +329,39 @@ class ClaimController(WatchLoop):
         ns, pod_name = key_of(pod)
         template = self.cache[TEMPLATES].get((ns, entry["resourceClaimTemplateName"]))
         if template is None:
-            record_event(self.store, pod, "Warning", "FailedResourceClaimCreation",
-                         f"PodResourceClaim {entry['name']}: resource claim template "
-                         f"\"{entry['resourceClaimTemplateName']}\": resourceclaimtemplate.resource.k8s.io "
-                         f"\"{entry['resourceClaimTemplateName']}\" not found",
-                         component="resource_claim")
+            record_event(
+                self.store,
+                pod,
+                "Warning",
+                "FailedResourceClaimCreation",
+                f"PodResourceClaim {entry['name']}: resource claim template "
+                f'"{entry["resourceClaimTemplateName"]}": resourceclaimtemplate.resource.k8s.io '
+                f'"{entry["resourceClaimTemplateName"]}" not found',
+                component="resource_claim",
+            )
             return None  # retried when the template appears
         tmeta = (template.get("spec") or {}).get("metadata") or {}
         annotations = dict(tmeta.get("annotations") or {})
         annotations[POD_CLAIM_ANNOTATION] = entry["name"]
         claim = {
-            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "apiVersion": "resource.k8s.io/v1",
+            "kind": "ResourceClaim",
             "metadata": {
                 # upstream truncates both parts so the generated name stays a valid label
                 "generateName": f"{pod_name[:28]}-{entry['name'][:28]}-",
                 "namespace": ns,
                 "labels": dict(tmeta.get("labels") or {}),
                 "annotations": annotations,
-                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod_name,
-                                     "uid": pod["metadata"]["uid"], "controller": True,
-                                     "blockOwnerDeletion": True}],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "name": pod_name,
+                        "uid": pod["metadata"]["uid"],
+                        "controller": True,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
             },
             "spec": (template.get("spec") or {}).get("spec") or {},
         }
@@ -357,8 +388,9 @@ class ClaimController(WatchLoop):
         reserved = status.get("reservedFor") or []
         valid = [r for r in reserved if not self._consumer_gone(k[0], r)]
         finalizers = claim["metadata"].get("finalizers") or []
-        if len(valid) < len(reserved) or (not valid and claim["metadata"].get("deletionTimestamp")
-                                          and DELETE_PROTECTION in finalizers):
+        if len(valid) < len(reserved) or (
+            not valid and claim["metadata"].get("deletionTimestamp") and DELETE_PROTECTION in finalizers
+        ):
             new_status = dict(status)
             new_status["reservedFor"] = valid
             if not valid:
@@ -386,13 +418,20 @@ class ClaimController(WatchLoop):
 
 
 # Per store: (object uid, reason, message, component) -> Event name, for counting repeats.
-_event_names: weakref.WeakKeyDictionary[Store, dict[tuple[str, str, str, str], str]] = \
+_event_names: weakref.WeakKeyDictionary[Store, dict[tuple[str, str, str, str], str]] = (
     weakref.WeakKeyDictionary()
+)
 _event_lock = threading.Lock()
 
 
-def record_event(store: Store, obj: dict[str, Any], type_: str, reason: str, message: str,
-                 component: str = "default-scheduler") -> None:
+def record_event(
+    store: Store,
+    obj: dict[str, Any],
+    type_: str,
+    reason: str,
+    message: str,
+    component: str = "default-scheduler",
+) -> None:
     """Record an event; a repeat of the same (object, reason, message) bumps `count` instead of
     creating a new Event, as client-go's event correlator does."""
     md = obj["metadata"]
@@ -405,20 +444,37 @@ def record_event(store: Store, obj: dict[str, Any], type_: str, reason: str, mes
     if name is not None:
         try:
             ev = store.get_raw(EVENTS, name, ns)
-            store.patch(EVENTS, name, {"count": int(ev.get("count") or 1) + 1, "lastTimestamp": now},
-                        "application/merge-patch+json", ns)
+            store.patch(
+                EVENTS,
+                name,
+                {"count": int(ev.get("count") or 1) + 1, "lastTimestamp": now},
+                "application/merge-patch+json",
+                ns,
+            )
             return
         except ApiError:
             pass  # expired or deleted: create a fresh one
     body = {
-        "apiVersion": "v1", "kind": "Event",
+        "apiVersion": "v1",
+        "kind": "Event",
         "metadata": {"name": f"{md['name']}.{time.time_ns():x}", "namespace": ns},
-        "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "Pod"),
-                           "name": md["name"], "namespace": ns, "uid": md.get("uid", ""),
-                           "resourceVersion": md.get("resourceVersion", "")},
-        "reason": reason, "message": message, "type": type_,
-        "source": {"component": component}, "reportingComponent": component, "reportingInstance": component,
-        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", "v1"),
+            "kind": obj.get("kind", "Pod"),
+            "name": md["name"],
+            "namespace": ns,
+            "uid": md.get("uid", ""),
+            "resourceVersion": md.get("resourceVersion", ""),
+        },
+        "reason": reason,
+        "message": message,
+        "type": type_,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
     }
     created = store.create(EVENTS, body, ns)
     with _event_lock:

@@ -59,7 +59,7 @@ class Quantity:
         if isinstance(text, Quantity):
             return text
         if isinstance(text, bool) or not isinstance(text, str | int | float | Decimal):
-            raise QuantityError(_where(field) + f"{text!r} is not a quantity (want a string such as \"6Gi\")")
+            raise QuantityError(_where(field) + f'{text!r} is not a quantity (want a string such as "6Gi")')
         raw = str(text)
         try:
             value = _k8s_parse_quantity(raw)
@@ -320,7 +320,7 @@ def capacity_key(name: str, driver: str) -> str:
     Unqualified names belong to the driver's domain, so `<driver>/memory` and `memory` are the same.
     """
     prefix = driver + "/"
-    return name[len(prefix):] if name.startswith(prefix) else name
+    return name[len(prefix) :] if name.startswith(prefix) else name
 
 
 def to_json(consumed: Mapping[str, Quantity]) -> dict[str, str]:

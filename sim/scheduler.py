@@ -55,8 +55,9 @@ class _Wait(Exception):
     """PreEnqueue: the pod cannot be tried yet (claim not created); it waits without a status."""
 
 
-def fit_error(num_nodes: int, reasons: dict[str, int] | None, prefilter: str = "",
-              has_claims: bool = True) -> str:
+def fit_error(
+    num_nodes: int, reasons: dict[str, int] | None, prefilter: str = "", has_claims: bool = True
+) -> str:
     """kube-scheduler's FitError text (allocator-rules.md section 14) plus the PostFilter text."""
     msg = f"0/{num_nodes} nodes are available:"
     if prefilter:
@@ -64,8 +65,10 @@ def fit_error(num_nodes: int, reasons: dict[str, int] | None, prefilter: str = "
     elif reasons:
         msg += " " + ", ".join(sorted(f"{n} {r}" for r, n in reasons.items())) + "."
     dra = "still not schedulable" if has_claims else "no new claims to deallocate"
-    preemption = f"preemption: 0/{num_nodes} nodes are available: {num_nodes} Preemption is not helpful " \
-                 "for scheduling."
+    preemption = (
+        f"preemption: 0/{num_nodes} nodes are available: {num_nodes} Preemption is not helpful "
+        "for scheduling."
+    )
     return f"{msg} {dra}, {preemption}"
 
 
@@ -87,13 +90,18 @@ def node_filter_reason(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
     spec = node.get("spec") or {}
     tolerations = (pod.get("spec") or {}).get("tolerations") or []
     if spec.get("unschedulable") and not _tolerates(
-            tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}):
+        tolerations, {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}
+    ):
         return REASON_UNSCHEDULABLE_NODE
     taints = list(spec.get("taints") or [])
-    ready = next((c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"),
-                 None)
-    if ready is not None and ready.get("status") != "True" and not any(
-            t.get("key") == "node.kubernetes.io/not-ready" for t in taints):
+    ready = next(
+        (c for c in (node.get("status") or {}).get("conditions") or [] if c.get("type") == "Ready"), None
+    )
+    if (
+        ready is not None
+        and ready.get("status") != "True"
+        and not any(t.get("key") == "node.kubernetes.io/not-ready" for t in taints)
+    ):
         # What the node lifecycle controller would add for a NotReady node.
         taints.append({"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"})
     for taint in taints:
@@ -104,8 +112,9 @@ def node_filter_reason(pod: dict[str, Any], node: dict[str, Any]) -> str | None:
     for k, v in (pod_spec.get("nodeSelector") or {}).items():
         if labels.get(k) != v:
             return REASON_AFFINITY
-    required = (((pod_spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution"))
+    required = ((pod_spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
     if required is not None and not node_selector_matches(required, node):
         return REASON_AFFINITY
     return None
@@ -170,10 +179,13 @@ class Scheduler(WatchLoop):
 
     def _wants(self, pod: dict[str, Any]) -> bool:
         spec = pod.get("spec") or {}
-        return (not spec.get("nodeName") and not pod["metadata"].get("deletionTimestamp")
-                and (spec.get("schedulerName") or SCHEDULER_NAME) == SCHEDULER_NAME
-                and not spec.get("schedulingGates")
-                and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"))
+        return (
+            not spec.get("nodeName")
+            and not pod["metadata"].get("deletionTimestamp")
+            and (spec.get("schedulerName") or SCHEDULER_NAME) == SCHEDULER_NAME
+            and not spec.get("schedulingGates")
+            and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+        )
 
     def on_timer(self, item: Any) -> None:
         kind, k = item
@@ -193,8 +205,12 @@ class Scheduler(WatchLoop):
         elif resource == SLICES:
             self._on_slice(kind, k, obj, old)
         elif resource in (CLASSES, NAMESPACES):
-            if kind == "DELETED" or old is None or old.get("spec") != obj.get("spec") or \
-                    old["metadata"].get("labels") != obj["metadata"].get("labels"):
+            if (
+                kind == "DELETED"
+                or old is None
+                or old.get("spec") != obj.get("spec")
+                or old["metadata"].get("labels") != obj["metadata"].get("labels")
+            ):
                 self._wake_all()
         elif resource == NODES:
             self._pools_cache.pop(k[1], None)
@@ -212,10 +228,13 @@ class Scheduler(WatchLoop):
                 if (pod.get("spec") or {}).get("nodeName"):
                     self._wake_all()  # an assigned pod went away (upstream AssignedPodDelete)
             return
-        if old is not None and old.get("spec") == pod.get("spec") and \
-                (old.get("status") or {}).get("resourceClaimStatuses") == \
-                (pod.get("status") or {}).get("resourceClaimStatuses") and \
-                old["metadata"].get("labels") == pod["metadata"].get("labels"):
+        if (
+            old is not None
+            and old.get("spec") == pod.get("spec")
+            and (old.get("status") or {}).get("resourceClaimStatuses")
+            == (pod.get("status") or {}).get("resourceClaimStatuses")
+            and old["metadata"].get("labels") == pod["metadata"].get("labels")
+        ):
             return  # our own condition updates must not requeue the pod
         self._enqueue(k)
 
@@ -260,12 +279,15 @@ class Scheduler(WatchLoop):
         name = node["metadata"]["name"]
         hit = self._pools_cache.get(name)
         if hit is None:
-            slices = [self.cache[SLICES][sk] for sk in
-                      sorted(self._node_slices.get(name, set()) | self._global_slices)
-                      if sk in self.cache[SLICES]]
+            slices = [
+                self.cache[SLICES][sk]
+                for sk in sorted(self._node_slices.get(name, set()) | self._global_slices)
+                if sk in self.cache[SLICES]
+            ]
             # Every slice of the cluster, for a pool that looks incomplete from this node.
-            pools = gather_pools(slices, node, self.features.partitionable_devices,
-                                 all_slices=self.cache[SLICES].values())
+            pools = gather_pools(
+                slices, node, self.features.partitionable_devices, all_slices=self.cache[SLICES].values()
+            )
             hit = self._pools_cache[name] = (pools, pool_devices(pools, node))
         return hit
 
@@ -292,8 +314,10 @@ class Scheduler(WatchLoop):
 
     def _pod_claims(self, pod: dict[str, Any]) -> list[dict[str, Any]]:
         ns = pod["metadata"].get("namespace") or ""
-        statuses = {s.get("name"): s.get("resourceClaimName")
-                    for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []}
+        statuses = {
+            s.get("name"): s.get("resourceClaimName")
+            for s in (pod.get("status") or {}).get("resourceClaimStatuses") or []
+        }
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         for entry in (pod.get("spec") or {}).get("resourceClaims") or []:
@@ -313,11 +337,16 @@ class Scheduler(WatchLoop):
                 self._waiting_for_claim.setdefault((ns, name), set()).add(key_of(pod))
                 raise _Wait(f'resourceclaim "{name}" is being deleted')
             if entry.get("resourceClaimTemplateName"):
-                owners = [r.get("uid") for r in claim["metadata"].get("ownerReferences") or []
-                          if r.get("controller")]
+                owners = [
+                    r.get("uid")
+                    for r in claim["metadata"].get("ownerReferences") or []
+                    if r.get("controller")
+                ]
                 if pod["metadata"].get("uid") not in owners:
-                    raise _PreFilterFailure(f"ResourceClaim {name} was not created for pod "
-                                            f"{ns}/{pod['metadata']['name']} (pod is not owner)")
+                    raise _PreFilterFailure(
+                        f"ResourceClaim {name} was not created for pod "
+                        f"{ns}/{pod['metadata']['name']} (pod is not owner)"
+                    )
             out.append(claim)
         return out
 
@@ -332,14 +361,20 @@ class Scheduler(WatchLoop):
                     raise _PreFilterFailure("resourceclaim in use")
                 continue
             ref = claim_ref(claim)
-            ns_labels = ((self.cache[NAMESPACES].get(("", claim["metadata"].get("namespace", ""))) or {})
-                         .get("metadata") or {}).get("labels") or {}
+            ns_labels = (
+                (self.cache[NAMESPACES].get(("", claim["metadata"].get("namespace", ""))) or {}).get(
+                    "metadata"
+                )
+                or {}
+            ).get("labels") or {}
             for request in ((claim.get("spec") or {}).get("devices") or {}).get("requests") or []:
                 name = request.get("name", "")
                 if request.get("firstAvailable"):
                     if not self.features.prioritized_list:
-                        raise _PreFilterFailure(f"resource claim {ref}, request {name}: has subrequests, but "
-                                                "the DRAPrioritizedList feature is disabled")
+                        raise _PreFilterFailure(
+                            f"resource claim {ref}, request {name}: has subrequests, but "
+                            "the DRAPrioritizedList feature is disabled"
+                        )
                     specs = [(f"{name}/{s.get('name')}", s) for s in request["firstAvailable"]]
                 else:
                     specs = [(name, request.get("exactly") or {})]
@@ -350,7 +385,8 @@ class Scheduler(WatchLoop):
                     if spec.get("adminAccess") and ns_labels.get(ADMIN_LABEL) != "true":
                         raise _PreFilterFailure(
                             f"claim {ref}, request {label}: admin access to devices requires the "
-                            f"`{ADMIN_LABEL}: true` label on the containing namespace")
+                            f"`{ADMIN_LABEL}: true` label on the containing namespace"
+                        )
 
     def schedule_one(self, k: Key) -> None:
         pod = self.cache[PODS].get(k)
@@ -391,12 +427,22 @@ class Scheduler(WatchLoop):
             if reason is None and pending:
                 pools, devices = self._pools_for(node)
                 try:
-                    outcome = allocate(pending, node, [], classes, self.state, self.features,
-                                       self.selector_cache, pools=pools, devices=devices)
+                    outcome = allocate(
+                        pending,
+                        node,
+                        [],
+                        classes,
+                        self.state,
+                        self.features,
+                        self.selector_cache,
+                        pools=pools,
+                        devices=devices,
+                    )
                 except AllocatorError as exc:
                     # A fatal allocator error aborts the attempt (Filter returns an Error status).
-                    self._fail(pod, f'running "DynamicResources" filter plugin: {exc}',
-                               reason="SchedulerError")
+                    self._fail(
+                        pod, f'running "DynamicResources" filter plugin: {exc}', reason="SchedulerError"
+                    )
                     return
                 if outcome.allocations is None:
                     reason = outcome.reason
@@ -406,14 +452,23 @@ class Scheduler(WatchLoop):
                 reasons[reason] = reasons.get(reason, 0) + 1
                 continue
             self._next_node = (start + i + 1) % n
-            self._commit(pod, node, claims, dict(zip((c["metadata"]["uid"] for c in pending), allocations,
-                                                     strict=True)))
+            self._commit(
+                pod,
+                node,
+                claims,
+                dict(zip((c["metadata"]["uid"] for c in pending), allocations, strict=True)),
+            )
             return
         self._fail(pod, fit_error(n, reasons, has_claims=bool(claims)))
 
     # ---- outcomes ----
-    def _commit(self, pod: dict[str, Any], node: dict[str, Any], claims: list[dict[str, Any]],
-                allocations: dict[str, dict[str, Any]]) -> None:
+    def _commit(
+        self,
+        pod: dict[str, Any],
+        node: dict[str, Any],
+        claims: list[dict[str, Any]],
+        allocations: dict[str, dict[str, Any]],
+    ) -> None:
         node_name = node["metadata"]["name"]
         md = pod["metadata"]
         consumer = {"resource": "pods", "name": md["name"], "uid": md["uid"]}
@@ -430,8 +485,16 @@ class Scheduler(WatchLoop):
                 current = claim
                 finalizers = current["metadata"].get("finalizers") or []
                 if allocation is not None and DELETE_PROTECTION not in finalizers:
-                    current = self.store.update(CLAIMS, {**current, "metadata": {
-                        **current["metadata"], "finalizers": [*finalizers, DELETE_PROTECTION]}})
+                    current = self.store.update(
+                        CLAIMS,
+                        {
+                            **current,
+                            "metadata": {
+                                **current["metadata"],
+                                "finalizers": [*finalizers, DELETE_PROTECTION],
+                            },
+                        },
+                    )
                 new_status = dict(current.get("status") or {})
                 if allocation is not None:
                     new_status["allocation"] = allocation
@@ -441,18 +504,28 @@ class Scheduler(WatchLoop):
             self.store.bind(md["name"], md.get("namespace") or "", node_name)
         except ApiError as exc:
             self._unreserve(md, written, allocations)
-            log.info("scheduler: binding %s/%s to %s failed: %s", md.get("namespace"), md["name"],
-                     node_name, exc)
+            log.info(
+                "scheduler: binding %s/%s to %s failed: %s", md.get("namespace"), md["name"], node_name, exc
+            )
             self._backoff(pod, retry=True)
             return
         self.scheduled += 1
         self._attempts.pop(md["uid"], None)
         self._not_before.pop(md["uid"], None)
-        record_event(self.store, pod, "Normal", "Scheduled",
-                     f"Successfully assigned {md.get('namespace')}/{md['name']} to {node_name}")
+        record_event(
+            self.store,
+            pod,
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {md.get('namespace')}/{md['name']} to {node_name}",
+        )
 
-    def _unreserve(self, md: dict[str, Any], written: list[tuple[dict[str, Any], bool]],
-                   allocations: dict[str, dict[str, Any]]) -> None:
+    def _unreserve(
+        self,
+        md: dict[str, Any],
+        written: list[tuple[dict[str, Any], bool]],
+        allocations: dict[str, dict[str, Any]],
+    ) -> None:
         """Undo what this attempt wrote, so nothing half-applied is left."""
         for uid in allocations:
             cached = next((c for c in self.cache[CLAIMS].values() if c["metadata"].get("uid") == uid), None)
@@ -462,8 +535,9 @@ class Scheduler(WatchLoop):
                 try:
                     fresh = self.store.get(CLAIMS, claim["metadata"]["name"], claim["metadata"]["namespace"])
                     status = fresh.get("status") or {}
-                    status["reservedFor"] = [r for r in status.get("reservedFor") or []
-                                             if r.get("uid") != md["uid"]]
+                    status["reservedFor"] = [
+                        r for r in status.get("reservedFor") or [] if r.get("uid") != md["uid"]
+                    ]
                     if not status["reservedFor"]:
                         del status["reservedFor"]
                         if allocated_here:
@@ -496,20 +570,36 @@ class Scheduler(WatchLoop):
         record_event(self.store, pod, "Warning", "FailedScheduling", message)
         conditions = list((pod.get("status") or {}).get("conditions") or [])
         current = next((c for c in conditions if c.get("type") == "PodScheduled"), None)
-        if current and current.get("status") == "False" and current.get("reason") == reason and \
-                current.get("message") == message:
+        if (
+            current
+            and current.get("status") == "False"
+            and current.get("reason") == reason
+            and current.get("message") == message
+        ):
             return
-        cond = {"type": "PodScheduled", "status": "False", "reason": reason, "message": message,
-                "lastProbeTime": None,
-                "lastTransitionTime": current.get("lastTransitionTime") if current and
-                current.get("status") == "False" else now_rfc3339()}
+        cond = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": reason,
+            "message": message,
+            "lastProbeTime": None,
+            "lastTransitionTime": current.get("lastTransitionTime")
+            if current and current.get("status") == "False"
+            else now_rfc3339(),
+        }
         conditions = [c for c in conditions if c.get("type") != "PodScheduled"] + [cond]
         try:
-            self.store.patch(PODS, pod["metadata"]["name"],
-                             {"metadata": {"resourceVersion": pod["metadata"]["resourceVersion"]},
-                              "status": {"conditions": conditions}},
-                             "application/merge-patch+json", pod["metadata"].get("namespace"),
-                             subresource="status")
+            self.store.patch(
+                PODS,
+                pod["metadata"]["name"],
+                {
+                    "metadata": {"resourceVersion": pod["metadata"]["resourceVersion"]},
+                    "status": {"conditions": conditions},
+                },
+                "application/merge-patch+json",
+                pod["metadata"].get("namespace"),
+                subresource="status",
+            )
         except ApiError as exc:
             if exc.code not in (404, 409):
                 raise

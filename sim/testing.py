@@ -120,8 +120,13 @@ def running_sim(
             cluster.start()
             try:
                 cluster.write_kubeconfig(kubeconfig)
-                yield SimHandle(kubeconfig=kubeconfig, url=cluster.url, token=cluster.token,
-                                ca_pem=cluster.server.ca_pem, cluster=cluster)
+                yield SimHandle(
+                    kubeconfig=kubeconfig,
+                    url=cluster.url,
+                    token=cluster.token,
+                    ca_pem=cluster.server.ca_pem,
+                    cluster=cluster,
+                )
             finally:
                 cluster.stop()
             return
@@ -179,8 +184,9 @@ def _run_subprocess(
                 f"python -m sim exited with {proc.wait()} before serving:\n" + "\n".join(lines)
             )
         token, ca_pem = kubeconfig_credentials(kubeconfig)
-        yield SimHandle(kubeconfig=kubeconfig, url=url_box.get(), token=token, ca_pem=ca_pem, process=proc,
-                        output=lines)
+        yield SimHandle(
+            kubeconfig=kubeconfig, url=url_box.get(), token=token, ca_pem=ca_pem, process=proc, output=lines
+        )
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

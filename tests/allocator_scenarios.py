@@ -23,8 +23,12 @@ from sim.quantity import Quantity
 DRIVER = "gpu.example.com"
 NODE = {"metadata": {"name": "node-1", "labels": {"rack": "r1"}}}
 CLASSES = {
-    name: {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": name},
-           "spec": {"selectors": [{"cel": {"expression": expr}}]}}
+    name: {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": name},
+        "spec": {"selectors": [{"cel": {"expression": expr}}]},
+    }
     for name, expr in {
         "any": f'device.driver == "{DRIVER}"',
         "shared": "device.allowMultipleAllocations == true",
@@ -47,8 +51,10 @@ class Scenario:
 
 
 def _device(rng: random.Random, name: str, counter_sets: list[str]) -> dict[str, Any]:
-    d: dict[str, Any] = {"name": name, "attributes": {
-        "model": {"string": rng.choice("ab")}, "numa": {"int": rng.randint(0, 1)}}}
+    d: dict[str, Any] = {
+        "name": name,
+        "attributes": {"model": {"string": rng.choice("ab")}, "numa": {"int": rng.randint(0, 1)}},
+    }
     multi = rng.random() < 0.6
     if multi:
         d["allowMultipleAllocations"] = True
@@ -59,7 +65,9 @@ def _device(rng: random.Random, name: str, counter_sets: list[str]) -> dict[str,
         if multi and rng.random() < 0.4:
             if rng.random() < 0.5:
                 caps["memory"]["requestPolicy"] = {
-                    "default": "1Gi", "validRange": {"min": "1Gi", "step": "1Gi", "max": value}}
+                    "default": "1Gi",
+                    "validRange": {"min": "1Gi", "step": "1Gi", "max": value},
+                }
             else:
                 caps["memory"]["requestPolicy"] = {"default": "1Gi", "validValues": ["1Gi", "2Gi", "4Gi"]}
     if rng.random() < 0.25:
@@ -67,8 +75,12 @@ def _device(rng: random.Random, name: str, counter_sets: list[str]) -> dict[str,
     if caps:
         d["capacity"] = caps
     if counter_sets and rng.random() < 0.5:
-        d["consumesCounters"] = [{"counterSet": rng.choice(counter_sets),
-                                  "counters": {"mem": {"value": rng.choice(["2Gi", "4Gi"])}}}]
+        d["consumesCounters"] = [
+            {
+                "counterSet": rng.choice(counter_sets),
+                "counters": {"mem": {"value": rng.choice(["2Gi", "4Gi"])}},
+            }
+        ]
     return d
 
 
@@ -79,26 +91,48 @@ def _slices(rng: random.Random) -> list[dict[str, Any]]:
         counter_sets = [f"cs-{i}" for i in range(rng.choice([0, 0, 1, 2]))]
         devices = [_device(rng, f"gpu-{p}-{i}", counter_sets) for i in range(rng.randint(2, 6))]
         if rng.random() < 0.04:  # a device consuming a counter set the pool lacks: an invalid pool
-            devices[-1]["consumesCounters"] = [{"counterSet": "cs-missing",
-                                                "counters": {"mem": {"value": "1Gi"}}}]
+            devices[-1]["consumesCounters"] = [
+                {"counterSet": "cs-missing", "counters": {"mem": {"value": "1Gi"}}}
+            ]
         split = rng.random() < 0.3 and len(devices) > 1
-        groups = [devices[: len(devices) // 2], devices[len(devices) // 2:]] if split else [devices]
+        groups = [devices[: len(devices) // 2], devices[len(devices) // 2 :]] if split else [devices]
         # Now and then a slice is still missing: an incomplete pool.
         count = len(groups) + (1 if counter_sets else 0) + (1 if rng.random() < 0.04 else 0)
         for i, group in enumerate(groups):
-            out.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-                        "metadata": {"name": f"{pool}-dev-{i}", "uid": f"{pool}-dev-{i}",
-                                     "resourceVersion": "1"},
-                        "spec": {"driver": DRIVER, "nodeName": "node-1", "devices": group,
-                                 "pool": {"name": pool, "generation": 1, "resourceSliceCount": count}}})
+            out.append(
+                {
+                    "apiVersion": "resource.k8s.io/v1",
+                    "kind": "ResourceSlice",
+                    "metadata": {"name": f"{pool}-dev-{i}", "uid": f"{pool}-dev-{i}", "resourceVersion": "1"},
+                    "spec": {
+                        "driver": DRIVER,
+                        "nodeName": "node-1",
+                        "devices": group,
+                        "pool": {"name": pool, "generation": 1, "resourceSliceCount": count},
+                    },
+                }
+            )
         if counter_sets:
-            out.append({"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-                        "metadata": {"name": f"{pool}-counters", "uid": f"{pool}-counters",
-                                     "resourceVersion": "1"},
-                        "spec": {"driver": DRIVER, "nodeName": "node-1",
-                                 "pool": {"name": pool, "generation": 1, "resourceSliceCount": count},
-                                 "sharedCounters": [{"name": cs, "counters": {"mem": {"value": rng.choice(
-                                     ["4Gi", "6Gi", "8Gi"])}}} for cs in counter_sets]}})
+            out.append(
+                {
+                    "apiVersion": "resource.k8s.io/v1",
+                    "kind": "ResourceSlice",
+                    "metadata": {
+                        "name": f"{pool}-counters",
+                        "uid": f"{pool}-counters",
+                        "resourceVersion": "1",
+                    },
+                    "spec": {
+                        "driver": DRIVER,
+                        "nodeName": "node-1",
+                        "pool": {"name": pool, "generation": 1, "resourceSliceCount": count},
+                        "sharedCounters": [
+                            {"name": cs, "counters": {"mem": {"value": rng.choice(["4Gi", "6Gi", "8Gi"])}}}
+                            for cs in counter_sets
+                        ],
+                    },
+                }
+            )
     return out
 
 
@@ -121,8 +155,12 @@ def _claim(rng: random.Random, name: str) -> dict[str, Any]:
     requests = []
     for r in range(rng.choice([1, 1, 1, 2, 3])):
         if rng.random() < 0.2:
-            requests.append({"name": f"r{r}", "firstAvailable": [
-                {"name": f"s{i}", **_exactly(rng)} for i in range(rng.choice([2, 3]))]})
+            requests.append(
+                {
+                    "name": f"r{r}",
+                    "firstAvailable": [{"name": f"s{i}", **_exactly(rng)} for i in range(rng.choice([2, 3]))],
+                }
+            )
         else:
             spec = _exactly(rng)
             if rng.random() < 0.08:
@@ -135,9 +173,12 @@ def _claim(rng: random.Random, name: str) -> dict[str, Any]:
         if rng.random() < 0.5:
             constraint["requests"] = [r["name"] for r in rng.sample(requests, 2)]
         devices["constraints"] = [constraint]
-    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-            "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
-            "spec": {"devices": devices}}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}"},
+        "spec": {"devices": devices},
+    }
 
 
 def uuids(seed: int):
@@ -167,8 +208,15 @@ def generate(seed: int) -> Scenario:
 
 def run(scenario: Scenario) -> Outcome | AllocatorError:
     try:
-        return allocate(scenario.claims, NODE, scenario.slices, CLASSES, scenario.state, scenario.features,
-                        new_uuid=uuids(scenario.seed + 1_000_000_000))
+        return allocate(
+            scenario.claims,
+            NODE,
+            scenario.slices,
+            CLASSES,
+            scenario.state,
+            scenario.features,
+            new_uuid=uuids(scenario.seed + 1_000_000_000),
+        )
     except AllocatorError as exc:
         return exc
 
@@ -182,8 +230,14 @@ def _devices(scenario: Scenario) -> dict[tuple[str, str, str], tuple[dict[str, A
 
 
 def _snapshot(state: AllocatedState) -> tuple:
-    return (dict(state._dedicated), {k: dict(v) for k, v in state._consumed.items()}, dict(state._shares),
-            set(state._shared_ids), dict(state._with_consumed), state.claims())
+    return (
+        dict(state._dedicated),
+        {k: dict(v) for k, v in state._consumed.items()},
+        dict(state._shares),
+        set(state._shared_ids),
+        dict(state._with_consumed),
+        state.claims(),
+    )
 
 
 def check(scenario: Scenario, outcome: Outcome | AllocatorError) -> list[str]:
@@ -193,8 +247,11 @@ def check(scenario: Scenario, outcome: Outcome | AllocatorError) -> list[str]:
     problems: list[str] = []
     devices = _devices(scenario)
     state = scenario.state
-    new = [(c, r) for c, a in zip(scenario.claims, outcome.allocations, strict=True)
-           for r in a["devices"]["results"]]
+    new = [
+        (c, r)
+        for c, a in zip(scenario.claims, outcome.allocations, strict=True)
+        for r in a["devices"]["results"]
+    ]
     # Capacity: committed + everything picked now (admin results too, while in flight) <= value.
     used: dict[tuple, dict[str, Decimal]] = {}
     for dev, totals in state._consumed.items():
@@ -270,20 +327,31 @@ def check(scenario: Scenario, outcome: Outcome | AllocatorError) -> list[str]:
             values = [devices[device_id(r)][0]["attributes"][attr] for r in scoped]
             if constraint.get("matchAttribute") and any(v != values[0] for v in values):
                 problems.append(f"matchAttribute {attr} broken: {values}")
-            one_each = all(len([r for r in scoped if r["request"].split("/")[0] == name]) <= 1
-                           for name in {r["request"].split("/")[0] for r in scoped})
-            if constraint.get("distinctAttribute") and one_each and \
-                    len({str(v) for v in values}) != len(values):
+            one_each = all(
+                len([r for r in scoped if r["request"].split("/")[0] == name]) <= 1
+                for name in {r["request"].split("/")[0] for r in scoped}
+            )
+            if (
+                constraint.get("distinctAttribute")
+                and one_each
+                and len({str(v) for v in values}) != len(values)
+            ):
                 problems.append(f"distinctAttribute {attr} broken: {values}")
     # Shared counters: every device in use pays once; nothing goes over.
     in_use = {dev for dev in devices if state.is_allocated(dev)} | {device_id(r) for _, r in new}
     for s in scenario.slices:
         for cs in s["spec"].get("sharedCounters") or []:
             pool = s["spec"]["pool"]["name"]
-            total = sum((Quantity.parse(use["counters"]["mem"]["value"]).value
-                         for dev in in_use if dev[1] == pool
-                         for use in devices[dev][0].get("consumesCounters") or []
-                         if use["counterSet"] == cs["name"]), Decimal(0))
+            total = sum(
+                (
+                    Quantity.parse(use["counters"]["mem"]["value"]).value
+                    for dev in in_use
+                    if dev[1] == pool
+                    for use in devices[dev][0].get("consumesCounters") or []
+                    if use["counterSet"] == cs["name"]
+                ),
+                Decimal(0),
+            )
             if total > Quantity.parse(cs["counters"]["mem"]["value"]).value:
                 problems.append(f"counter set {pool}/{cs['name']} over: {total}")
     # Release is exact: committing and then dropping the new allocations restores the state.

@@ -41,7 +41,7 @@ POLL_S = 0.05
 FIRST = "test_released_capacity_lets_a_larger_claim_start"
 SECOND = "test_sharers_from_two_namespaces_pack_one_gpu"
 POINTS = ("starting", "preflight", "scenario", "teardown")
-SIGNALS = ("SIGINT", "SIGINTx2", "SIGTERM", "SIGKILL")   # SIGINTx2: a second Ctrl-C while cleaning up
+SIGNALS = ("SIGINT", "SIGINTx2", "SIGTERM", "SIGKILL")  # SIGINTx2: a second Ctrl-C while cleaning up
 TARGETS = ("pytest", "sim")
 
 
@@ -117,12 +117,25 @@ def run_cell(point: str, sig_name: str, target: str) -> dict[str, object]:
     run_tmp.mkdir()
     env = {**os.environ, "TMPDIR": str(run_tmp)}
     selection = FIRST if point != "teardown" else f"{FIRST} or {SECOND}"
-    cmd = [sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p", "no:cacheprovider",
-           "--cluster=sim", "--nodes=node-1", f"--report-dir={report_dir}", "-k", selection]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "conformance/scenarios",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--cluster=sim",
+        "--nodes=node-1",
+        f"--report-dir={report_dir}",
+        "-k",
+        selection,
+    ]
     t0 = time.monotonic()
     log = open(tmp / "pytest.log", "wb")  # noqa: SIM115  (closed at the end of the cell)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     result: dict[str, object] = {"point": point, "signal": sig_name, "target": target}
     seen_pod = False
     reached = False
@@ -198,8 +211,11 @@ def run_cell(point: str, sig_name: str, target: str) -> dict[str, object]:
 def main(argv: list[str]) -> int:
     point, sig_name, target = argv
     if point not in POINTS or sig_name not in SIGNALS or target not in TARGETS:
-        print(f"usage: interrupt_harness.py {{{'|'.join(POINTS)}}} {{{'|'.join(SIGNALS)}}} "
-              f"{{{'|'.join(TARGETS)}}}", file=sys.stderr)
+        print(
+            f"usage: interrupt_harness.py {{{'|'.join(POINTS)}}} {{{'|'.join(SIGNALS)}}} "
+            f"{{{'|'.join(TARGETS)}}}",
+            file=sys.stderr,
+        )
         return 2
     print(json.dumps(run_cell(point, sig_name, target)))
     return 0

@@ -23,13 +23,18 @@ class PodWatch:
         """Extra context appended when a wait gives up."""
         return ""
 
-    def wait_pod(self, name: str, predicate: Callable[[dict], bool], timeout: float | None = None,
-                 what: str = "") -> dict:
+    def wait_pod(
+        self, name: str, predicate: Callable[[dict], bool], timeout: float | None = None, what: str = ""
+    ) -> dict:
         timeout = timeout or self.default_timeout
         last = None
         w = watch.Watch()
-        for ev in w.stream(self.core.list_namespaced_pod, self.namespace,
-                           field_selector=f"metadata.name={name}", timeout_seconds=int(timeout)):
+        for ev in w.stream(
+            self.core.list_namespaced_pod,
+            self.namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=int(timeout),
+        ):
             last = self.plain(ev["object"])
             if ev["type"] != "DELETED" and predicate(last):
                 w.stop()
@@ -48,9 +53,13 @@ class PodWatch:
                 return
             raise
         w = watch.Watch()  # from the version read, so that a deletion in between is not missed
-        for ev in w.stream(self.core.list_namespaced_pod, self.namespace,
-                           field_selector=f"metadata.name={name}", resource_version=rv,
-                           timeout_seconds=int(timeout)):
+        for ev in w.stream(
+            self.core.list_namespaced_pod,
+            self.namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=rv,
+            timeout_seconds=int(timeout),
+        ):
             if ev["type"] == "DELETED":
                 w.stop()
                 return
@@ -59,8 +68,12 @@ class PodWatch:
     def wait_event(self, name: str, reason: str, timeout: float | None = None) -> dict:
         timeout = timeout or self.default_timeout
         w = watch.Watch()
-        for ev in w.stream(self.core.list_namespaced_event, self.namespace,
-                           field_selector=f"involvedObject.name={name}", timeout_seconds=int(timeout)):
+        for ev in w.stream(
+            self.core.list_namespaced_event,
+            self.namespace,
+            field_selector=f"involvedObject.name={name}",
+            timeout_seconds=int(timeout),
+        ):
             obj = self.plain(ev["object"])
             if obj["reason"] == reason:
                 w.stop()

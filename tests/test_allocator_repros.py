@@ -40,8 +40,15 @@ def run(scenario: dict[str, Any]):
     node = {"metadata": {"name": scenario["node"]["name"], "labels": scenario["node"].get("labels") or {}}}
     classes = {c["metadata"]["name"]: c for c in scenario.get("deviceClasses") or []}
     counter = itertools.count()
-    return allocate(scenario["claims"], node, scenario.get("resourceSlices") or [], classes, state, feats,
-                    new_uuid=lambda: f"00000000-0000-4000-8000-{next(counter):012d}")
+    return allocate(
+        scenario["claims"],
+        node,
+        scenario.get("resourceSlices") or [],
+        classes,
+        state,
+        feats,
+        new_uuid=lambda: f"00000000-0000-4000-8000-{next(counter):012d}",
+    )
 
 
 def _same_quantities(got: dict[str, str] | None, want: dict[str, str] | None) -> bool:
@@ -77,7 +84,8 @@ def test_allocator_matches_upstream(path: Path) -> None:
     for allocation, expected in zip(outcome.allocations, want["results"], strict=True):
         results = allocation["devices"]["results"]
         assert [(r["request"], r["driver"], r["pool"], r["device"]) for r in results] == [
-            (e["request"], e["driver"], e["pool"], e["device"]) for e in expected]
+            (e["request"], e["driver"], e["pool"], e["device"]) for e in expected
+        ]
         for r, e in zip(results, expected, strict=True):
             assert ("shareID" in r) == (e["shareID"] == "present")
             assert bool(r.get("adminAccess")) == bool(e.get("adminAccess"))

@@ -18,8 +18,13 @@ def test_rendered_reference_chart_applies_and_reads_back(sim: SimHandle, api_cli
 
     with hp.Chart.load(str(CHART)) as chart:
         rendered = chart.render({}, name="dra", namespace="dra-system")
-    docs = [d for path, text in sorted(rendered.items()) if path.endswith(".yaml")  # NOTES.txt is not YAML
-            for d in yaml.safe_load_all(text) if d]
+    docs = [
+        d
+        for path, text in sorted(rendered.items())
+        if path.endswith(".yaml")  # NOTES.txt is not YAML
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
     assert {d["kind"] for d in docs} >= {"DaemonSet", "DeviceClass", "ClusterRole", "ServiceAccount"}
     client.CoreV1Api(api_client).create_namespace({"metadata": {"name": "dra-system"}})
     dyn = dynamic.DynamicClient(api_client)

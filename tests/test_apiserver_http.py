@@ -268,8 +268,10 @@ def test_malformed_bodies_get_bad_request_and_the_server_keeps_serving(sim: SimH
 def test_abrupt_client_disconnect_does_not_stop_the_server(sim: SimHandle) -> None:
     host, port = sim.url.removeprefix("https://").split(":")
     context = ssl.create_default_context(cadata=sim.ca_pem.decode())
-    with socket.create_connection((host, int(port))) as raw_sock, \
-            context.wrap_socket(raw_sock, server_hostname=host) as s:
+    with (
+        socket.create_connection((host, int(port))) as raw_sock,
+        context.wrap_socket(raw_sock, server_hostname=host) as s,
+    ):
         s.sendall(
             b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer " + sim.token.encode() + b"\r\nContent-Length: 100\r\n\r\n{"

@@ -365,7 +365,7 @@ def test_schema_generator_reads_numbers_from_proto_and_json_rules_from_go_tags(t
         "package v1\n"
         "type Thing struct {\n"
         '\tmetav1.TypeMeta `json:",inline"`\n'
-        '\t// a `quoted` comment\n'
+        "\t// a `quoted` comment\n"
         '\tmetav1.ObjectMeta `json:"metadata,omitempty" protobuf:"bytes,1,opt,name=metadata"`\n'
         '\tNames []string `json:"names" protobuf:"bytes,2,rep,name=names"`\n'
         '\tSizes map[string]resource.Quantity `json:"sizes,omitempty" protobuf:"bytes,3,rep,name=sizes"`\n'

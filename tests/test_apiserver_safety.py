@@ -27,8 +27,15 @@ from sim.cluster import write_kubeconfig
 from sim.config import SimConfig
 from sim.testing import kubeconfig_credentials
 
-LIMITS = Limits(max_body=1024 * 1024, header_timeout=1.0, request_timeout=2.0, idle_timeout=1.0,
-                write_timeout=2.0, max_connections=12, queue_wait=0.2)
+LIMITS = Limits(
+    max_body=1024 * 1024,
+    header_timeout=1.0,
+    request_timeout=2.0,
+    idle_timeout=1.0,
+    write_timeout=2.0,
+    max_connections=12,
+    queue_wait=0.2,
+)
 CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
 
 
@@ -71,8 +78,14 @@ class Raw:
         sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         return self.context.wrap_socket(sock, server_hostname="127.0.0.1")
 
-    def head(self, method: str, path: str, headers: dict[str, str] | None = None, auth: bool = True,
-             host: str | None = None) -> bytes:
+    def head(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        auth: bool = True,
+        host: str | None = None,
+    ) -> bytes:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {f'127.0.0.1:{self.port}' if host is None else host}"]
         if auth:
             lines.append(f"Authorization: Bearer {self.token}")
@@ -90,8 +103,9 @@ class Raw:
             if own:
                 sock.close()
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
-                **kw: Any) -> bytes:
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None, **kw: Any
+    ) -> bytes:
         hdrs = {"Content-Length": str(len(body)), **(headers or {})}
         return self.exchange(self.head(method, path, hdrs, **kw) + body)
 
@@ -147,28 +161,65 @@ def test_a_request_without_this_runs_token_is_401(api: Raw, authorization: str |
     for method, path in (("GET", "/version"), ("GET", "/healthz"), ("GET", CONFIGMAPS)):
         response = api.request(method, path, headers=headers, auth=False)
         assert status_of(response) == 401, response
-        assert body_of(response) == {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                                     "status": "Failure", "message": "Unauthorized",
-                                     "reason": "Unauthorized", "code": 401}
+        assert body_of(response) == {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": "Unauthorized",
+            "reason": "Unauthorized",
+            "code": 401,
+        }
 
 
 def test_a_pod_posted_without_the_token_is_not_created(api: Raw, server: ApiServer) -> None:
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "evil"},
-           "spec": {"containers": [{"name": "c", "image": "x", "command": ["touch", "/tmp/pwned"]}]}}
-    response = api.request("POST", "/api/v1/namespaces/default/pods", json.dumps(pod).encode(),
-                           {"Content-Type": "application/json"}, auth=False)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "evil"},
+        "spec": {"containers": [{"name": "c", "image": "x", "command": ["touch", "/tmp/pwned"]}]},
+    }
+    response = api.request(
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        json.dumps(pod).encode(),
+        {"Content-Type": "application/json"},
+        auth=False,
+    )
     assert status_of(response) == 401
     assert server.store.list("pods")[0] == []
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "localhost:{port}", "[::1]", "[::1]:{port}",
-                                  "127.0.0.1:{port}", "127.8.9.10:{port}", "LOCALHOST"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "localhost",
+        "localhost:{port}",
+        "[::1]",
+        "[::1]:{port}",
+        "127.0.0.1:{port}",
+        "127.8.9.10:{port}",
+        "LOCALHOST",
+    ],
+)
 def test_loopback_host_names_are_served(api: Raw, host: str) -> None:
     assert status_of(api.request("GET", "/version", host=host.format(port=api.port))) == 200
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "10.0.0.1:{port}", "0.0.0.0",
-                                  "localhost.evil.example", "[::ffff:1.2.3.4]", "127.0.0.1:x", ""])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:{port}",
+        "10.0.0.1:{port}",
+        "0.0.0.0",
+        "localhost.evil.example",
+        "[::ffff:1.2.3.4]",
+        "127.0.0.1:x",
+        "",
+    ],
+)
 def test_a_host_that_is_not_loopback_is_421(api: Raw, host: str) -> None:
     response = api.request("GET", "/version", host=host.format(port=api.port))
     assert status_of(response) in (400, 421), response
@@ -181,11 +232,17 @@ def test_a_request_without_host_is_400(api: Raw) -> None:
     assert status_of(api.exchange(data)) == 400
 
 
-@pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://127.0.0.1:8080",
-                                    "http://localhost.evil.example:{port}"])
+@pytest.mark.parametrize(
+    "origin",
+    ["https://evil.example", "null", "http://127.0.0.1:8080", "http://localhost.evil.example:{port}"],
+)
 def test_a_cross_site_origin_is_403(api: Raw, origin: str) -> None:
-    response = api.request("POST", CONFIGMAPS, json.dumps({"metadata": {"name": "o"}}).encode(),
-                           {"Content-Type": "application/json", "Origin": origin.format(port=api.port)})
+    response = api.request(
+        "POST",
+        CONFIGMAPS,
+        json.dumps({"metadata": {"name": "o"}}).encode(),
+        {"Content-Type": "application/json", "Origin": origin.format(port=api.port)},
+    )
     assert status_of(response) == 403, response
 
 
@@ -209,11 +266,19 @@ def test_the_token_is_random_per_run_and_the_kubeconfig_is_private(tmp_path: Pat
 # ---- bodies ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
-                                          "multipart/form-data; boundary=x", "application/cbor",
-                                          "application/xml"])
-def test_a_body_in_a_type_the_api_does_not_define_is_415(api: Raw, server: ApiServer,
-                                                          content_type: str) -> None:
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/cbor",
+        "application/xml",
+    ],
+)
+def test_a_body_in_a_type_the_api_does_not_define_is_415(
+    api: Raw, server: ApiServer, content_type: str
+) -> None:
     body = json.dumps({"metadata": {"name": "form"}}).encode()
     response = api.request("POST", CONFIGMAPS, body, {"Content-Type": content_type})
     assert status_of(response) == 415, response
@@ -227,21 +292,25 @@ def test_a_patch_in_a_non_patch_type_is_415(api: Raw) -> None:
     for ctype in ("application/json", "text/plain", "application/yaml"):
         response = api.request("PATCH", CONFIGMAPS + "/p", b'{"data":{"a":"b"}}', {"Content-Type": ctype})
         assert status_of(response) == 415, response
-    ok = api.request("PATCH", CONFIGMAPS + "/p", b'{"data":{"a":"b"}}',
-                     {"Content-Type": "application/merge-patch+json"})
+    ok = api.request(
+        "PATCH", CONFIGMAPS + "/p", b'{"data":{"a":"b"}}', {"Content-Type": "application/merge-patch+json"}
+    )
     assert status_of(ok) == 200
 
 
 def test_json_yaml_and_protobuf_bodies_are_accepted(api: Raw) -> None:
-    ok = api.request("POST", CONFIGMAPS, b'{"metadata":{"name":"j"}}',
-                     {"Content-Type": "application/json; charset=utf-8"})
+    ok = api.request(
+        "POST", CONFIGMAPS, b'{"metadata":{"name":"j"}}', {"Content-Type": "application/json; charset=utf-8"}
+    )
     assert status_of(ok) == 201
-    ok = api.request("POST", CONFIGMAPS, b"metadata: {name: y}\ndata: {k: v}\n",
-                     {"Content-Type": "application/yaml"})
+    ok = api.request(
+        "POST", CONFIGMAPS, b"metadata: {name: y}\ndata: {k: v}\n", {"Content-Type": "application/yaml"}
+    )
     assert status_of(ok) == 201
     # protobuf is a defined type: a broken body is a 400 from its decoder, never a 415
-    response = api.request("POST", CONFIGMAPS, b"\x00\x01\x02",
-                           {"Content-Type": "application/vnd.kubernetes.protobuf"})
+    response = api.request(
+        "POST", CONFIGMAPS, b"\x00\x01\x02", {"Content-Type": "application/vnd.kubernetes.protobuf"}
+    )
     assert status_of(response) == 400, response
 
 
@@ -256,14 +325,16 @@ def alias_bomb(levels: int = 9) -> bytes:
 
 def test_a_yaml_alias_bomb_is_refused_before_it_expands(api: Raw) -> None:
     bomb = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bomb}\nbinaryData: {}\nx:\n" + b"".join(
-        b"  " + line + b"\n" for line in alias_bomb().splitlines())
+        b"  " + line + b"\n" for line in alias_bomb().splitlines()
+    )
     assert len(bomb) < 600
     response = api.request("POST", CONFIGMAPS, bomb, {"Content-Type": "application/yaml"})
     assert status_of(response) == 400, response
     assert "aliases expand" in body_of(response)["message"]
     # and as a server-side apply body
-    response = api.request("PATCH", CONFIGMAPS + "/bomb?fieldManager=m", bomb,
-                           {"Content-Type": "application/apply-patch+yaml"})
+    response = api.request(
+        "PATCH", CONFIGMAPS + "/bomb?fieldManager=m", bomb, {"Content-Type": "application/apply-patch+yaml"}
+    )
     assert status_of(response) == 400, response
 
 
@@ -274,12 +345,18 @@ def test_a_few_yaml_aliases_still_work(api: Raw, server: ApiServer) -> None:
     assert stored["labels"] == stored["annotations"] == {"app": "x"}
 
 
-@pytest.mark.parametrize(("ctype", "body"), [
-    ("application/json", b"[" * 1_000_000),
-    ("application/json", b'{"metadata":{"name":"d"},"data":' + b'{"a":' * 150 + b"1" + b"}" * 151),
-    ("application/yaml", b"[" * 500_000),
-    ("application/yaml", b"x: &a " + b"[" * 60 + b"1" + b"]" * 60 + b"\ny: " + b"[" * 50 + b"*a" + b"]" * 50),
-])
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        ("application/json", b"[" * 1_000_000),
+        ("application/json", b'{"metadata":{"name":"d"},"data":' + b'{"a":' * 150 + b"1" + b"}" * 151),
+        ("application/yaml", b"[" * 500_000),
+        (
+            "application/yaml",
+            b"x: &a " + b"[" * 60 + b"1" + b"]" * 60 + b"\ny: " + b"[" * 50 + b"*a" + b"]" * 50,
+        ),
+    ],
+)
 def test_deep_nesting_is_400(api: Raw, ctype: str, body: bytes) -> None:
     response = api.request("POST", CONFIGMAPS, body, {"Content-Type": ctype})
     assert status_of(response) == 400, response
@@ -292,8 +369,9 @@ def test_deep_nesting_is_400(api: Raw, ctype: str, body: bytes) -> None:
 def test_a_body_over_the_limit_is_413_before_it_is_read(api: Raw) -> None:
     sock = api.connect()
     try:
-        head = api.head("POST", CONFIGMAPS, {"Content-Type": "application/json",
-                                              "Content-Length": str(50 * 1024 * 1024)})
+        head = api.head(
+            "POST", CONFIGMAPS, {"Content-Type": "application/json", "Content-Length": str(50 * 1024 * 1024)}
+        )
         response = api.exchange(head, sock)  # no body sent at all: the answer comes from the headers
     finally:
         sock.close()
@@ -316,11 +394,19 @@ def test_a_chunked_body_has_the_same_limit(api: Raw, server: ApiServer) -> None:
     assert server.store.get("configmaps", "chunked", "default")["data"]["k"] == "v" * 1000
 
 
-@pytest.mark.parametrize("framing", [
-    {"Content-Length": "abc"}, {"Content-Length": "-1"}, {"Content-Length": "+5"}, {"Content-Length": "1e3"},
-    {"Content-Length": "5, 6"}, {"Transfer-Encoding": "gzip"}, {"Transfer-Encoding": "chunked, gzip"},
-    {"Transfer-Encoding": "chunked", "Content-Length": "5"},
-])
+@pytest.mark.parametrize(
+    "framing",
+    [
+        {"Content-Length": "abc"},
+        {"Content-Length": "-1"},
+        {"Content-Length": "+5"},
+        {"Content-Length": "1e3"},
+        {"Content-Length": "5, 6"},
+        {"Transfer-Encoding": "gzip"},
+        {"Transfer-Encoding": "chunked, gzip"},
+        {"Transfer-Encoding": "chunked", "Content-Length": "5"},
+    ],
+)
 def test_malformed_framing_is_400(api: Raw, framing: dict[str, str]) -> None:
     head = api.head("POST", CONFIGMAPS, {"Content-Type": "application/json", **framing})
     sock = api.connect()
@@ -386,8 +472,9 @@ def test_a_slowly_dripped_request_is_dropped_at_its_deadline(api: Raw) -> None:
 def test_a_slow_body_is_dropped_at_the_request_deadline(api: Raw) -> None:
     sock = api.connect()
     try:
-        sock.sendall(api.head("POST", CONFIGMAPS, {"Content-Type": "application/json",
-                                                   "Content-Length": "100"}) + b"{")
+        sock.sendall(
+            api.head("POST", CONFIGMAPS, {"Content-Type": "application/json", "Content-Length": "100"}) + b"{"
+        )
         response = read_response(sock)
         assert status_of(response) == 408, response
     finally:
@@ -446,22 +533,41 @@ def closed_by_server_tcp(sock: socket.socket, within: float) -> bool:
 # ---- list and watch parameters ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("query", [
-    "resourceVersion=abc", "resourceVersion=-1", "limit=abc", "limit=-1", "limit=1.5",
-    "resourceVersionMatch=Bogus&resourceVersion=1", "resourceVersionMatch=NotOlderThan",
-    "resourceVersionMatch=Exact&resourceVersion=0", "sendInitialEvents=true",
-    "watch=1&timeoutSeconds=abc", "watch=1&timeoutSeconds=-5", "watch=1&resourceVersion=abc",
-    "watch=1&resourceVersionMatch=Exact&sendInitialEvents=true",
-    "watch=1&resourceVersionMatch=NotOlderThan", "watch=1&sendInitialEvents=true",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "resourceVersion=abc",
+        "resourceVersion=-1",
+        "limit=abc",
+        "limit=-1",
+        "limit=1.5",
+        "resourceVersionMatch=Bogus&resourceVersion=1",
+        "resourceVersionMatch=NotOlderThan",
+        "resourceVersionMatch=Exact&resourceVersion=0",
+        "sendInitialEvents=true",
+        "watch=1&timeoutSeconds=abc",
+        "watch=1&timeoutSeconds=-5",
+        "watch=1&resourceVersion=abc",
+        "watch=1&resourceVersionMatch=Exact&sendInitialEvents=true",
+        "watch=1&resourceVersionMatch=NotOlderThan",
+        "watch=1&sendInitialEvents=true",
+    ],
+)
 def test_invalid_list_and_watch_parameters_are_400(api: Raw, query: str) -> None:
     response = api.request("GET", f"{CONFIGMAPS}?{query}")
     assert status_of(response) == 400, response
     assert body_of(response)["reason"] == "BadRequest"
 
 
-@pytest.mark.parametrize("query", ["resourceVersion=0", "resourceVersion=", "limit=2",
-                                   "resourceVersion=1&resourceVersionMatch=NotOlderThan"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "resourceVersion=0",
+        "resourceVersion=",
+        "limit=2",
+        "resourceVersion=1&resourceVersionMatch=NotOlderThan",
+    ],
+)
 def test_valid_list_parameters_are_served(api: Raw, query: str) -> None:
     assert status_of(api.request("GET", f"{CONFIGMAPS}?{query}")) == 200
 
@@ -472,9 +578,15 @@ def test_valid_list_parameters_are_served(api: Raw, query: str) -> None:
 def test_watchers_of_one_big_object_share_one_encoding(api: Raw, server: ApiServer) -> None:
     server.store.create("configmaps", {"metadata": {"name": "big"}, "data": {"k": "x" * 500_000}}, "default")
     http = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_cert_data=server.ca_pem.decode())
-    streams = [http.request("GET", f"{server.url}{CONFIGMAPS}?watch=1&fieldSelector=metadata.name%3Dbig"
-                            "&timeoutSeconds=10", headers={"Authorization": f"Bearer {server.token}"},
-                            preload_content=False) for _ in range(3)]
+    streams = [
+        http.request(
+            "GET",
+            f"{server.url}{CONFIGMAPS}?watch=1&fieldSelector=metadata.name%3Dbig&timeoutSeconds=10",
+            headers={"Authorization": f"Bearer {server.token}"},
+            preload_content=False,
+        )
+        for _ in range(3)
+    ]
     events = []
     try:
         for r in streams:

@@ -35,6 +35,7 @@ def profile(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], list[s
         change(body)
         (tmp / "vendor.yaml").write_text(yaml.safe_dump(body))
         return ["--cluster=sim", f"--driver-profile={tmp / 'vendor.yaml'}"]
+
     return make
 
 
@@ -42,6 +43,7 @@ def raw_file(name: str, text: str, *args: str) -> Callable[[Path], list[str]]:
     def make(tmp: Path) -> list[str]:
         (tmp / name).write_text(text)
         return [a.replace("{f}", str(tmp / name)) for a in args]
+
     return make
 
 
@@ -51,6 +53,7 @@ def gpus(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], list[str]
         change(body)
         (tmp / "gpus.yaml").write_text(yaml.safe_dump(body))
         return ["--cluster=sim", f"--gpus={tmp / 'gpus.yaml'}"]
+
     return make
 
 
@@ -61,6 +64,7 @@ def claims(*bodies: Any) -> Callable[[Path], list[str]]:
         for i, body in enumerate(bodies):
             (d / f"t{i}.yaml").write_text(body if isinstance(body, str) else yaml.safe_dump(body))
         return ["--cluster=sim", f"--claim-templates={d}"]
+
     return make
 
 
@@ -74,6 +78,7 @@ def kubeconfig(doc: Any) -> Callable[[Path], list[str]]:
     def make(tmp: Path) -> list[str]:
         (tmp / "kc").write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
         return ["--cluster=existing", f"--kubeconfig={tmp / 'kc'}"]
+
     return make
 
 
@@ -87,13 +92,16 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def kc_doc(server: str = "http://127.0.0.1:1", current: str | None = "c",
-           cluster: str = "c") -> dict[str, Any]:
+def kc_doc(
+    server: str = "http://127.0.0.1:1", current: str | None = "c", cluster: str = "c"
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "apiVersion": "v1", "kind": "Config",
+        "apiVersion": "v1",
+        "kind": "Config",
         "clusters": [{"name": "c", "cluster": {"server": server} if server else {}}],
         "contexts": [{"name": "c", "context": {"cluster": cluster, "user": "u"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}]}
+        "users": [{"name": "u", "user": {"token": "t"}}],
+    }
     if current is not None:
         doc["current-context"] = current
     return doc
@@ -111,6 +119,7 @@ def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
             node[int(last)] = value
         else:
             node[last] = value
+
     return change
 
 
@@ -119,88 +128,146 @@ _ENV = "claims.visibility.env"
 
 # id -> (build the arguments in a scratch dir, fragments the one sentence must contain)
 CATALOGUE: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
-    "profile unknown key": (profile(_set("claims.sharingMode", "memory")), ("unknown key 'sharingMode'",
-                                                                             "under 'claims'")),
-    "profile deviceClass not a DNS subdomain": (profile(_set("deviceClass", "Bad_Class!")),
-                                                ("'deviceClass' 'Bad_Class!'", "DNS subdomain")),
-    "profile driver not a DNS subdomain": (profile(_set("driver", "Gpu_Driver")),
-                                           ("'driver' 'Gpu_Driver'",)),
-    "profile env template unclosed": (profile(_set(_ENV, {"GPU_{index": "{uuid}"})),
-                                      ("'GPU_{index'", "does not parse")),
+    "profile unknown key": (
+        profile(_set("claims.sharingMode", "memory")),
+        ("unknown key 'sharingMode'", "under 'claims'"),
+    ),
+    "profile deviceClass not a DNS subdomain": (
+        profile(_set("deviceClass", "Bad_Class!")),
+        ("'deviceClass' 'Bad_Class!'", "DNS subdomain"),
+    ),
+    "profile driver not a DNS subdomain": (profile(_set("driver", "Gpu_Driver")), ("'driver' 'Gpu_Driver'",)),
+    "profile env template unclosed": (
+        profile(_set(_ENV, {"GPU_{index": "{uuid}"})),
+        ("'GPU_{index'", "does not parse"),
+    ),
     "profile env template positional": (profile(_set(_ENV, {"GPU_{0}": "{uuid}"})), ("placeholder {0}",)),
-    "profile env template attribute access": (profile(_set(_ENV, {"GPU": "{uuid.hex}"})),
-                                              ("placeholder {uuid.hex}",)),
-    "profile identityAttribute not a C identifier": (profile(_set("identityAttribute", "bad-name")),
-                                                     ("'identityAttribute' 'bad-name'", "qualified name")),
-    "profile productAttribute too long": (profile(_set("productAttribute", "p" * 33)),
-                                          ("'productAttribute'", "at most 32")),
-    "profile capacity with a bad domain": (profile(_set("capacity", "Bad_Domain/memory")),
-                                           ("'capacity' 'Bad_Domain/memory'",)),
+    "profile env template attribute access": (
+        profile(_set(_ENV, {"GPU": "{uuid.hex}"})),
+        ("placeholder {uuid.hex}",),
+    ),
+    "profile identityAttribute not a C identifier": (
+        profile(_set("identityAttribute", "bad-name")),
+        ("'identityAttribute' 'bad-name'", "qualified name"),
+    ),
+    "profile productAttribute too long": (
+        profile(_set("productAttribute", "p" * 33)),
+        ("'productAttribute'", "at most 32"),
+    ),
+    "profile capacity with a bad domain": (
+        profile(_set("capacity", "Bad_Domain/memory")),
+        ("'capacity' 'Bad_Domain/memory'",),
+    ),
     "profile missing deviceClass": (profile(_set("deviceClass", _DELETE)), ("required key 'deviceClass'",)),
     "profile sharing not a bool": (profile(_set("claims.sharing", "yes")), ("'claims.sharing' must be",)),
-    "profile requestPolicy not allowed": (profile(_set("claims.requestPolicy", "sometimes")),
-                                          ("'claims.requestPolicy' is 'sometimes'", "valid values")),
-    "profile install.release not a DNS label": (profile(_set("install.release", "Bad_Release")),
-                                                ("'install.release' 'Bad_Release'",)),
-    "profile chart method without a chart": (profile(_set("install.chart", _DELETE)),
-                                             ("'install.chart' is missing",)),
+    "profile requestPolicy not allowed": (
+        profile(_set("claims.requestPolicy", "sometimes")),
+        ("'claims.requestPolicy' is 'sometimes'", "valid values"),
+    ),
+    "profile install.release not a DNS label": (
+        profile(_set("install.release", "Bad_Release")),
+        ("'install.release' 'Bad_Release'",),
+    ),
+    "profile chart method without a chart": (
+        profile(_set("install.chart", _DELETE)),
+        ("'install.chart' is missing",),
+    ),
     "profile env visibility without env": (profile(_set(_ENV, {})), ("'claims.visibility.env' is empty",)),
-    "profile not YAML": (raw_file("p.yaml", "name: [x\n", "--cluster=sim", "--driver-profile={f}"),
-                         ("not valid YAML (line",)),
-    "profile not a mapping": (raw_file("p.yaml", "- a\n", "--cluster=sim", "--driver-profile={f}"),
-                              ("must be a mapping",)),
+    "profile not YAML": (
+        raw_file("p.yaml", "name: [x\n", "--cluster=sim", "--driver-profile={f}"),
+        ("not valid YAML (line",),
+    ),
+    "profile not a mapping": (
+        raw_file("p.yaml", "- a\n", "--cluster=sim", "--driver-profile={f}"),
+        ("must be a mapping",),
+    ),
     "profile missing": (flags("--cluster=sim", "--driver-profile=/nonexistent/vendor.yaml"), ("not found",)),
-    "profile that cannot run on sim": (flags("--cluster=sim", "--driver-profile=dra-example"),
-                                       ("has no 'sim' section, so the sim cannot run its driver",)),
+    "profile that cannot run on sim": (
+        flags("--cluster=sim", "--driver-profile=dra-example"),
+        ("has no 'sim' section, so the sim cannot run its driver",),
+    ),
     "gpus unknown profile name": (flags("--cluster=sim", "--gpus=nosuch"), ("GPU profile 'nosuch'",)),
-    "gpus invalid YAML": (raw_file("g.yaml", "gpus: [\n", "--cluster=sim", "--gpus={f}"),
-                          ("not valid YAML",)),
+    "gpus invalid YAML": (
+        raw_file("g.yaml", "gpus: [\n", "--cluster=sim", "--gpus={f}"),
+        ("not valid YAML",),
+    ),
     "gpus memory not a quantity": (gpus(_set("gpus.0.memory", "lots")), ("gpus[0].memory",)),
     "gpus unknown key": (gpus(_set("gpus.0.colour", "green")), ("unknown key 'colour'",)),
-    "gpus names a node not in --nodes": (flags("--cluster=sim", "--gpus=node-9=rtx3090x2"),
-                                         ("'node-9'", "not in --nodes")),
-    "claim templates dir missing": (flags("--cluster=sim", "--claim-templates=/nonexistent"),
-                                    ("--claim-templates /nonexistent does not exist",)),
+    "gpus names a node not in --nodes": (
+        flags("--cluster=sim", "--gpus=node-9=rtx3090x2"),
+        ("'node-9'", "not in --nodes"),
+    ),
+    "claim templates dir missing": (
+        flags("--cluster=sim", "--claim-templates=/nonexistent"),
+        ("--claim-templates /nonexistent does not exist",),
+    ),
     "claim templates dir empty": (claims(), ("holds no *.yaml",)),
-    "claim template with requests: []": (claims(claim(_set("spec.spec.devices.requests", []))),
-                                         ("spec.spec.devices.requests is empty",)),
+    "claim template with requests: []": (
+        claims(claim(_set("spec.spec.devices.requests", []))),
+        ("spec.spec.devices.requests is empty",),
+    ),
     "claim template not YAML": (claims("kind: [\n"), ("is not valid YAML (line",)),
-    "claim template of another kind": (claims({"apiVersion": "v1", "kind": "ConfigMap",
-                                               "metadata": {"name": "x"}}), ("not a ResourceClaimTemplate",)),
+    "claim template of another kind": (
+        claims({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        ("not a ResourceClaimTemplate",),
+    ),
     "claim template with an unknown field": (
         claims(claim(_set("spec.spec.devices.requests.0.exactly.capacity.request", {"memory": "6Gi"}))),
-        ("exactly.capacity", "'request' was unexpected")),
+        ("exactly.capacity", "'request' was unexpected"),
+    ),
     "claim template without exactly": (
-        claims(claim(_set("spec.spec.devices.requests", [{"name": "gpu", "firstAvailable": [
-            {"name": "a", "deviceClassName": "gpu.nvidia.com"}]}]))), ("requests[0] has no 'exactly'",)),
+        claims(
+            claim(
+                _set(
+                    "spec.spec.devices.requests",
+                    [{"name": "gpu", "firstAvailable": [{"name": "a", "deviceClassName": "gpu.nvidia.com"}]}],
+                )
+            )
+        ),
+        ("requests[0] has no 'exactly'",),
+    ),
     "kubeconfig missing": (flags("--cluster=existing", "--kubeconfig=/nonexistent/kc"), ("does not exist",)),
     "kubeconfig malformed": (kubeconfig("clusters: [\n"), ("is not valid YAML",)),
     "kubeconfig not a mapping": (kubeconfig("just text\n"), ("does not hold a Config mapping",)),
     "kubeconfig without current-context": (kubeconfig(kc_doc(current=None)), ("has no current-context",)),
-    "kubeconfig current-context unknown": (kubeconfig(kc_doc(current="other")),
-                                           ("current-context 'other' is not in its contexts",)),
+    "kubeconfig current-context unknown": (
+        kubeconfig(kc_doc(current="other")),
+        ("current-context 'other' is not in its contexts",),
+    ),
     "kubeconfig context names no cluster": (kubeconfig(kc_doc(cluster="gone")), ("names cluster 'gone'",)),
     "kubeconfig without server": (kubeconfig(kc_doc(server="")), ("has no server",)),
     "kubeconfig unreachable": (
         lambda tmp: kubeconfig(kc_doc(server=f"http://127.0.0.1:{_closed_port()}"))(tmp),
-        ("cannot reach the cluster in",)),
+        ("cannot reach the cluster in",),
+    ),
     "existing without kubeconfig": (flags("--cluster=existing"), ("needs --kubeconfig",)),
-    "nodes with an invalid name": (flags("--cluster=sim", "--nodes=Node_1"),
-                                   ("'Node_1' is not a valid node",)),
+    "nodes with an invalid name": (
+        flags("--cluster=sim", "--nodes=Node_1"),
+        ("'Node_1' is not a valid node",),
+    ),
     "nodes named twice": (flags("--cluster=sim", "--nodes=node-1,node-1"), ("'node-1' twice",)),
     "nodes empty": (flags("--cluster=sim", "--nodes=,"), ("names no node",)),
-    "feature gate unknown": (flags("--cluster=sim", "--sim-feature-gates=Nope=true"),
-                             ("unknown feature gate 'Nope'",)),
-    "feature gate value": (flags("--cluster=sim", "--sim-feature-gates=DRAConsumableCapacity=maybe"),
-                           ("must be true or false",)),
+    "feature gate unknown": (
+        flags("--cluster=sim", "--sim-feature-gates=Nope=true"),
+        ("unknown feature gate 'Nope'",),
+    ),
+    "feature gate value": (
+        flags("--cluster=sim", "--sim-feature-gates=DRAConsumableCapacity=maybe"),
+        ("must be true or false",),
+    ),
     "kube version not emulated": (flags("--cluster=sim", "--sim-kube-version=1.20"), ("not emulated",)),
-    "driver command missing": (flags("--cluster=sim", "--sim-driver-command=/nonexistent/driver"),
-                               ("the driver command /nonexistent/driver (--sim-driver-command) does not "
-                                "exist",)),
-    "driver command quoting": (flags("--cluster=sim", "--sim-driver-command='unterminated"),
-                               ("does not parse",)),
-    "wait timeout zero": (flags("--cluster=sim", "--wait-timeout=0"),
-                          ("--wait-timeout 0.0 must be more than 0",)),
+    "driver command missing": (
+        flags("--cluster=sim", "--sim-driver-command=/nonexistent/driver"),
+        ("the driver command /nonexistent/driver (--sim-driver-command) does not exist",),
+    ),
+    "driver command quoting": (
+        flags("--cluster=sim", "--sim-driver-command='unterminated"),
+        ("does not parse",),
+    ),
+    "wait timeout zero": (
+        flags("--cluster=sim", "--wait-timeout=0"),
+        ("--wait-timeout 0.0 must be more than 0",),
+    ),
     "settle seconds negative": (flags("--cluster=sim", "--settle-seconds=-1"), ("negative",)),
     "run timeout not finite": (flags("--cluster=sim", "--run-timeout=nan"), ("not a finite number",)),
     "cluster kind unknown": (flags("--cluster=nope"), ("invalid choice: 'nope'",)),
@@ -237,11 +304,12 @@ def test_the_catalogue_holds_at_least_thirty_bad_inputs() -> None:
 
 @pytest.mark.parametrize("case", sorted(CATALOGUE))
 def test_bad_input_is_one_sentence_exit_4_and_leaves_nothing(
-        case: str, tmp_path: Path, private_tmpdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case: str, tmp_path: Path, private_tmpdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     build, fragments = CATALOGUE[case]
     if case.startswith("TMPDIR too deep"):
         deep = private_tmpdir / ("d" * 60)
-        os.environ["TMPDIR"] = str(deep)   # restored by the fixture's monkeypatch
+        os.environ["TMPDIR"] = str(deep)  # restored by the fixture's monkeypatch
         private_tmpdir = deep
         deep.mkdir()
     scratch = tmp_path / "inputs"
@@ -281,8 +349,20 @@ def test_the_suite_stops_on_bad_input_before_anything_starts(case: str, tmp_path
     scratch, run_tmp = tmp_path / "inputs", tmp_path / "tmpdir"
     scratch.mkdir()
     run_tmp.mkdir()
-    proc = _run([sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p", "no:cacheprovider",
-                 f"--report-dir={tmp_path / 'r'}", *build(scratch)], run_tmp)
+    proc = _run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "conformance/scenarios",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--report-dir={tmp_path / 'r'}",
+            *build(scratch),
+        ],
+        run_tmp,
+    )
     assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
     [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR: ")]
     assert all(f in line for f in fragments), line
@@ -290,11 +370,14 @@ def test_the_suite_stops_on_bad_input_before_anything_starts(case: str, tmp_path
     assert list(run_tmp.iterdir()) == []
 
 
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--nodes", "Node_1"], "'Node_1' is not a valid node name"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--nodes", "node-1", "--gpus", "{bad_yaml}"], "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--nodes", "Node_1"], "'Node_1' is not a valid node name"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--nodes", "node-1", "--gpus", "{bad_yaml}"], "not valid YAML"),
+    ],
+)
 def test_sim_bad_flags_exit_2_with_one_line(args: list[str], fragment: str, tmp_path: Path) -> None:
     bad = tmp_path / "gpus.yaml"
     bad.write_text("gpus: [\n")  # a GPU profile the driver cannot parse: named now, no crash-looping driver

@@ -74,7 +74,7 @@ def run(expr: str, dev: DeviceInput = GPU) -> bool:
         ('device.attributes["gpu.example.com"].productName.find("[0-9]+") == "3090"', True),
         ('device.attributes["gpu.example.com"].?uuid.orValue("none") == "none"', True),
         ('device.attributes["resource.kubernetes.io"].pciBusID.substring(5, 7) == "01"', True),
-        ('[2, 1].sum() == 3 && [1, 2].isSorted() && sets.contains([1, 2], [2])', True),
+        ("[2, 1].sum() == 3 && [1, 2].isSorted() && sets.contains([1, 2], [2])", True),
         ('ip("10.0.0.1").family() == 4 && url("https://x/y").getHost() == "x"', True),
         ('type(device.attributes["gpu.example.com"].index) == int', True),
     ],
@@ -86,19 +86,27 @@ def test_selector_evaluates_like_kubernetes(expr: str, want: bool) -> None:
 @pytest.mark.parametrize(
     ("expr", "text"),
     [
-        ('device.attributes["gpu.example.com"].uuid == "x"',
-         "no such key: uuid. consider using CEL optional chaining (.? followed by orValue()) or guarding "
-         "the check with has() for optional fields"),
+        (
+            'device.attributes["gpu.example.com"].uuid == "x"',
+            "no such key: uuid. consider using CEL optional chaining (.? followed by orValue()) or guarding "
+            "the check with has() for optional fields",
+        ),
         ('device.attributes["other.example.org"].uuid == "x"', "no such key: uuid. consider using"),
         # Attributes are dyn, so a bare attribute compiles; a non-bool value fails when evaluated.
-        ('device.attributes["gpu.example.com"].index',
-         "CEL result of type int could not be converted to bool: "
-         "unsupported type conversion from 'int' to bool"),
-        ('quantity("12GB") == quantity("1")',
-         "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"),
+        (
+            'device.attributes["gpu.example.com"].index',
+            "CEL result of type int could not be converted to bool: "
+            "unsupported type conversion from 'int' to bool",
+        ),
+        (
+            'quantity("12GB") == quantity("1")',
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+        ),
         ('semver("1.2") == semver("1.2.0")', "No Major.Minor.Patch elements found"),
-        ('device.attributes["gpu.example.com"].productName.matches(device.driver + "[")',
-         "error parsing regexp: missing closing ]: `[`"),
+        (
+            'device.attributes["gpu.example.com"].productName.matches(device.driver + "[")',
+            "error parsing regexp: missing closing ]: `[`",
+        ),
     ],
 )
 def test_runtime_errors_carry_upstream_text(expr: str, text: str) -> None:
@@ -110,20 +118,28 @@ def test_runtime_errors_carry_upstream_text(expr: str, text: str) -> None:
 @pytest.mark.parametrize(
     ("expr", "text"),
     [
-        ("device.driver ==",
-         "compilation failed: ERROR: <input>:1:17: Syntax error: mismatched input '<EOF>'"),
-        ("nodevice.driver == 'x'",
-         "ERROR: <input>:1:1: undeclared reference to 'nodevice' (in container '')"),
+        (
+            "device.driver ==",
+            "compilation failed: ERROR: <input>:1:17: Syntax error: mismatched input '<EOF>'",
+        ),
+        (
+            "nodevice.driver == 'x'",
+            "ERROR: <input>:1:1: undeclared reference to 'nodevice' (in container '')",
+        ),
         ("frobnicate(device.driver)", "undeclared reference to 'frobnicate'"),
         ("cel.bind(x, 1)", "undeclared reference to 'cel'"),
         # Type-checked against the declared device: unknown fields and wrong types do not compile.
         ("device.name == 'gpu-0'", "ERROR: <input>:1:7: undefined field 'name'"),
-        ('device.capacity["gpu.example.com"].memory.compareTo(semver("1.0.0")) == 0',
-         "found no matching overload for 'compareTo' applied to 'kubernetes.Quantity.(kubernetes.Semver)'"),
+        (
+            'device.capacity["gpu.example.com"].memory.compareTo(semver("1.0.0")) == 0',
+            "found no matching overload for 'compareTo' applied to 'kubernetes.Quantity.(kubernetes.Semver)'",
+        ),
         ("device.driver", "must evaluate to bool or the unknown type, not string"),
         ('device.driver.matches("[")', "ERROR: <input>:1:23: invalid matches argument"),
-        ('device.capacity["gpu.example.com"].memory', "must evaluate to bool or the unknown type, not "
-         "kubernetes.Quantity"),
+        (
+            'device.capacity["gpu.example.com"].memory',
+            "must evaluate to bool or the unknown type, not kubernetes.Quantity",
+        ),
     ],
 )
 def test_compile_errors_carry_upstream_text(expr: str, text: str) -> None:
@@ -140,9 +156,9 @@ def test_a_nul_inside_an_expression_is_not_the_end_of_it() -> None:
 def test_compile_error_shows_the_expression_and_a_caret() -> None:
     with pytest.raises(CelCompileError) as err:
         compile_selector("device.nope")
-    assert str(err.value) == ("compilation failed: ERROR: <input>:1:7: undefined field 'nope'\n"
-                              " | device.nope\n"
-                              " | ......^")
+    assert str(err.value) == (
+        "compilation failed: ERROR: <input>:1:7: undefined field 'nope'\n | device.nope\n | ......^"
+    )
 
 
 def test_allow_multiple_allocations_is_false_when_the_gate_dropped_it() -> None:
@@ -158,8 +174,17 @@ def test_attribute_without_a_value_fails_when_evaluated() -> None:
 
 
 def test_list_attributes_are_lists() -> None:
-    dev = device_variable(DRIVER, {"name": "g", "attributes": {
-        "ids": {"ints": [3, 5]}, "modes": {"strings": ["a", "b"]}, "vers": {"versions": ["1.0.0"]}}})
+    dev = device_variable(
+        DRIVER,
+        {
+            "name": "g",
+            "attributes": {
+                "ids": {"ints": [3, 5]},
+                "modes": {"strings": ["a", "b"]},
+                "vers": {"versions": ["1.0.0"]},
+            },
+        },
+    )
     assert run('5 in device.attributes["gpu.example.com"].ids', dev)
     assert run('device.attributes["gpu.example.com"].modes.exists(m, m == "b")', dev)
     assert run('device.attributes["gpu.example.com"].vers[0].isLessThan(semver("2.0.0"))', dev)
@@ -170,8 +195,10 @@ def test_compiled_programs_are_cached() -> None:
 
 
 def test_runtime_cost_budget_stops_an_expensive_selector() -> None:
-    expr = "[" + ",".join(["1"] * 100) + "].all(x, [" + ",".join(["1"] * 100) + "].all(y, " \
+    expr = (
+        "[" + ",".join(["1"] * 100) + "].all(x, [" + ",".join(["1"] * 100) + "].all(y, "
         "[" + ",".join(["1"] * 100) + "].all(z, x + y + z == 3)))"
+    )
     with pytest.raises(CelRuntimeError, match=r"^operation cancelled: actual cost limit exceeded$"):
         run(expr)
 
@@ -190,8 +217,9 @@ def test_validation_uses_the_gated_device_fields_for_new_objects() -> None:
     assert validate_selector(expr, consumable_capacity=True) is None
     problem = validate_selector(expr, consumable_capacity=False)
     assert problem is not None and problem.reason == "Invalid"
-    assert problem.detail.startswith("compilation failed: ERROR: <input>:1:7: undefined field "
-                                     "'allowMultipleAllocations'")
+    assert problem.detail.startswith(
+        "compilation failed: ERROR: <input>:1:7: undefined field 'allowMultipleAllocations'"
+    )
     # The allocator compiles as for stored objects: every field and library, whatever the gates.
     assert run(expr)
 

@@ -27,8 +27,10 @@ def test_building_without_go_names_the_fix_and_exits_4(
     assert celbuild.main([]) == 4
     err = capsys.readouterr().err
     want = "{}.{}".format(*celbuild.required_go_version())
-    assert err.startswith(f"error: building the sim's CEL library needs Go {want} or newer, and `go` is not "
-                          "on PATH: install Go from https://go.dev/dl/ or set GO=/path/to/go")
+    assert err.startswith(
+        f"error: building the sim's CEL library needs Go {want} or newer, and `go` is not "
+        "on PATH: install Go from https://go.dev/dl/ or set GO=/path/to/go"
+    )
     assert not (empty_cache / "cache" / "gpu-share-conformance").exists()
 
 
@@ -52,7 +54,11 @@ def test_the_library_is_named_after_its_sources() -> None:
 def test_a_missing_library_is_reported_with_the_command_that_builds_it(empty_cache: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-c", "from sim.cel import compile_selector; compile_selector('true')"],
-        cwd=REPO, capture_output=True, text=True, timeout=60)
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
     assert "sim.cel.CelLibraryError: the sim's CEL library" in proc.stderr
     assert "is not built: run `make setup` (or `python -m sim.celbuild`)" in proc.stderr

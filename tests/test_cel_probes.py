@@ -45,5 +45,9 @@ def test_probe_gets_upstreams_verdict_and_message(probe: dict[str, Any]) -> None
 
 def test_probes_cover_both_sides_of_the_split() -> None:
     kinds = {p["upstream"] for p in PROBES["probes"]}
-    assert kinds == {"compile error", "runtime error", "true (device selected)",
-                     "false (device not selected)"}
+    assert kinds == {
+        "compile error",
+        "runtime error",
+        "true (device selected)",
+        "false (device not selected)",
+    }

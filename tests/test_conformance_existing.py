@@ -40,14 +40,30 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     kubeconfig = tmp / "kubeconfig"
     # Unix socket paths are short (108 bytes): the node state lives under a short temporary dir.
     state = Path(tempfile.mkdtemp(prefix="gsc-ex-"))
-    sim = subprocess.Popen([sys.executable, "-m", "sim", "--kubeconfig", str(kubeconfig), "--nodes", "node-1",
-                            "--gpus", "rtx3090x2", "--state-dir", str(state)],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sim",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--nodes",
+            "node-1",
+            "--gpus",
+            "rtx3090x2",
+            "--state-dir",
+            str(state),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     api = None
     try:
         assert sim.stdout is not None
         seen = []
-        for line in iter(sim.stdout.readline, b""):      # the sim prints this once it serves
+        for line in iter(sim.stdout.readline, b""):  # the sim prints this once it serves
             seen.append(line.decode(errors="replace"))
             if "sim: serving" in seen[-1]:
                 break
@@ -56,8 +72,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         resource = client.ResourceV1Api(api)
         # What the driver's chart installs next to the driver on a real cluster.
         selector = {"cel": {"expression": f'device.driver == "{DRIVER}"'}}
-        resource.create_device_class({"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
-                                      "metadata": {"name": DRIVER}, "spec": {"selectors": [selector]}})
+        resource.create_device_class(
+            {
+                "apiVersion": "resource.k8s.io/v1",
+                "kind": "DeviceClass",
+                "metadata": {"name": DRIVER},
+                "spec": {"selectors": [selector]},
+            }
+        )
         profile = yaml.safe_load((REPO / "fixtures/drivers/reference.yaml").read_text())
         profile["install"] = {"method": "preinstalled"}
         (tmp / "preinstalled.yaml").write_text(yaml.safe_dump(profile))
@@ -79,9 +101,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def suite_args(c: Cluster, report: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p", "no:cacheprovider",
-            "--cluster=existing", f"--kubeconfig={c.kubeconfig}", f"--driver-profile={c.profile}",
-            f"--report-dir={report}", "--wait-timeout=20", "--settle-seconds=0.5", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "pytest",
+        "conformance/scenarios",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--cluster=existing",
+        f"--kubeconfig={c.kubeconfig}",
+        f"--driver-profile={c.profile}",
+        f"--report-dir={report}",
+        "--wait-timeout=20",
+        "--settle-seconds=0.5",
+        *extra,
+    ]
 
 
 def suite_namespaces(c: Cluster) -> list[str]:
@@ -89,8 +124,13 @@ def suite_namespaces(c: Cluster) -> list[str]:
 
 
 def test_interrupted_run_leaves_no_namespace_behind(cluster: Cluster, tmp_path: Path) -> None:
-    suite = subprocess.Popen(suite_args(cluster, tmp_path, "-m", "sharing"), cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    suite = subprocess.Popen(
+        suite_args(cluster, tmp_path, "-m", "sharing"),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         # Interrupt as soon as the scenario has created its first pod.
         w = watch.Watch()
@@ -115,15 +155,42 @@ def test_busy_gpus_stop_the_run_unless_allowed_and_are_left_alone(cluster: Clust
     core, resource = cluster.core, cluster.resource
     core.create_namespace({"metadata": {"name": "team-a"}})
     try:
-        resource.create_namespaced_resource_claim("team-a", {
-            "metadata": {"name": "training"},
-            "spec": {"devices": {"requests": [{"name": "gpu", "exactly": {
-                "deviceClassName": DRIVER, "capacity": {"requests": {"memory": "4Gi"}}}}]}}})
-        core.create_namespaced_pod("team-a", {
-            "metadata": {"name": "trainer"},
-            "spec": {"resourceClaims": [{"name": "gpu", "resourceClaimName": "training"}],
-                     "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"],
-                                     "resources": {"claims": [{"name": "gpu"}]}}]}})
+        resource.create_namespaced_resource_claim(
+            "team-a",
+            {
+                "metadata": {"name": "training"},
+                "spec": {
+                    "devices": {
+                        "requests": [
+                            {
+                                "name": "gpu",
+                                "exactly": {
+                                    "deviceClassName": DRIVER,
+                                    "capacity": {"requests": {"memory": "4Gi"}},
+                                },
+                            }
+                        ]
+                    }
+                },
+            },
+        )
+        core.create_namespaced_pod(
+            "team-a",
+            {
+                "metadata": {"name": "trainer"},
+                "spec": {
+                    "resourceClaims": [{"name": "gpu", "resourceClaimName": "training"}],
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "busybox",
+                            "command": ["sleep", "3600"],
+                            "resources": {"claims": [{"name": "gpu"}]},
+                        }
+                    ],
+                },
+            },
+        )
         w = watch.Watch()
         for event in w.stream(core.list_namespaced_pod, "team-a", timeout_seconds=60):
             if event["object"].status.phase == "Running":
@@ -134,12 +201,20 @@ def test_busy_gpus_stop_the_run_unless_allowed_and_are_left_alone(cluster: Clust
         claim = resource.read_namespaced_resource_claim("training", "team-a")
         busy = claim.status.allocation.devices.results[0]
 
-        refused = subprocess.run(suite_args(cluster, tmp_path / "refused", "-m", "publish"), cwd=REPO,
-                                 capture_output=True, text=True, timeout=120)
+        refused = subprocess.run(
+            suite_args(cluster, tmp_path / "refused", "-m", "publish"),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         report = json.loads((tmp_path / "refused" / "report.json").read_text())
         assert refused.returncode == 4, refused.stdout[-2000:]
-        assert report["error"].startswith("GPUs under test already hold allocations (") and \
-            "team-a/training" in report["error"] and "--allow-busy-gpus" in report["error"]
+        assert (
+            report["error"].startswith("GPUs under test already hold allocations (")
+            and "team-a/training" in report["error"]
+            and "--allow-busy-gpus" in report["error"]
+        )
 
         args = suite_args(cluster, tmp_path / "allowed", "--allow-busy-gpus", "-m", "sharing")
         allowed = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)

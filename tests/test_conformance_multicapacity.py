@@ -36,10 +36,11 @@ def device(**capacity: dict) -> DeviceCapacities:
 
 # kubernetes-sigs/dra-example-driver with --gpu-allow-multiple-allocations (issue 15's numbers).
 DRA_EXAMPLE = {
-    "memory": {"value": "80Gi",
-               "requestPolicy": {"default": "80Gi", "validRange": {"min": "1Gi", "step": "1Gi"}}},
-    "compute": {"value": "100",
-                "requestPolicy": {"default": "100", "validRange": {"min": "1", "step": "1"}}},
+    "memory": {
+        "value": "80Gi",
+        "requestPolicy": {"default": "80Gi", "validRange": {"min": "1Gi", "step": "1Gi"}},
+    },
+    "compute": {"value": "100", "requestPolicy": {"default": "100", "validRange": {"min": "1", "step": "1"}}},
 }
 
 
@@ -62,22 +63,29 @@ def test_asking_for_half_the_compute_lets_two_sharers_fit() -> None:
 
 def test_every_policy_rounds_its_own_capacity() -> None:
     caps = device(
-        memory={"value": "24Gi",
-                "requestPolicy": {"default": "24Gi", "validRange": {"min": "1Gi", "step": "1Gi"}}},
+        memory={
+            "value": "24Gi",
+            "requestPolicy": {"default": "24Gi", "validRange": {"min": "1Gi", "step": "1Gi"}},
+        },
         shares={"value": "10", "requestPolicy": {"default": "1", "validValues": ["1", "2", "5"]}},
         cores={"value": "100"},  # no policy: asked amounts as they are, no request takes everything
     )
     assert caps.consumes({"memory": 5 * GI + 1, "shares": 3, "cores": 7}) == {
-        "memory": 6 * GI, "shares": 5, "cores": 7}
+        "memory": 6 * GI,
+        "shares": 5,
+        "cores": 7,
+    }
     assert caps.consumes({"memory": GI}) == {"memory": GI, "shares": 1, "cores": 100}
-    assert caps.consumes({"shares": 6}) is None          # above every valid value: ineligible
-    assert caps.consumes({"nonexistent": 1}) is None     # names a capacity the device lacks
+    assert caps.consumes({"shares": 6}) is None  # above every valid value: ineligible
+    assert caps.consumes({"nonexistent": 1}) is None  # names a capacity the device lacks
 
 
 def test_a_small_default_bounds_sharers_without_being_a_blocker() -> None:
     # NVIDIA consumable shares in integer mode: shares default to 1 per claim.
-    caps = device(memory={"value": "24Gi"}, shares={"value": "3", "requestPolicy": {
-        "default": "1", "validRange": {"min": "1", "step": "1"}}})
+    caps = device(
+        memory={"value": "24Gi"},
+        shares={"value": "3", "requestPolicy": {"default": "1", "validRange": {"min": "1", "step": "1"}}},
+    )
     plan = share_plan(caps, "memory", {"memory": "share"})
     assert plan.requests == {"memory": 6 * GI}
     assert (plan.sharers, plan.by_primary) == (3, 4)
@@ -101,12 +109,17 @@ def test_proportional_and_share_requests_pack_by_every_capacity() -> None:
 
 
 def test_proportional_lands_on_the_policy_grid_and_never_above_one_request() -> None:
-    caps = device(memory={"value": "24Gi"}, compute={"value": "100", "requestPolicy": {
-        "default": "100", "validRange": {"min": "10", "max": "90", "step": "10"}}})
+    caps = device(
+        memory={"value": "24Gi"},
+        compute={
+            "value": "100",
+            "requestPolicy": {"default": "100", "validRange": {"min": "10", "max": "90", "step": "10"}},
+        },
+    )
     declared = {"memory": "share", "compute": "proportional"}
     assert sharer_requests(caps, "memory", declared, parts=4) == {"memory": 6 * GI, "compute": 20}
-    assert sharer_requests(caps, "memory", declared, amount=GI)["compute"] == 10        # min
-    assert sharer_requests(caps, "memory", declared, amount=48 * GI)["compute"] == 90   # max
+    assert sharer_requests(caps, "memory", declared, amount=GI)["compute"] == 10  # min
+    assert sharer_requests(caps, "memory", declared, amount=48 * GI)["compute"] == 90  # max
     assert share_plan(caps, "memory", declared).sharers == 4
 
 
@@ -122,14 +135,17 @@ def test_consumed_capacity_check_compares_every_key() -> None:
     expected = caps.consumes({"memory": 10 * GI})
     assert consumed_mismatch(expected, {"memory": 10 * GI, "compute": 100}, caps) == []
     assert consumed_mismatch(expected, {"memory": 10 * GI}, caps) == [
-        "compute=absent (the published policy says 100)"]
+        "compute=absent (the published policy says 100)"
+    ]
     assert consumed_mismatch(expected, {"memory": 10 * GI, "compute": 100, "extra": 1}, caps) == [
-        "extra=1 (the published policy says absent)"]
+        "extra=1 (the published policy says absent)"
+    ]
 
 
 def test_capacities_keep_the_drivers_domain_and_their_own_format() -> None:
-    caps = DeviceCapacities.from_device({"capacity": {f"{DRIVER}/compute": DRA_EXAMPLE["compute"],
-                                                       "memory": DRA_EXAMPLE["memory"]}}, DRIVER)
+    caps = DeviceCapacities.from_device(
+        {"capacity": {f"{DRIVER}/compute": DRA_EXAMPLE["compute"], "memory": DRA_EXAMPLE["memory"]}}, DRIVER
+    )
     assert caps.names() == ["compute", "memory"]
     assert caps["compute"].format(50) == "50" and caps["memory"].format(10 * GI) == "10Gi"
     assert caps["compute"].describe() == "100, default 100, range 1..100 step 1"
@@ -152,6 +168,7 @@ def test_a_request_that_consumes_nothing_is_refused_by_the_count() -> None:
 
 
 # ---- the profile's shareRequests ------------------------------------------------------------------
+
 
 def _profile_data(**extra: object) -> dict:
     data = yaml.safe_load((PROFILE_DIR / "reference.yaml").read_text())
@@ -198,21 +215,47 @@ def test_bad_share_requests_are_rejected_naming_the_field(requests: object, need
 def test_preflight_names_a_share_request_the_driver_does_not_publish() -> None:
     data = _profile_data(shareRequests={"memory": "share", "cores": "proportional"})
     profile = parse_profile(data, "p.yaml")
-    gpu = Gpu(node="n", pool="n", slice_name="s", device="gpu-0", identity="u", product="p",
-              attributes={}, capacity=None, shareable=True, capacities=device(memory={"value": "24Gi"}))
+    gpu = Gpu(
+        node="n",
+        pool="n",
+        slice_name="s",
+        device="gpu-0",
+        identity="u",
+        product="p",
+        attributes={},
+        capacity=None,
+        shareable=True,
+        capacities=device(memory={"value": "24Gi"}),
+    )
     problem = share_request_problem(profile, [gpu])
-    assert problem == ("driver profile p.yaml: 'shareRequests.cores' names a capacity that no device of "
-                       "driver gpu.sharing.example.dev publishes (published: memory); fix the name or "
-                       "remove it.")
+    assert problem == (
+        "driver profile p.yaml: 'shareRequests.cores' names a capacity that no device of "
+        "driver gpu.sharing.example.dev publishes (published: memory); fix the name or "
+        "remove it."
+    )
     assert share_request_problem(load_profile("reference"), [gpu]) is None
     assert PreflightResult(gpus=[gpu], share_capacities=("memory", "cores")).shareable_gpus == []
 
 
 def _suite(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p", "no:cacheprovider",
-         "--cluster=sim", f"--report-dir={tmp_path / 'r'}", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "conformance/scenarios",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--cluster=sim",
+            f"--report-dir={tmp_path / 'r'}",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_unknown_share_request_stops_the_run_with_exit_4(tmp_path: Path) -> None:
@@ -232,8 +275,18 @@ def test_bad_share_request_value_stops_at_profile_load_with_exit_4(tmp_path: Pat
 
 
 def test_report_lists_every_capacity_and_policy_of_each_device() -> None:
-    gpu = Gpu(node="node-1", pool="node-1", slice_name="s", device="gpu-0", identity="u", product="p",
-              attributes={}, capacity=None, shareable=True, capacities=device(**DRA_EXAMPLE))
+    gpu = Gpu(
+        node="node-1",
+        pool="node-1",
+        slice_name="s",
+        device="gpu-0",
+        identity="u",
+        product="p",
+        attributes={},
+        capacity=None,
+        shareable=True,
+        capacities=device(**DRA_EXAMPLE),
+    )
     meta = {"capacities": capacities_by_device([gpu]), "share_requests": {"memory": "share"}}
     assert meta["capacities"]["node-1/gpu-0"]["compute"]["published"] == DRA_EXAMPLE["compute"]
     text = report_mod.render_markdown(report_mod.build(meta, [], []))

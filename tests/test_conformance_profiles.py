@@ -101,8 +101,11 @@ def test_profile_that_is_not_yaml_is_rejected(tmp_path: Path) -> None:
 def test_device_node_templates_must_be_paths_under_dev() -> None:
     data = _reference()
     data["claims"]["visibility"]["deviceNodes"] = ["nvidia{minor}"]
-    with pytest.raises(ProfileError, match=r"'claims.visibility.deviceNodes' entries must be path templates "
-                                           r"under /dev/"):
+    with pytest.raises(
+        ProfileError,
+        match=r"'claims.visibility.deviceNodes' entries must be path templates "
+        r"under /dev/",
+    ):
         parse_profile(data, "x.yaml")
     data["claims"]["visibility"]["deviceNodes"] = ["/dev/nvidia{minor}"]
     assert parse_profile(data, "x.yaml").visibility.device_nodes == ("/dev/nvidia{minor}",)

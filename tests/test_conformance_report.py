@@ -48,8 +48,10 @@ def test_early_stop_is_an_error_verdict() -> None:
 
 
 def test_capability_not_claimed_does_not_spoil_a_pass() -> None:
-    checks = [CheckResult("t::a", "sharing", "passed", 1.0),
-              CheckResult("t::e", "enforcement", "skipped", 0.0, reason="profile does not claim it")]
+    checks = [
+        CheckResult("t::a", "sharing", "passed", 1.0),
+        CheckResult("t::e", "enforcement", "skipped", 0.0, reason="profile does not claim it"),
+    ]
     report = build({"simulated": True}, checks, [])
     assert report["verdict"] == "pass"
     assert report["capabilities"]["enforcement"]["reason"] == "profile does not claim it"

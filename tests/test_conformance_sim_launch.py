@@ -27,10 +27,25 @@ def run_suite(tmp_path: Path, *args: str, timeout: float = 150) -> tuple[int, st
     report_dir = tmp_path / "report"
     # Every process the run starts inherits RUN_MARK: processes_of(tmp_path) finds what it left behind.
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p", "no:cacheprovider",
-         "--cluster=sim", "--nodes=node-1", f"--report-dir={report_dir}", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "RUN_MARK": str(tmp_path)})
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "conformance/scenarios",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--cluster=sim",
+            "--nodes=node-1",
+            f"--report-dir={report_dir}",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "RUN_MARK": str(tmp_path)},
+    )
     report_file = report_dir / "report.json"
     report = json.loads(report_file.read_text()) if report_file.is_file() else {}
     return proc.returncode, proc.stdout + proc.stderr, report
@@ -71,14 +86,29 @@ def test_foreign_driver_from_a_profile_runs_and_republishes_within_the_profiles_
     # Republishing takes 7 s, longer than every other wait of this run (6 s): only the profile's bound
     # (sim.republishTimeout) lets this correct driver pass lifecycle. Its unprepare-cleanup scenario runs a
     # pod, so the driver also answered NodePrepareResources over its socket.
-    sim = {"command": ["{python}", "-m", "tests.mutants.late_republish"],
-           "args": ["--node-name", "{node}", "--gpus", "{gpus}", "--registry-dir", "{registrar_dir}",
-                    "--plugin-dir", "{plugin_dir}", "--cdi-dir", "{cdi_dir}", "--driver-name", FOREIGN],
-           "env": {"LATE_REPUBLISH_SECONDS": "7"},   # KUBECONFIG and STATE_DIR come from the contract
-           "republishTimeout": 40}
+    sim = {
+        "command": ["{python}", "-m", "tests.mutants.late_republish"],
+        "args": [
+            "--node-name",
+            "{node}",
+            "--gpus",
+            "{gpus}",
+            "--registry-dir",
+            "{registrar_dir}",
+            "--plugin-dir",
+            "{plugin_dir}",
+            "--cdi-dir",
+            "{cdi_dir}",
+            "--driver-name",
+            FOREIGN,
+        ],
+        "env": {"LATE_REPUBLISH_SECONDS": "7"},  # KUBECONFIG and STATE_DIR come from the contract
+        "republishTimeout": 40,
+    }
     profile = write_profile(tmp_path, foreign_profile(sim))
-    code, out, report = run_suite(tmp_path, f"--driver-profile={profile}", *FAST, "-m", "lifecycle",
-                                  "-k", "not restart")
+    code, out, report = run_suite(
+        tmp_path, f"--driver-profile={profile}", *FAST, "-m", "lifecycle", "-k", "not restart"
+    )
     caps = report.get("capabilities", {})
     assert code == 0 and report["verdict"] == "pass", out[-3000:]
     assert {c: v["verdict"] for c, v in caps.items()} == {"lifecycle": "pass"}
@@ -92,15 +122,17 @@ def test_unknown_sim_key_or_placeholder_stops_before_the_sim_starts(tmp_path):
     data["sim"]["argz"] = []
     code, out, _ = run_suite(tmp_path, f"--driver-profile={write_profile(tmp_path, data)}")
     assert code == EXIT_BAD_INPUT, out
-    assert ("unknown key 'argz' under 'sim'; valid keys are: args, command, env, nodeEnv, "
-            "republishTimeout" in out)
+    assert (
+        "unknown key 'argz' under 'sim'; valid keys are: args, command, env, nodeEnv, republishTimeout" in out
+    )
     assert "sim: serving" not in out
     data = reference()
     data["sim"]["args"][1] = "{nodename}"
     with pytest.raises(ProfileError) as err:
         parse_profile(data, "vendor.yaml")
-    assert str(err.value).startswith("driver profile vendor.yaml: 'sim.args[1]' uses unknown placeholder "
-                                     "{nodename}")
+    assert str(err.value).startswith(
+        "driver profile vendor.yaml: 'sim.args[1]' uses unknown placeholder {nodename}"
+    )
 
 
 def test_driver_command_that_does_not_exist_stops_before_the_sim_starts(tmp_path):
@@ -108,9 +140,11 @@ def test_driver_command_that_does_not_exist_stops_before_the_sim_starts(tmp_path
     command = tmp_path / "gpu-kubelet-plugin"
     code, out, report = run_suite(tmp_path, "--driver-profile=nvidia-fork", f"--sim-driver-command={command}")
     assert code == EXIT_BAD_INPUT, out
-    assert report["error"] == (f"driver profile nvidia-fork: the driver command {command} "
-                               "(--sim-driver-command) does not exist; give the driver's path with "
-                               "--sim-driver-command (make SIM_DRIVER_COMMAND=/path/to/driver).")
+    assert report["error"] == (
+        f"driver profile nvidia-fork: the driver command {command} "
+        "(--sim-driver-command) does not exist; give the driver's path with "
+        "--sim-driver-command (make SIM_DRIVER_COMMAND=/path/to/driver)."
+    )
     assert "sim: serving" not in out
 
 
@@ -119,9 +153,11 @@ def test_driver_that_exits_at_once_stops_the_run_quoting_it_and_leaves_nothing_r
     data = foreign_profile({"command": [str(script)]})
     code, out, report = run_suite(tmp_path, f"--driver-profile={write_profile(tmp_path, data)}")
     assert code == EXIT_BAD_INPUT, out
-    assert report["error"].startswith(f"driver profile other-vendor: the driver {script} exited with code 2 "
-                                      "on node-1 before it registered with the kubelet; its last output: "
-                                      "starting on node-1 | flag provided but not defined: -gpus"), report
+    assert report["error"].startswith(
+        f"driver profile other-vendor: the driver {script} exited with code 2 "
+        "on node-1 before it registered with the kubelet; its last output: "
+        "starting on node-1 | flag provided but not defined: -gpus"
+    ), report
     assert report["capabilities"] == {}, "no scenario may run"
     assert not processes_of(tmp_path), "the run left processes behind"
 
@@ -135,19 +171,47 @@ def test_sim_input_is_checked_before_anything_starts(tmp_path, monkeypatch):
     monkeypatch.delenv("NVIDIA_DRIVER_ROOT", raising=False)
     with pytest.raises(ProviderError) as err:
         provider(tmp_path, nvidia, driver_command="/bin/true").launch_spec()
-    assert str(err.value).startswith("driver profile nvidia-consumable-shares: 'sim.env.NVIDIA_DRIVER_ROOT' "
-                                     "uses ${NVIDIA_DRIVER_ROOT}, which is not set")
+    assert str(err.value).startswith(
+        "driver profile nvidia-consumable-shares: 'sim.env.NVIDIA_DRIVER_ROOT' "
+        "uses ${NVIDIA_DRIVER_ROOT}, which is not set"
+    )
     monkeypatch.setenv("NVIDIA_DRIVER_ROOT", "/opt/mock-nvml")
     monkeypatch.setenv("MOCK_NVML_CONFIG_DIR", "/opt/configs")
     spec = provider(tmp_path, nvidia, driver_command="/bin/true").launch_spec()
-    launch = spec.render({"node": "node-2", "kubeconfig": "k", "registrar_dir": "r", "plugins_dir": "p",
-                          "plugin_dir": "p/d", "cdi_dir": "c", "state_dir": "s", "python": "py"}, "node-2")
+    launch = spec.render(
+        {
+            "node": "node-2",
+            "kubeconfig": "k",
+            "registrar_dir": "r",
+            "plugins_dir": "p",
+            "plugin_dir": "p/d",
+            "cdi_dir": "c",
+            "state_dir": "s",
+            "python": "py",
+        },
+        "node-2",
+    )
     assert launch.argv == ["/bin/true"]  # NVIDIA's binary gets no flag at all: everything is env
-    assert {k: launch.env[k] for k in ("NVIDIA_DRIVER_ROOT", "DRIVER_ROOT_CTR_PATH", "MOCK_NVML_CONFIG",
-                                       "FEATURE_GATES", "CONSUMABLE_SHARES", "NODE_NAME", "CDI_ROOT")} == {
-        "NVIDIA_DRIVER_ROOT": "/opt/mock-nvml", "DRIVER_ROOT_CTR_PATH": "/opt/mock-nvml",
-        "MOCK_NVML_CONFIG": "/opt/configs/node-2.yaml", "FEATURE_GATES": "ConsumableShares=true",
-        "CONSUMABLE_SHARES": "memory", "NODE_NAME": "node-2", "CDI_ROOT": "c"}
+    assert {
+        k: launch.env[k]
+        for k in (
+            "NVIDIA_DRIVER_ROOT",
+            "DRIVER_ROOT_CTR_PATH",
+            "MOCK_NVML_CONFIG",
+            "FEATURE_GATES",
+            "CONSUMABLE_SHARES",
+            "NODE_NAME",
+            "CDI_ROOT",
+        )
+    } == {
+        "NVIDIA_DRIVER_ROOT": "/opt/mock-nvml",
+        "DRIVER_ROOT_CTR_PATH": "/opt/mock-nvml",
+        "MOCK_NVML_CONFIG": "/opt/configs/node-2.yaml",
+        "FEATURE_GATES": "ConsumableShares=true",
+        "CONSUMABLE_SHARES": "memory",
+        "NODE_NAME": "node-2",
+        "CDI_ROOT": "c",
+    }
     with pytest.raises(ProviderError) as err:
         provider(tmp_path, nvidia, driver_command="/bin/true", gpus="mixed").launch_spec()
     assert "--gpus mixed has no effect on driver profile nvidia-consumable-shares" in str(err.value)
@@ -155,8 +219,9 @@ def test_sim_input_is_checked_before_anything_starts(tmp_path, monkeypatch):
     data["sim"]["nodeEnv"] = {"node-9": {"X": "y"}}
     with pytest.raises(ProviderError) as err:
         provider(tmp_path, data, nodes=("node-1",)).launch_spec()
-    assert ("'sim.nodeEnv' names node 'node-9', which is not one of the cluster's nodes (node-1)"
-            in str(err.value))
+    assert "'sim.nodeEnv' names node 'node-9', which is not one of the cluster's nodes (node-1)" in str(
+        err.value
+    )
     with pytest.raises(ProviderError) as err:
         provider(tmp_path, yaml.safe_load((PROFILE_DIR / "dra-example.yaml").read_text())).launch_spec()
     assert "has no 'sim' section" in str(err.value)

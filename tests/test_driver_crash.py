@@ -32,8 +32,11 @@ def _claims() -> dict[tuple[str, str], dict[str, Any]]:
     rng = random.Random(7)
     out = {}
     for i in range(6):
-        claim = allocated_claim(f"c{i}", uid=str(uuid.UUID(int=rng.getrandbits(128))), results=[
-            result(f"gpu-{i % 2}", share_id=str(uuid.UUID(int=rng.getrandbits(128))), memory="4Gi")])
+        claim = allocated_claim(
+            f"c{i}",
+            uid=str(uuid.UUID(int=rng.getrandbits(128))),
+            results=[result(f"gpu-{i % 2}", share_id=str(uuid.UUID(int=rng.getrandbits(128))), memory="4Gi")],
+        )
         out[("default", f"c{i}")] = claim
     return out
 
@@ -43,9 +46,15 @@ REFS = [ClaimRef("default", c["metadata"]["uid"], c["metadata"]["name"]) for c i
 
 
 def _state(root: Path) -> DeviceState:
-    state = DeviceState(driver_name=DRIVER, node_name="node-1", inventory=INVENTORY, cdi_dir=root / "cdi",
-                        state_dir=root / "state", read_claim=lambda ns, name: CLAIMS.get((ns, name)),
-                        list_claims=lambda: list(CLAIMS.values()))
+    state = DeviceState(
+        driver_name=DRIVER,
+        node_name="node-1",
+        inventory=INVENTORY,
+        cdi_dir=root / "cdi",
+        state_dir=root / "state",
+        read_claim=lambda ns, name: CLAIMS.get((ns, name)),
+        list_claims=lambda: list(CLAIMS.values()),
+    )
     state.restore()
     return state
 
@@ -89,8 +98,9 @@ def _run_and_kill(root: Path, seed: int, kill_after: int) -> list[str]:
         finally:
             os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
-        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
             f"the child exited by itself (status {status}) instead of being killed"
+        )
         rest = pipe.read()
     lines += [d.decode() for d in (buf + rest).split(b"\n") if d]
     return lines
@@ -117,8 +127,9 @@ def test_kill_9_at_random_points_never_leaks_a_spec_or_loses_a_claim() -> None:
             interrupted += bool(pending)
             # The checkpoint must load as the crash left it, before any repair.
             as_left = set(Checkpoint(root / "state").load())
-            leftovers = (cdi.list_spec_claims(root / "cdi", DRIVER) ^ as_left) \
-                | {p.name for p in cdi.list_temp_files(root / "cdi", DRIVER)}
+            leftovers = (cdi.list_spec_claims(root / "cdi", DRIVER) ^ as_left) | {
+                p.name for p in cdi.list_temp_files(root / "cdi", DRIVER)
+            }
             recovered += bool(leftovers)
 
             state = _state(root)  # the restart
@@ -131,8 +142,9 @@ def test_kill_9_at_random_points_never_leaks_a_spec_or_loses_a_claim() -> None:
                 if uid in pending:
                     prepared[uid] = uid in in_checkpoint  # interrupted call: either outcome is allowed
                 else:
-                    assert (uid in in_checkpoint) == want, \
+                    assert (uid in in_checkpoint) == want, (
                         f"cycle {cycle}: claim {uid} acknowledged as {'prepared' if want else 'unprepared'}"
+                    )
         # The kills really landed inside calls, and some inside the window that needs repair.
         assert interrupted > CYCLES // 2
         assert recovered > 0

@@ -30,15 +30,24 @@ class Plugin:
     def __init__(self, root: Path, api: SimApi) -> None:
         self.root, self.api = root, api
         self.api_client = api_client(str(api.kubeconfig))
-        self.state = DeviceState(driver_name=DRIVER, node_name="node-1",
-                                 inventory=load_inventory("rtx3090x2", "node-1"), cdi_dir=root / "cdi",
-                                 state_dir=root / "state",
-                                 read_claim=ClaimReader(self.api_client),
-                                 list_claims=ClaimLister(self.api_client))
+        self.state = DeviceState(
+            driver_name=DRIVER,
+            node_name="node-1",
+            inventory=load_inventory("rtx3090x2", "node-1"),
+            cdi_dir=root / "cdi",
+            state_dir=root / "state",
+            read_claim=ClaimReader(self.api_client),
+            list_claims=ClaimLister(self.api_client),
+        )
         self.state.restore()
         self.metrics = Metrics()
-        self.plugin = KubeletPlugin(self.state, self.metrics, DRIVER, root / "plugins" / "dra.sock",
-                                    root / "registry" / f"{DRIVER}-reg.sock")
+        self.plugin = KubeletPlugin(
+            self.state,
+            self.metrics,
+            DRIVER,
+            root / "plugins" / "dra.sock",
+            root / "registry" / f"{DRIVER}-reg.sock",
+        )
         self.plugin.start()
         self.client = DRAClient(root / "plugins" / "dra.sock")
 
@@ -70,15 +79,17 @@ def test_registration_socket_answers_get_info_for_a_dra_plugin(plugin: Plugin) -
         assert info.name == DRIVER
         assert info.endpoint == str(plugin.root / "plugins" / "dra.sock")
         assert list(info.supported_versions) == ["v1.DRAPlugin", "v1beta1.DRAPlugin"]
-        stub.NotifyRegistrationStatus(pluginregistration_pb2.RegistrationStatus(plugin_registered=True),
-                                      timeout=5)
+        stub.NotifyRegistrationStatus(
+            pluginregistration_pb2.RegistrationStatus(plugin_registered=True), timeout=5
+        )
     assert plugin.plugin.registration.registered.is_set()
 
 
 def test_v1_prepare_answers_devices_with_share_id_and_v1beta1_without(plugin: Plugin) -> None:
     share = str(uuid.uuid4())
-    claim = plugin.add(allocated_claim("a", results=[result("gpu-1", request="gpu/big", share_id=share,
-                                                            memory="8Gi")]))
+    claim = plugin.add(
+        allocated_claim("a", results=[result("gpu-1", request="gpu/big", share_id=share, memory="8Gi")])
+    )
     uid = claim["metadata"]["uid"]
     v1 = plugin.client.prepare([claim]).claims[uid]
     assert v1.error == ""
@@ -87,16 +98,23 @@ def test_v1_prepare_answers_devices_with_share_id_and_v1beta1_without(plugin: Pl
     assert list(d.cdi_device_ids) == [f"k8s.{DRIVER}/gpu={uid}-gpu-1-{share}"]
     assert d.HasField("share_id") and d.share_id == share
     beta = plugin.client.prepare([claim], version="v1beta1").claims[uid]
-    assert [(x.device_name, list(x.cdi_device_ids)) for x in beta.devices] == \
-        [("gpu-1", list(d.cdi_device_ids))]
+    assert [(x.device_name, list(x.cdi_device_ids)) for x in beta.devices] == [
+        ("gpu-1", list(d.cdi_device_ids))
+    ]
     exclusive = plugin.add(allocated_claim("b", results=[result("gpu-0")]))
     [e] = plugin.client.prepare([exclusive]).claims[exclusive["metadata"]["uid"]].devices
     assert not e.HasField("share_id")
 
 
 def test_a_batch_answers_every_claim_and_a_bad_one_does_not_fail_the_others(plugin: Plugin) -> None:
-    good = [plugin.add(allocated_claim(f"g{i}", results=[result(f"gpu-{i % 2}", share_id=str(uuid.uuid4()),
-                                                                memory="1Gi")])) for i in range(4)]
+    good = [
+        plugin.add(
+            allocated_claim(
+                f"g{i}", results=[result(f"gpu-{i % 2}", share_id=str(uuid.uuid4()), memory="1Gi")]
+            )
+        )
+        for i in range(4)
+    ]
     unallocated = plugin.add(allocated_claim("pending"))
     missing = allocated_claim("gone")
     response = plugin.client.prepare([*good, unallocated, missing])
@@ -106,14 +124,21 @@ def test_a_batch_answers_every_claim_and_a_bad_one_does_not_fail_the_others(plug
     assert "not allocated" in response.claims[unallocated["metadata"]["uid"]].error
     assert "not found in the API" in response.claims[missing["metadata"]["uid"]].error
     unprepared = plugin.client.unprepare([*good, missing])
-    assert {uid: r.error for uid, r in unprepared.claims.items()} == \
-        {c["metadata"]["uid"]: "" for c in [*good, missing]}
+    assert {uid: r.error for uid, r in unprepared.claims.items()} == {
+        c["metadata"]["uid"]: "" for c in [*good, missing]
+    }
     assert not any((plugin.root / "cdi").iterdir())
 
 
 def test_repeated_and_concurrent_calls_give_the_same_answer(plugin: Plugin) -> None:
-    claims = [plugin.add(allocated_claim(f"c{i}", results=[
-        result(f"gpu-{i % 2}", share_id=str(uuid.uuid4()), memory="2Gi")])) for i in range(8)]
+    claims = [
+        plugin.add(
+            allocated_claim(
+                f"c{i}", results=[result(f"gpu-{i % 2}", share_id=str(uuid.uuid4()), memory="2Gi")]
+            )
+        )
+        for i in range(8)
+    ]
     answers: list[Any] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(8)

@@ -18,14 +18,18 @@ GiB = 1 << 30
 MiB = 1 << 20
 
 
-@pytest.mark.parametrize(("profile", "models", "memory"), [
-    ("rtx3090x2", ["NVIDIA GeForce RTX 3090"] * 2, [24 * GiB] * 2),
-    ("mixed", ["NVIDIA GeForce RTX 3090", "NVIDIA GeForce RTX 3060"], [24 * GiB, 12 * GiB]),
-    ("h100x8", ["NVIDIA H100 80GB HBM3"] * 8, [80 * GiB] * 8),
-    ("odd16380", ["Mock GPU 16380MiB"], [16380 * MiB]),
-])
-def test_shipped_profiles_load_with_their_models_and_memory(profile: str, models: list[str],
-                                                            memory: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("profile", "models", "memory"),
+    [
+        ("rtx3090x2", ["NVIDIA GeForce RTX 3090"] * 2, [24 * GiB] * 2),
+        ("mixed", ["NVIDIA GeForce RTX 3090", "NVIDIA GeForce RTX 3060"], [24 * GiB, 12 * GiB]),
+        ("h100x8", ["NVIDIA H100 80GB HBM3"] * 8, [80 * GiB] * 8),
+        ("odd16380", ["Mock GPU 16380MiB"], [16380 * MiB]),
+    ],
+)
+def test_shipped_profiles_load_with_their_models_and_memory(
+    profile: str, models: list[str], memory: list[int]
+) -> None:
     inv = load_inventory(profile, "node-1")
     assert inv.source == "mock" and not inv.real
     assert [g.product_name for g in inv.gpus] == models
@@ -72,14 +76,21 @@ def test_unknown_key_in_profile_is_an_error_naming_the_key(tmp_path: Path) -> No
         load_profile(_write(tmp_path, GOOD + "vendor: nvidia\n"), "n")
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (("memory: 8Gi", "memory: lots"), r"gpus\[0\]\.memory: 'lots' is not a quantity"),
-    (("memory: 8Gi", "memory: 0"), r"gpus\[0\]\.memory: must be more than 0"),
-    (("  - model: X\n", "  - model: X\n    count: 0\n"), r"gpus\[0\]\.count: expected a positive integer"),
-    (('cudaDriverVersion: "12.4"\n', ""), r"missing required key 'cudaDriverVersion'"),
-])
-def test_bad_profile_values_are_errors_naming_the_field(tmp_path: Path, edit: tuple[str, str],
-                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("memory: 8Gi", "memory: lots"), r"gpus\[0\]\.memory: 'lots' is not a quantity"),
+        (("memory: 8Gi", "memory: 0"), r"gpus\[0\]\.memory: must be more than 0"),
+        (
+            ("  - model: X\n", "  - model: X\n    count: 0\n"),
+            r"gpus\[0\]\.count: expected a positive integer",
+        ),
+        (('cudaDriverVersion: "12.4"\n', ""), r"missing required key 'cudaDriverVersion'"),
+    ],
+)
+def test_bad_profile_values_are_errors_naming_the_field(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
     with pytest.raises(InventoryError, match=message):
         load_profile(_write(tmp_path, GOOD.replace(*edit)), "n")
 
@@ -112,14 +123,21 @@ def fake_nvml(mig: list[bool]) -> Any:
         return [1 if mig[h] else 0, 0]
 
     return SimpleNamespace(
-        NVMLError=FakeNVMLError, NVML_DEVICE_MIG_ENABLE=1, shut=shut,
-        nvmlInit=lambda: None, nvmlShutdown=lambda: shut.append(True),
-        nvmlSystemGetDriverVersion=lambda: "535.104.05", nvmlSystemGetCudaDriverVersion=lambda: 12020,
-        nvmlDeviceGetCount=lambda: len(handles), nvmlDeviceGetHandleByIndex=lambda i: handles[i],
+        NVMLError=FakeNVMLError,
+        NVML_DEVICE_MIG_ENABLE=1,
+        shut=shut,
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: shut.append(True),
+        nvmlSystemGetDriverVersion=lambda: "535.104.05",
+        nvmlSystemGetCudaDriverVersion=lambda: 12020,
+        nvmlDeviceGetCount=lambda: len(handles),
+        nvmlDeviceGetHandleByIndex=lambda i: handles[i],
         nvmlDeviceGetIndex=lambda h: h,
         nvmlDeviceGetUUID=lambda h: f"GPU-0000000{h}-aaaa-bbbb-cccc-dddddddddddd",
-        nvmlDeviceGetMigMode=mig_mode, nvmlDeviceGetCudaComputeCapability=lambda h: (9, 0),
-        nvmlDeviceGetName=lambda h: "NVIDIA H100 80GB HBM3", nvmlDeviceGetBrand=lambda h: 14,
+        nvmlDeviceGetMigMode=mig_mode,
+        nvmlDeviceGetCudaComputeCapability=lambda h: (9, 0),
+        nvmlDeviceGetName=lambda h: "NVIDIA H100 80GB HBM3",
+        nvmlDeviceGetBrand=lambda h: 14,
         nvmlDeviceGetArchitecture=lambda h: 9,
         nvmlDeviceGetMemoryInfo=lambda h: SimpleNamespace(total=81559 * MiB),
         nvmlDeviceGetPciInfo=lambda h: SimpleNamespace(busId=f"00000000:{0x18 + h:02X}:00.0"),
@@ -128,7 +146,8 @@ def fake_nvml(mig: list[bool]) -> Any:
 
 
 def test_nvml_inventory_reads_each_gpu_and_leaves_out_mig_enabled_ones_with_a_log_line(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     nvml = fake_nvml(mig=[False, True, False])
     with caplog.at_level(logging.WARNING):
         gpus = discover(nvml)

@@ -50,15 +50,22 @@ def test_device_carries_nvidia_attribute_schema_in_our_domain_and_memory_in_byte
 
 def test_range_policy_defaults_to_whole_gpu_with_1mi_min_and_step() -> None:
     slices = build_slices(load_profile("odd16380", "node-1"), SHARED, 1)
-    assert _memory(slices) == {"value": "16380Mi", "requestPolicy": {
-        "default": "16380Mi", "validRange": {"min": "1Mi", "step": "1Mi", "max": "16380Mi"}}}
+    assert _memory(slices) == {
+        "value": "16380Mi",
+        "requestPolicy": {
+            "default": "16380Mi",
+            "validRange": {"min": "1Mi", "step": "1Mi", "max": "16380Mi"},
+        },
+    }
 
 
 def test_range_policy_aligns_default_and_max_down_to_the_step_grid_on_an_odd_card() -> None:
     settings = dataclasses.replace(SHARED, memory_min=GiB, memory_step=GiB)
     slices = build_slices(load_profile("odd16380", "node-1"), settings, 1)
     assert _memory(slices)["requestPolicy"] == {
-        "default": "15Gi", "validRange": {"min": "1Gi", "step": "1Gi", "max": "15Gi"}}
+        "default": "15Gi",
+        "validRange": {"min": "1Gi", "step": "1Gi", "max": "15Gi"},
+    }
     # With min off the step grid, the grid is min + n*step, as API validation requires.
     settings = dataclasses.replace(SHARED, memory_min=MiB, memory_step=GiB)
     policy = _memory(build_slices(load_profile("odd16380", "node-1"), settings, 1))["requestPolicy"]
@@ -95,8 +102,10 @@ def test_pool_is_split_at_128_devices_with_one_generation_and_slice_count() -> N
     assert len({s["metadata"]["name"] for s in slices}) == 2
 
 
-@pytest.mark.parametrize(("raw", "want"), [("8.6", "8.6.0"), ("535.104.05", "535.104.5"), ("12", "12.0.0"),
-                                           ("550.54.15", "550.54.15")])
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [("8.6", "8.6.0"), ("535.104.05", "535.104.5"), ("12", "12.0.0"), ("550.54.15", "550.54.15")],
+)
 def test_versions_are_published_as_semver(raw: str, want: str) -> None:
     assert semver(raw) == want
 
@@ -111,10 +120,15 @@ def test_built_slices_pass_the_kubernetes_1_34_schema_strictly(settings: Publish
 
 
 @settings(max_examples=60, deadline=None)
-@given(memory_mib=st.integers(2, 200 * 1024), extra_bytes=st.sampled_from([0, 1, 4095]),
-       min_mib=st.sampled_from([1, 7, 256, 1024]), step_mib=st.sampled_from([1, 3, 512, 1024, 4096]))
+@given(
+    memory_mib=st.integers(2, 200 * 1024),
+    extra_bytes=st.sampled_from([0, 1, 4095]),
+    min_mib=st.sampled_from([1, 7, 256, 1024]),
+    step_mib=st.sampled_from([1, 3, 512, 1024, 4096]),
+)
 def test_every_range_policy_built_is_accepted_by_api_validation(
-        memory_mib: int, extra_bytes: int, min_mib: int, step_mib: int) -> None:
+    memory_mib: int, extra_bytes: int, min_mib: int, step_mib: int
+) -> None:
     from sim.apiserver.store import Store
 
     memory = memory_mib * MiB + extra_bytes

@@ -43,9 +43,15 @@ class Claims:
 
 
 def make_state(root: Path, claims: Claims, profile: str = "rtx3090x2") -> DeviceState:
-    state = DeviceState(driver_name=DRIVER, node_name="node-1", inventory=load_inventory(profile, "node-1"),
-                        cdi_dir=root / "cdi", state_dir=root / "state", read_claim=claims,
-                        list_claims=claims.list)
+    state = DeviceState(
+        driver_name=DRIVER,
+        node_name="node-1",
+        inventory=load_inventory(profile, "node-1"),
+        cdi_dir=root / "cdi",
+        state_dir=root / "state",
+        read_claim=claims,
+        list_claims=claims.list,
+    )
     state.restore()
     return state
 
@@ -67,9 +73,22 @@ def test_two_shares_of_one_gpu_both_prepare_with_distinct_cdi_devices(tmp_path: 
     assert db["cdi_device_ids"] == [f"k8s.{DRIVER}/gpu={b.uid}-gpu-0-{S2}"]
     assert (da["share_id"], db["share_id"]) == (S1, S2)
     uuid0 = state.inventory.gpus[0].uuid
-    assert spec_of(tmp_path, a.uid) == {"cdiVersion": "1.0.0", "kind": f"k8s.{DRIVER}/gpu", "devices": [
-        {"name": f"{a.uid}-gpu-0-{S1}", "containerEdits": {"env": [
-            f"GPU_DEVICE_0={uuid0}", f"GPU_DEVICE_0_MEMORY={6 * GiB}", f"GPU_DEVICE_0_SHARE_ID={S1}"]}}]}
+    assert spec_of(tmp_path, a.uid) == {
+        "cdiVersion": "1.0.0",
+        "kind": f"k8s.{DRIVER}/gpu",
+        "devices": [
+            {
+                "name": f"{a.uid}-gpu-0-{S1}",
+                "containerEdits": {
+                    "env": [
+                        f"GPU_DEVICE_0={uuid0}",
+                        f"GPU_DEVICE_0_MEMORY={6 * GiB}",
+                        f"GPU_DEVICE_0_SHARE_ID={S1}",
+                    ]
+                },
+            }
+        ],
+    }
     env_b = spec_of(tmp_path, b.uid)["devices"][0]["containerEdits"]["env"]
     assert f"GPU_DEVICE_0_MEMORY={18 * GiB}" in env_b
 
@@ -77,15 +96,22 @@ def test_two_shares_of_one_gpu_both_prepare_with_distinct_cdi_devices(tmp_path: 
 def test_only_our_drivers_results_count_and_subrequest_names_are_stripped(tmp_path: Path) -> None:
     claims = Claims()
     state = make_state(tmp_path, claims)
-    ref = claims.add(allocated_claim("c", results=[
-        result("gpu-1", request="gpu/small"),  # exclusive: no shareID, no consumedCapacity
-        result("nic-0", driver="net.example.com", pool="node-1"),
-        result("gpu-0", request="extra", share_id=S1, memory="1Gi"),
-    ]))
+    ref = claims.add(
+        allocated_claim(
+            "c",
+            results=[
+                result("gpu-1", request="gpu/small"),  # exclusive: no shareID, no consumedCapacity
+                result("nic-0", driver="net.example.com", pool="node-1"),
+                result("gpu-0", request="extra", share_id=S1, memory="1Gi"),
+            ],
+        )
+    )
     [r] = state.prepare([ref]).values()
     assert not r.error
     assert [(d["device_name"], d["request_names"], d["share_id"]) for d in r.devices] == [
-        ("gpu-1", ["gpu"], None), ("gpu-0", ["extra"], S1)]
+        ("gpu-1", ["gpu"], None),
+        ("gpu-0", ["extra"], S1),
+    ]
     assert r.devices[0]["cdi_device_ids"] == [f"k8s.{DRIVER}/gpu={ref.uid}-gpu-1"]
     env = spec_of(tmp_path, ref.uid)["devices"][0]["containerEdits"]["env"]
     assert f"GPU_DEVICE_1_MEMORY={24 * GiB}" in env and "GPU_DEVICE_1_SHARE_ID=" in env
@@ -94,8 +120,15 @@ def test_only_our_drivers_results_count_and_subrequest_names_are_stripped(tmp_pa
 def test_two_requests_on_the_same_share_become_one_cdi_device_with_both_names(tmp_path: Path) -> None:
     claims = Claims()
     state = make_state(tmp_path, claims)
-    ref = claims.add(allocated_claim("d", results=[result("gpu-0", request="a", share_id=S1, memory="1Gi"),
-                                                   result("gpu-0", request="b", share_id=S1, memory="1Gi")]))
+    ref = claims.add(
+        allocated_claim(
+            "d",
+            results=[
+                result("gpu-0", request="a", share_id=S1, memory="1Gi"),
+                result("gpu-0", request="b", share_id=S1, memory="1Gi"),
+            ],
+        )
+    )
     [r] = state.prepare([ref]).values()
     assert [d["request_names"] for d in r.devices] == [["a", "b"]]
 
@@ -103,23 +136,56 @@ def test_two_requests_on_the_same_share_become_one_cdi_device_with_both_names(tm
 BAD = "bad-uid"
 
 
-@pytest.mark.parametrize(("claim", "message"), [
-    (None, "not found in the API"),
-    (allocated_claim("x", uid="other-uid", results=[result()]), "the claim was replaced"),
-    (allocated_claim("x", uid=BAD), "not allocated"),
-    (allocated_claim("x", uid=BAD, results=[result(pool="node-9")]), "pool 'node-9' is not this node's pool"),
-    (allocated_claim("x", uid=BAD, results=[result("gpu-7")]), "device 'gpu-7' is not a GPU on node node-1"),
-    (allocated_claim("x", uid=BAD, results=[result(memory="99Gi", share_id=S1)]), "exceeds gpu-0"),
-    (allocated_claim("x", uid=BAD, results=[result()], config=[
-        {"source": "FromClaim", "opaque": {"driver": DRIVER, "parameters": {
-            "apiVersion": f"{DRIVER}/v1alpha1", "kind": "GpuConfig", "sharing": "mps"}}}]),
-     "config[0].opaque.parameters: unknown key 'sharing'"),
-    (allocated_claim("x", uid=BAD, results=[result()], config=[
-        {"source": "FromClass", "opaque": {"driver": DRIVER, "parameters": "not-an-object"}}]),
-     "config[0].opaque.parameters: expected an object"),
-])
+@pytest.mark.parametrize(
+    ("claim", "message"),
+    [
+        (None, "not found in the API"),
+        (allocated_claim("x", uid="other-uid", results=[result()]), "the claim was replaced"),
+        (allocated_claim("x", uid=BAD), "not allocated"),
+        (
+            allocated_claim("x", uid=BAD, results=[result(pool="node-9")]),
+            "pool 'node-9' is not this node's pool",
+        ),
+        (
+            allocated_claim("x", uid=BAD, results=[result("gpu-7")]),
+            "device 'gpu-7' is not a GPU on node node-1",
+        ),
+        (allocated_claim("x", uid=BAD, results=[result(memory="99Gi", share_id=S1)]), "exceeds gpu-0"),
+        (
+            allocated_claim(
+                "x",
+                uid=BAD,
+                results=[result()],
+                config=[
+                    {
+                        "source": "FromClaim",
+                        "opaque": {
+                            "driver": DRIVER,
+                            "parameters": {
+                                "apiVersion": f"{DRIVER}/v1alpha1",
+                                "kind": "GpuConfig",
+                                "sharing": "mps",
+                            },
+                        },
+                    }
+                ],
+            ),
+            "config[0].opaque.parameters: unknown key 'sharing'",
+        ),
+        (
+            allocated_claim(
+                "x",
+                uid=BAD,
+                results=[result()],
+                config=[{"source": "FromClass", "opaque": {"driver": DRIVER, "parameters": "not-an-object"}}],
+            ),
+            "config[0].opaque.parameters: expected an object",
+        ),
+    ],
+)
 def test_a_bad_claim_fails_alone_with_an_error_naming_it_and_leaves_nothing_on_disk(
-        tmp_path: Path, claim: dict[str, Any] | None, message: str) -> None:
+    tmp_path: Path, claim: dict[str, Any] | None, message: str
+) -> None:
     claims = Claims()
     state = make_state(tmp_path, claims)
     good = claims.add(allocated_claim("good", results=[result("gpu-1")]))
@@ -202,11 +268,14 @@ def test_restart_removes_leftover_specs_and_rewrites_missing_ones(tmp_path: Path
     assert spec_of(tmp_path, ref.uid) == good_spec
 
 
-@pytest.mark.parametrize("damage", [
-    lambda raw: raw[: len(raw) // 2],  # torn write
-    lambda raw: raw.replace(b"gpu-0", b"gpu-1"),  # bit rot: still JSON, checksum no longer matches
-    lambda raw: b"\x00\xff" + raw,
-])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda raw: raw[: len(raw) // 2],  # torn write
+        lambda raw: raw.replace(b"gpu-0", b"gpu-1"),  # bit rot: still JSON, checksum no longer matches
+        lambda raw: b"\x00\xff" + raw,
+    ],
+)
 def test_a_corrupt_checkpoint_is_detected_and_names_the_file_and_the_fix(tmp_path: Path, damage: Any) -> None:
     claims = Claims()
     ref = claims.add(allocated_claim("h", results=[result("gpu-0")]))
@@ -220,8 +289,14 @@ def test_a_corrupt_checkpoint_is_detected_and_names_the_file_and_the_fix(tmp_pat
 def test_concurrent_prepares_and_unprepares_of_many_claims_stay_consistent(tmp_path: Path) -> None:
     claims = Claims()
     state = make_state(tmp_path, claims, "h100x8")
-    refs = [claims.add(allocated_claim(f"c{i}", results=[
-        result(f"gpu-{i % 8}", share_id=str(uuid.uuid4()), memory="1Gi")])) for i in range(24)]
+    refs = [
+        claims.add(
+            allocated_claim(
+                f"c{i}", results=[result(f"gpu-{i % 8}", share_id=str(uuid.uuid4()), memory="1Gi")]
+            )
+        )
+        for i in range(24)
+    ]
     errors: list[str] = []
     barrier = threading.Barrier(6)
 
@@ -229,7 +304,7 @@ def test_concurrent_prepares_and_unprepares_of_many_claims_stay_consistent(tmp_p
         barrier.wait()
         for _ in range(5):
             # Every worker prepares the same overlapping batches, so calls race on the same claims.
-            batch = refs[(k * 4) % 24:(k * 4) % 24 + 8]
+            batch = refs[(k * 4) % 24 : (k * 4) % 24 + 8]
             errors.extend(r.error for r in state.prepare(batch).values() if r.error)
             if k % 2:
                 errors.extend(e for e in state.unprepare(batch[:2]).values() if e)
@@ -283,11 +358,20 @@ def reserved(claim: dict[str, Any], pod: str = "p") -> dict[str, Any]:
 
 
 def test_without_a_checkpoint_reserved_claims_are_rebuilt_from_the_api_before_anything_is_removed(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     claims = Claims()
     state = make_state(tmp_path, claims)
-    running = [claims.add(reserved(allocated_claim(f"r{i}", results=[
-        result(f"gpu-{i % 2}", share_id=str(uuid.uuid4()), memory="2Gi")]))) for i in range(3)]
+    running = [
+        claims.add(
+            reserved(
+                allocated_claim(
+                    f"r{i}", results=[result(f"gpu-{i % 2}", share_id=str(uuid.uuid4()), memory="2Gi")]
+                )
+            )
+        )
+        for i in range(3)
+    ]
     released = claims.add(allocated_claim("released", results=[result("gpu-1", share_id=S1, memory="1Gi")]))
     assert all(not r.error for r in state.prepare([*running, released]).values())
     specs = {r.uid: spec_of(tmp_path, r.uid) for r in running}
@@ -300,8 +384,9 @@ def test_without_a_checkpoint_reserved_claims_are_rebuilt_from_the_api_before_an
     assert set(Checkpoint(tmp_path / "state").load()) == {r.uid for r in running}  # saved at once
     # Prepare answers from the rebuilt entries without reading the API, and unprepare removes the specs.
     reads = claims.reads
-    assert [restarted.prepare([r])[r.uid].devices for r in running] == \
-        [state.prepare([r])[r.uid].devices for r in running]
+    assert [restarted.prepare([r])[r.uid].devices for r in running] == [
+        state.prepare([r])[r.uid].devices for r in running
+    ]
     assert claims.reads == reads
     assert restarted.unprepare(running) == {r.uid: "" for r in running}
     assert cdi.list_spec_claims(tmp_path / "cdi", DRIVER) == set()
@@ -309,10 +394,12 @@ def test_without_a_checkpoint_reserved_claims_are_rebuilt_from_the_api_before_an
 
 def test_a_rebuild_keeps_only_this_nodes_and_this_drivers_claims(tmp_path: Path) -> None:
     claims = Claims()
-    other_node = claims.add(reserved(allocated_claim("n2", node="node-2", results=[
-        result("gpu-0", pool="node-2")])))
-    other_driver = claims.add(reserved(allocated_claim("d2", results=[
-        result("gpu-0", driver="other.example.com")])))
+    other_node = claims.add(
+        reserved(allocated_claim("n2", node="node-2", results=[result("gpu-0", pool="node-2")]))
+    )
+    other_driver = claims.add(
+        reserved(allocated_claim("d2", results=[result("gpu-0", driver="other.example.com")]))
+    )
     ours = claims.add(reserved(allocated_claim("mine", results=[result("gpu-0", share_id=S2, memory="1Gi")])))
     state = make_state(tmp_path, claims)
     assert set(state.prepared_claims()) == {ours.uid}
@@ -322,8 +409,14 @@ def test_a_rebuild_keeps_only_this_nodes_and_this_drivers_claims(tmp_path: Path)
 
 def test_following_the_corrupt_checkpoint_advice_keeps_every_prepared_claim(tmp_path: Path) -> None:
     claims = Claims()
-    refs = [claims.add(reserved(allocated_claim(f"c{i}", results=[
-        result("gpu-0", share_id=str(uuid.uuid4()), memory="1Gi")]))) for i in range(4)]
+    refs = [
+        claims.add(
+            reserved(
+                allocated_claim(f"c{i}", results=[result("gpu-0", share_id=str(uuid.uuid4()), memory="1Gi")])
+            )
+        )
+        for i in range(4)
+    ]
     make_state(tmp_path, claims).prepare(refs)
     path = tmp_path / "state" / "checkpoint.json"
     path.write_bytes(path.read_bytes()[:10])
@@ -348,9 +441,15 @@ def test_when_the_api_cannot_be_read_a_rebuild_removes_nothing(tmp_path: Path) -
     def unreachable() -> list[dict[str, Any]]:
         raise ConnectionError("the API server is unreachable")
 
-    state = DeviceState(driver_name=DRIVER, node_name="node-1",
-                        inventory=load_inventory("rtx3090x2", "node-1"), cdi_dir=tmp_path / "cdi",
-                        state_dir=tmp_path / "state", read_claim=claims, list_claims=unreachable)
+    state = DeviceState(
+        driver_name=DRIVER,
+        node_name="node-1",
+        inventory=load_inventory("rtx3090x2", "node-1"),
+        cdi_dir=tmp_path / "cdi",
+        state_dir=tmp_path / "state",
+        read_claim=claims,
+        list_claims=unreachable,
+    )
     with pytest.raises(ConnectionError):
         state.restore()
     assert cdi.spec_path(tmp_path / "cdi", DRIVER, ref.uid).exists()

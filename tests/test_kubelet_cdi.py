@@ -17,16 +17,24 @@ def write(path, spec):
 
 
 def spec(devices, edits=None, version="1.0.0", kind=KIND):
-    out = {"cdiVersion": version, "kind": kind,
-           "devices": [{"name": n, "containerEdits": {"env": env}} for n, env in devices]}
+    out = {
+        "cdiVersion": version,
+        "kind": kind,
+        "devices": [{"name": n, "containerEdits": {"env": env}} for n, env in devices],
+    }
     if edits is not None:
         out["containerEdits"] = edits
     return out
 
 
 def test_spec_level_edits_apply_once_then_device_edits_in_request_order(tmp_path):
-    write(tmp_path / "a.json", spec([("c1-gpu-0-s1", ["GPU=0", "MEM=1"]), ("c1-gpu-1", ["GPU=1"])],
-                                    edits={"env": ["SPEC=yes", "MEM=0"]}))
+    write(
+        tmp_path / "a.json",
+        spec(
+            [("c1-gpu-0-s1", ["GPU=0", "MEM=1"]), ("c1-gpu-1", ["GPU=1"])],
+            edits={"env": ["SPEC=yes", "MEM=0"]},
+        ),
+    )
     res = Registry([tmp_path]).resolve([f"{KIND}=c1-gpu-0-s1", f"{KIND}=c1-gpu-1"])
     assert res.edits.env == ["SPEC=yes", "MEM=0", "GPU=0", "MEM=1", "GPU=1"]
     env = res.apply_env({"MEM": "pod", "POD": "1"})
@@ -37,8 +45,10 @@ def test_yaml_specs_and_later_directories_override_earlier_ones(tmp_path):
     static, dynamic = tmp_path / "etc", tmp_path / "run"
     static.mkdir()
     dynamic.mkdir()
-    write(static / "s.yaml", f"cdiVersion: 0.6.0\nkind: {KIND}\ndevices:\n- name: d\n  containerEdits:\n"
-                             "    env: [WHO=static]\n")
+    write(
+        static / "s.yaml",
+        f"cdiVersion: 0.6.0\nkind: {KIND}\ndevices:\n- name: d\n  containerEdits:\n    env: [WHO=static]\n",
+    )
     write(dynamic / "d.json", spec([("d", ["WHO=dynamic"])]))
     assert Registry([static, dynamic]).resolve([f"{KIND}=d"]).edits.env == ["WHO=dynamic"]
 

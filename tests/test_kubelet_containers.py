@@ -10,8 +10,10 @@ import pytest
 from sim.kubelet.containers import ContainerConfigError, StartError, container_env, expand, resolve_argv
 from sim.kubelet.podstatus import ContainerState, pod_phase
 
-POD = {"metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "gpu"}},
-       "spec": {"serviceAccountName": "sa"}}
+POD = {
+    "metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"app": "gpu"}},
+    "spec": {"serviceAccountName": "sa"},
+}
 OBJECTS = {
     ("configmaps", "ns", "cm"): {"data": {"MODE": "fast", "LEVEL": "3"}},
     ("secrets", "ns", "sec"): {"data": {"TOKEN": base64.b64encode(b"s3cret").decode()}},

@@ -16,8 +16,15 @@ def supervisor(tmp_path):
     exits: list[int] = []
     # A stand-in for the driver: a process that runs until it is signalled.
     argv = [sys.executable, "-c", "import time; time.sleep(600)"]
-    sup = DriverSupervisor(argv, log_path=tmp_path / "driver.log", pid_path=tmp_path / "driver.pid",
-                           cwd=tmp_path, env=dict(os.environ), on_exit=exits.append, name="stand-in").start()
+    sup = DriverSupervisor(
+        argv,
+        log_path=tmp_path / "driver.log",
+        pid_path=tmp_path / "driver.pid",
+        cwd=tmp_path,
+        env=dict(os.environ),
+        on_exit=exits.append,
+        name="stand-in",
+    ).start()
     sup.exits = exits
     try:
         yield sup

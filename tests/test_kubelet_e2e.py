@@ -91,8 +91,9 @@ class Sim(PodWatch):
         )
 
     def diagnostics(self, name: str) -> str:
-        return (f"\nevents: {[e['message'] for e in self.events(name)]}\n"
-                f"driver log: {self.driver_log()[-3000:]}")
+        return (
+            f"\nevents: {[e['message'] for e in self.events(name)]}\ndriver log: {self.driver_log()[-3000:]}"
+        )
 
     def wait_running(self, name: str, timeout: float = 30) -> dict:
         return self.wait_pod(

@@ -25,11 +25,23 @@ def spec(**kw) -> LaunchSpec:
 
 def test_a_shell_driver_gets_its_nodes_paths_as_env_and_placeholders_and_nothing_else(tmp_path):
     launch = spec(
-        args=["--at", "{plugin_dir}", "{state_dir}", "{cdi_dir}", "{registrar_dir}", "{plugins_dir}",
-              "{kubeconfig}", "{node}", "{{literal}}"],
+        args=[
+            "--at",
+            "{plugin_dir}",
+            "{state_dir}",
+            "{cdi_dir}",
+            "{registrar_dir}",
+            "{plugins_dir}",
+            "{kubeconfig}",
+            "{node}",
+            "{{literal}}",
+        ],
         env={"EXTRA": "x-{node}"},
-        nodeEnv={"node-1": {"FINDINGS": str(tmp_path / "{node}.env")},
-                 "node-2": {"FINDINGS": str(tmp_path / "second.env")}})
+        nodeEnv={
+            "node-1": {"FINDINGS": str(tmp_path / "{node}.env")},
+            "node-2": {"FINDINGS": str(tmp_path / "second.env")},
+        },
+    )
     with running_sim(nodes=["node-1", "node-2"], configure=lambda c: add_kubelets(c, launch=launch)) as sim:
         fleet_root = Path(sim.cluster.kubelets["node-1"].dirs.root).parent
         for node in ("node-1", "node-2"):
@@ -49,10 +61,18 @@ def test_a_shell_driver_gets_its_nodes_paths_as_env_and_placeholders_and_nothing
         f"STATE_DIR={root / 'driver-state'}",
         "EXTRA=x-node-1",
         # exactly the spec's args, placeholders filled: no reference-driver flag was added
-        "ARG=--at", f"ARG={root / 'plugins' / 'gpu.other.example.org'}", f"ARG={root / 'driver-state'}",
-        f"ARG={root / 'cdi'}", f"ARG={root / 'plugins_registry'}", f"ARG={root / 'plugins'}",
-        f"ARG={fleet_root / 'kubeconfig'}", "ARG=node-1", "ARG={literal}",
-        "CHECK=registrar dir exists", "CHECK=state dir exists", "CHECK=cdi dir exists",
+        "ARG=--at",
+        f"ARG={root / 'plugins' / 'gpu.other.example.org'}",
+        f"ARG={root / 'driver-state'}",
+        f"ARG={root / 'cdi'}",
+        f"ARG={root / 'plugins_registry'}",
+        f"ARG={root / 'plugins'}",
+        f"ARG={fleet_root / 'kubeconfig'}",
+        "ARG=node-1",
+        "ARG={literal}",
+        "CHECK=registrar dir exists",
+        "CHECK=state dir exists",
+        "CHECK=cdi dir exists",
         "CHECK=kubeconfig is a kubeconfig",
     ]
     assert "NODE_NAME=node-2" in findings["second.env"] and "EXTRA=x-node-2" in findings["second.env"]
@@ -61,8 +81,9 @@ def test_a_shell_driver_gets_its_nodes_paths_as_env_and_placeholders_and_nothing
 def test_the_reference_profile_runs_the_reference_driver_as_the_gpus_sugar_does():
     profile = load_profile("reference")
     from_profile = profile.sim.resolve(profile.driver, {}).to_dict()
-    sugar = reference_spec(extra_args=["--driver-name", "gpu.sharing.example.dev", "--sharing", "on",
-                                       "--memory-policy", "range"]).to_dict()
+    sugar = reference_spec(
+        extra_args=["--driver-name", "gpu.sharing.example.dev", "--sharing", "on", "--memory-policy", "range"]
+    ).to_dict()
     assert from_profile == sugar
 
 
@@ -86,9 +107,11 @@ def test_bad_launch_spec_names_the_field(data, fragment):
 
 def test_a_command_that_is_missing_or_not_executable_is_named(tmp_path):
     (tmp_path / "plain").write_text("#!/bin/sh\n")
-    for command, fragment in ((str(tmp_path / "nope"), "does not exist"),
-                              (str(tmp_path / "plain"), "is not an executable file"),
-                              ("no-such-driver-anywhere", "is not on PATH")):
+    for command, fragment in (
+        (str(tmp_path / "nope"), "does not exist"),
+        (str(tmp_path / "plain"), "is not an executable file"),
+        ("no-such-driver-anywhere", "is not on PATH"),
+    ):
         with pytest.raises(LaunchError) as err:
             spec(command=[command]).executable("sim.command")
         assert f"(sim.command) {fragment}" in str(err.value), err.value
@@ -98,9 +121,23 @@ def test_a_command_that_is_missing_or_not_executable_is_named(tmp_path):
 def test_sim_refuses_a_bad_driver_spec_file_naming_the_field(tmp_path):
     bad = tmp_path / "driver.yaml"
     bad.write_text("name: gpu.other.example.org\ncommand: [/bin/true]\nargs: ['{node_name}']\n")
-    proc = subprocess.run([sys.executable, "-m", "sim", "--kubeconfig", str(tmp_path / "kc"), "--nodes",
-                           "node-1", "--driver-spec", str(bad)], cwd=REPO, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sim",
+            "--kubeconfig",
+            str(tmp_path / "kc"),
+            "--nodes",
+            "node-1",
+            "--driver-spec",
+            str(bad),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     assert f"--driver-spec {bad}: 'args[0]' uses unknown placeholder {{node_name}}" in proc.stderr
     assert not (tmp_path / "kc").exists()
@@ -111,8 +148,10 @@ def test_a_driver_the_kernel_cannot_exec_is_reported_with_the_reason(tmp_path):
     binary.write_bytes(b"\x7fELF not really")  # executable, but no format the kernel runs
     binary.chmod(0o755)
     launch = spec(command=[str(binary)])
-    with (running_sim(nodes=["node-1"], configure=lambda c: add_kubelets(c, launch=launch)) as sim,
-          pytest.raises(DriverStartError) as err):
+    with (
+        running_sim(nodes=["node-1"], configure=lambda c: add_kubelets(c, launch=launch)) as sim,
+        pytest.raises(DriverStartError) as err,
+    ):
         sim.cluster.kubelets["node-1"].wait_driver_started(30)
     assert f"the driver {binary} exited with code 127 on node-1" in str(err.value)
     assert "cannot start driver: [Errno 8] Exec format error" in str(err.value)

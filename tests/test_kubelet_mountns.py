@@ -20,8 +20,10 @@ from sim.kubelet.containers import StartError, start_process
 from sim.kubelet.mountns import CAP_SYS_ADMIN, effective_caps, host_unavailable_reason, unavailable_reason
 
 ALL_CAPS = 0x1FFFFFFFFFF
-LIST_DEV = ("import os,sys; print(sorted(os.listdir('/dev'))); print(open('/dev/nvidia0').read().strip()); "
-            "print(sys.argv[1:])")
+LIST_DEV = (
+    "import os,sys; print(sorted(os.listdir('/dev'))); print(open('/dev/nvidia0').read().strip()); "
+    "print(sys.argv[1:])"
+)
 
 
 def host_can_isolate() -> None:
@@ -43,8 +45,10 @@ def fake_gpus(tmp_path: Path) -> Path:
 
 
 def plan_for(devdir: Path, *indices: int, mounts: list[dict] | None = None) -> dict:
-    edits = ContainerEdits(device_nodes=[{"path": f"/dev/nvidia{i}", "hostPath": str(devdir / f"nvidia{i}")}
-                                         for i in indices], mounts=mounts or [])
+    edits = ContainerEdits(
+        device_nodes=[{"path": f"/dev/nvidia{i}", "hostPath": str(devdir / f"nvidia{i}")} for i in indices],
+        mounts=mounts or [],
+    )
     plan, dropped = Resolution(["k8s.x/gpu=a"], edits).mount_plan()
     assert not dropped
     return plan
@@ -106,14 +110,29 @@ def test_container_sees_only_its_device_node_with_env_and_args_unchanged(tmp_pat
     log = tmp_path / "c.log"
     env = {"ONLY": "this", "PATH": "/usr/bin:/bin"}
     before = mountinfo()
-    proc = start_process([sys.executable, "-I", "-c", LIST_DEV, "a b", "$(X)"], env, tmp_path, log,
-                         plan_for(devdir, 0))
+    proc = start_process(
+        [sys.executable, "-I", "-c", LIST_DEV, "a b", "$(X)"], env, tmp_path, log, plan_for(devdir, 0)
+    )
     assert proc.popen.wait(timeout=30) == 0, log.read_text()
     listing, content, args = log.read_text().splitlines()[-3:]
     seen = ast.literal_eval(listing)
     assert "nvidia0" in seen and "nvidia1" not in seen
-    assert set(seen) <= {"nvidia0", "null", "zero", "full", "random", "urandom", "tty", "fd", "stdin",
-                         "stdout", "stderr", "ptmx", "pts", "shm"}, seen
+    assert set(seen) <= {
+        "nvidia0",
+        "null",
+        "zero",
+        "full",
+        "random",
+        "urandom",
+        "tty",
+        "fd",
+        "stdin",
+        "stdout",
+        "stderr",
+        "ptmx",
+        "pts",
+        "shm",
+    }, seen
     assert content == "GPU-0" and args == "['a b', '$(X)']"
     assert mountinfo() == before, "a container mount leaked into the host's namespace"
 

@@ -276,8 +276,10 @@ def test_unregistered_driver_is_named_in_the_event(node):
     node.claim("c1", ["gpu"], p, [gpu("gpu-0", ["gpu"], "GPU-aaa", 1)])
     node.bind("orphan")
     event = node.wait_event("orphan", "FailedPrepareDynamicResources")
-    assert event["message"] == ("Failed to prepare dynamic resources: prepare dynamic resources: "
-                                f"DRA driver {DRIVER} is not registered")
+    assert event["message"] == (
+        "Failed to prepare dynamic resources: prepare dynamic resources: "
+        f"DRA driver {DRIVER} is not registered"
+    )
 
 
 def test_missing_command_is_a_start_error_and_the_node_keeps_serving(node):
@@ -512,27 +514,47 @@ def test_init_containers_run_in_order_before_the_containers(node, tmp_path):
     def writer(name: str) -> dict:
         return {"name": name, "image": "x", "command": [PY, "-c", step, str(trace), name]}
 
-    node.core.create_namespaced_pod(NS, {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "init"},
-        "spec": {"restartPolicy": "Never", "initContainers": [writer("i1"), writer("i2")],
-                 "containers": [writer("main")]}})
+    node.core.create_namespaced_pod(
+        NS,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "init"},
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [writer("i1"), writer("i2")],
+                "containers": [writer("main")],
+            },
+        },
+    )
     node.bind("init")
     pod = node.wait_pod("init", phase("Succeeded"))
     assert trace.read_text().split() == ["i1", "i2", "main"]
     inits = pod["status"]["initContainerStatuses"]
     assert [(s["name"], s["state"]["terminated"]["reason"], s["ready"]) for s in inits] == [
-        ("i1", "Completed", True), ("i2", "Completed", True)]
+        ("i1", "Completed", True),
+        ("i2", "Completed", True),
+    ]
     conds = {c["type"]: c for c in pod["status"]["conditions"]}
     assert conds["Initialized"]["status"] == "True"
 
 
 def test_failing_init_container_fails_the_pod_and_main_never_starts(node):
-    node.core.create_namespaced_pod(NS, {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "badinit"},
-        "spec": {"restartPolicy": "Never",
-                 "initContainers": [{"name": "setup", "image": "x",
-                                     "command": [PY, "-c", "raise SystemExit(4)"]}],
-                 "containers": [{"name": "c", "image": "x", "command": [PY, "-c", "pass"]}]}})
+    node.core.create_namespaced_pod(
+        NS,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "badinit"},
+            "spec": {
+                "restartPolicy": "Never",
+                "initContainers": [
+                    {"name": "setup", "image": "x", "command": [PY, "-c", "raise SystemExit(4)"]}
+                ],
+                "containers": [{"name": "c", "image": "x", "command": [PY, "-c", "pass"]}],
+            },
+        },
+    )
     node.bind("badinit")
     pod = node.wait_pod("badinit", phase("Failed"))
     init = pod["status"]["initContainerStatuses"][0]["state"]["terminated"]

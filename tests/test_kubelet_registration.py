@@ -59,9 +59,21 @@ def test_plugin_socket_appearing_is_registered_and_notified(node_dirs, manager):
 
 
 def test_v1beta1_only_plugin_is_called_on_v1beta1(node_dirs, manager):
-    p = plugin(node_dirs, versions=["v1beta1.DRAPlugin"],
-               prepare_fn=lambda ns, uid, name: ([{"pool_name": "node-1", "device_name": "gpu-0",
-                                                   "cdi_device_ids": ["k8s.x/gpu=a"], "share_id": "s"}], ""))
+    p = plugin(
+        node_dirs,
+        versions=["v1beta1.DRAPlugin"],
+        prepare_fn=lambda ns, uid, name: (
+            [
+                {
+                    "pool_name": "node-1",
+                    "device_name": "gpu-0",
+                    "cdi_device_ids": ["k8s.x/gpu=a"],
+                    "share_id": "s",
+                }
+            ],
+            "",
+        ),
+    )
     p.start()
     try:
         client = manager.wait_registered(p.name, timeout=10)

@@ -18,9 +18,18 @@ def test_committed_stubs_match_regenerated_ones(tmp_path: Path) -> None:
     for proto in PROTOS:
         shutil.copy(ROOT / "driver" / "api" / proto, api / proto)
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-I.", "--python_out=.", "--pyi_out=.",
-         "--grpc_python_out=.", *[f"driver/api/{p}" for p in PROTOS]],
-        cwd=tmp_path, check=True,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I.",
+            "--python_out=.",
+            "--pyi_out=.",
+            "--grpc_python_out=.",
+            *[f"driver/api/{p}" for p in PROTOS],
+        ],
+        cwd=tmp_path,
+        check=True,
     )
     generated = sorted(p.name for p in api.iterdir() if p.suffix in {".py", ".pyi"})
     assert generated, "protoc produced nothing"

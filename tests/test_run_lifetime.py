@@ -30,32 +30,57 @@ TIMED_OUT = ["--nodes=node-1", "--run-timeout=4", "-k", "test_released_capacity_
 
 
 def _cell(point: str, sig: str, target: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, str(HARNESS), point, sig, target], cwd=REPO, capture_output=True,
-                         text=True, timeout=400)
+    out = subprocess.run(
+        [sys.executable, str(HARNESS), point, sig, target],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 
 
 def _no_cluster(args: list[str], tmp: Path) -> dict[str, Any]:
     run_tmp = Path(tempfile.mkdtemp(prefix="gi-", dir="/tmp"))  # short: the sim's socket paths go under it
-    out = subprocess.run([sys.executable, "-m", "pytest", "conformance/scenarios", "-q", "-p",
-                          "no:cacheprovider", "--cluster=sim", f"--report-dir={tmp / 'r'}", *args],
-                         cwd=REPO, env={**os.environ, "TMPDIR": str(run_tmp)}, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "conformance/scenarios",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--cluster=sim",
+            f"--report-dir={tmp / 'r'}",
+            *args,
+        ],
+        cwd=REPO,
+        env={**os.environ, "TMPDIR": str(run_tmp)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     report = tmp / "r" / "report.json"
     left = sorted(p.name for p in run_tmp.iterdir())
     shutil.rmtree(run_tmp, ignore_errors=True)
-    return {"returncode": out.returncode, "left": left,
-            "report": json.loads(report.read_text()) if report.exists() else None,
-            "output": out.stdout[-1500:]}
+    return {
+        "returncode": out.returncode,
+        "left": left,
+        "report": json.loads(report.read_text()) if report.exists() else None,
+        "output": out.stdout[-1500:],
+    }
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     with ThreadPoolExecutor(len(CELLS) + len(NO_CLUSTER) + 1) as pool:
         cells = {" ".join(c): pool.submit(_cell, *c) for c in CELLS}
-        runs = {name: pool.submit(_no_cluster, args, tmp_path_factory.mktemp("nocluster"))
-                for name, args in {**NO_CLUSTER, "timed out": TIMED_OUT}.items()}
+        runs = {
+            name: pool.submit(_no_cluster, args, tmp_path_factory.mktemp("nocluster"))
+            for name, args in {**NO_CLUSTER, "timed out": TIMED_OUT}.items()
+        }
         return {**{k: f.result() for k, f in cells.items()}, **{k: f.result() for k, f in runs.items()}}
 
 
@@ -68,7 +93,7 @@ def test_an_interrupted_run_leaves_nothing_and_never_says_pass(cell: str, result
     assert r["leftover_work_dirs"] == [] and r["leftover_sockets"] == [], why
     assert not r["false_pass"], why
     if r["target"] == "pytest" and r["signal"] == "SIGKILL":
-        assert r["verdict"] is None, why          # killed outright: no report at all, certainly no PASS
+        assert r["verdict"] is None, why  # killed outright: no report at all, certainly no PASS
     else:
         assert r["verdict"] == "incomplete" and r["returncode"] == 3, why
 
@@ -92,9 +117,23 @@ def test_the_sim_stops_and_removes_the_orphaned_work_dir_when_its_parent_pipe_cl
     work = tmp_path / "gsc-work"
     work.mkdir()
     r, w = os.pipe()
-    sim = subprocess.Popen([sys.executable, "-m", "sim", "--kubeconfig", str(work / "kc"), "--exit-with-fd",
-                            str(r), "--orphan-cleanup", str(work)], cwd=REPO, pass_fds=(r,),
-                           stdout=subprocess.PIPE, text=True)
+    sim = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sim",
+            "--kubeconfig",
+            str(work / "kc"),
+            "--exit-with-fd",
+            str(r),
+            "--orphan-cleanup",
+            str(work),
+        ],
+        cwd=REPO,
+        pass_fds=(r,),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     os.close(r)
     try:
         assert sim.stdout is not None and "sim: serving" in sim.stdout.readline()

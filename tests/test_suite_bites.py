@@ -65,6 +65,7 @@ def republish_6s_profile(tmp_path: Path) -> str:
     path.write_text(yaml.safe_dump(data))
     return f"--driver-profile={path}"
 
+
 # A profile whose sharers ask for memory and, in proportion, the compute capacity of the mutants
 # compute_capacity and compute_grant_ignored (and tell the container both grants).
 COMPUTE_PROFILE = f"--driver-profile={REPO / 'tests' / 'profiles' / 'compute-proportional.yaml'}"
@@ -189,11 +190,21 @@ def test_broken_driver_fails_the_capability_it_breaks(
 
 def test_second_capacity_shares_when_the_profile_asks_for_it(tmp_path: Path) -> None:
     # The same driver that fails sharing under memory-only sharers passes once they ask for compute.
-    report, output, _ = run_suite(tmp_path, "--nodes=node-1", *FAST, mutant("compute_capacity"),
-                                  COMPUTE_PROFILE, "-m", "sharing or release or visibility")
+    report, output, _ = run_suite(
+        tmp_path,
+        "--nodes=node-1",
+        *FAST,
+        mutant("compute_capacity"),
+        COMPUTE_PROFILE,
+        "-m",
+        "sharing or release or visibility",
+    )
     caps = report["capabilities"]
     assert {c: v["verdict"] for c, v in caps.items()} == {
-        "sharing": "pass", "release": "pass", "visibility": "pass"}, output[-3000:]
+        "sharing": "pass",
+        "release": "pass",
+        "visibility": "pass",
+    }, output[-3000:]
     assert report["verdict"] == "pass"
     published = report["capacities"]["node-1/gpu-0"]
     assert published["compute"]["summary"] == "100, default 100, range 1..100 step 1"
@@ -250,8 +261,17 @@ def test_a_sharer_sees_its_own_gpu_device_node_and_no_other(
     # kubelet applies them in each container's private mount namespace, or says why it cannot.
     from sim.kubelet.mountns import host_unavailable_reason
 
-    report, output, _ = run_suite(tmp_path, "--nodes=node-1", *FAST, DEVICE_NODES_PROFILE, mutant(variant),
-                                  "-m", "visibility", "-k", "own_device_nodes")
+    report, output, _ = run_suite(
+        tmp_path,
+        "--nodes=node-1",
+        *FAST,
+        DEVICE_NODES_PROFILE,
+        mutant(variant),
+        "-m",
+        "visibility",
+        "-k",
+        "own_device_nodes",
+    )
     (check,) = report["capabilities"]["visibility"]["checks"]
     cannot = host_unavailable_reason()
     if cannot:

@@ -42,12 +42,12 @@ class ProviderConfig:
     """Everything a provider may need, taken from the command line and the driver profile."""
 
     profile: DriverProfile
-    work_dir: Path                          # scratch space owned by this run (kubeconfigs, logs, state)
-    kubeconfig: Path | None = None          # --kubeconfig (existing), or where to write one
-    gpus: str | None = None                 # --gpus: mock GPU profile for kind/sim
+    work_dir: Path  # scratch space owned by this run (kubeconfigs, logs, state)
+    kubeconfig: Path | None = None  # --kubeconfig (existing), or where to write one
+    gpus: str | None = None  # --gpus: mock GPU profile for kind/sim
     nodes: tuple[str, ...] = ("node-1", "node-2")
-    keep_cluster: bool = False              # --keep-cluster
-    allow_busy_gpus: bool = False           # existing: start even if GPUs hold allocations
+    keep_cluster: bool = False  # --keep-cluster
+    allow_busy_gpus: bool = False  # existing: start even if GPUs hold allocations
     # sim only: substitute a (broken) driver and emulate apiserver feature gates.
     driver_command: str | None = None
     feature_gates: dict[str, bool] = field(default_factory=dict)
@@ -59,12 +59,12 @@ class ProviderConfig:
 class ClusterHandle:
     """What ``start`` returns: enough to talk to the cluster and to label the report."""
 
-    provider: str                           # "sim", "kind", "existing"
+    provider: str  # "sim", "kind", "existing"
     kubeconfig: Path
-    kubernetes_version: str                 # as served by /version, e.g. "v1.36.1"
-    simulated: bool                         # True only for sim: the report is headed SIMULATED
-    nodes: tuple[str, ...]                  # nodes expected to run the driver under test
-    details: dict[str, str] = field(default_factory=dict)   # free-form, shown in the report
+    kubernetes_version: str  # as served by /version, e.g. "v1.36.1"
+    simulated: bool  # True only for sim: the report is headed SIMULATED
+    nodes: tuple[str, ...]  # nodes expected to run the driver under test
+    details: dict[str, str] = field(default_factory=dict)  # free-form, shown in the report
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,9 @@ class DriverDeployment:
     """What ``deploy_driver`` installed, for the report and for teardown."""
 
     driver_name: str
-    image: str = ""                         # image reference, or "" when not known (sim, preinstalled)
+    image: str = ""  # image reference, or "" when not known (sim, preinstalled)
     version: str = ""
-    installed_by_suite: bool = False        # False for "already installed": teardown leaves it alone
+    installed_by_suite: bool = False  # False for "already installed": teardown leaves it alone
     details: dict[str, str] = field(default_factory=dict)
 
 

@@ -39,8 +39,16 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> list[str]:
 def helm_args(config: ProviderConfig) -> list[str]:
     """`helm upgrade --install` for the profile's chart, image and values."""
     inst = config.profile.install
-    args = ["upgrade", "--install", inst.release or config.profile.name, inst.chart,
-            "--namespace", inst.namespace or config.profile.name, "--create-namespace", "--wait"]
+    args = [
+        "upgrade",
+        "--install",
+        inst.release or config.profile.name,
+        inst.chart,
+        "--namespace",
+        inst.namespace or config.profile.name,
+        "--create-namespace",
+        "--wait",
+    ]
     values = dict(inst.values)
     if inst.image_repository:
         values.setdefault("image", {})
@@ -71,15 +79,24 @@ class ExistingProvider(Provider):
         try:
             nodes, _ = items(self._kube.core.list_node)
         except ApiException as exc:
-            raise ProviderError(f"listing the cluster's nodes failed ({exc.status} {exc.reason}); "
-                                "the kubeconfig needs rights to list nodes.") from None
+            raise ProviderError(
+                f"listing the cluster's nodes failed ({exc.status} {exc.reason}); "
+                "the kubeconfig needs rights to list nodes."
+            ) from None
         except Exception as exc:
-            raise ProviderError(f"cannot reach the cluster in {kc} ({type(exc).__name__}); check "
-                                "that it runs and that the kubeconfig points at it.") from None
+            raise ProviderError(
+                f"cannot reach the cluster in {kc} ({type(exc).__name__}); check "
+                "that it runs and that the kubeconfig points at it."
+            ) from None
         # Which nodes carry GPUs is the driver's business: the suite learns it from the driver's pods
         # (driver_nodes) or, failing that, from its slices; the handle lists every node for the report.
-        return ClusterHandle(provider=self.name, kubeconfig=Path(kc), kubernetes_version="",
-                             simulated=False, nodes=tuple(n["metadata"]["name"] for n in nodes))
+        return ClusterHandle(
+            provider=self.name,
+            kubeconfig=Path(kc),
+            kubernetes_version="",
+            simulated=False,
+            nodes=tuple(n["metadata"]["name"] for n in nodes),
+        )
 
     def driver_nodes(self) -> tuple[str, ...]:
         if not self.config.profile.install.pod_selector:
@@ -96,15 +113,23 @@ class ExistingProvider(Provider):
             return DriverDeployment(driver_name=self.config.profile.driver, installed_by_suite=False)
         helm = shutil.which("helm")
         if not helm:
-            raise ProviderError(f"driver profile {self.config.profile.name!r} installs a chart but "
-                                f"helm is not on "
-                                "PATH; install helm, or install the driver yourself and set install.method: "
-                                "preinstalled.")
-        proc = subprocess.run([helm, "--kubeconfig", str(self.config.kubeconfig), *helm_args(self.config)],
-                              capture_output=True, text=True, timeout=HELM_TIMEOUT)
+            raise ProviderError(
+                f"driver profile {self.config.profile.name!r} installs a chart but "
+                f"helm is not on "
+                "PATH; install helm, or install the driver yourself and set install.method: "
+                "preinstalled."
+            )
+        proc = subprocess.run(
+            [helm, "--kubeconfig", str(self.config.kubeconfig), *helm_args(self.config)],
+            capture_output=True,
+            text=True,
+            timeout=HELM_TIMEOUT,
+        )
         if proc.returncode != 0:
-            raise ProviderError(f"helm install of {inst.chart} failed: {proc.stderr.strip()[-500:]}; fix the "
-                                "chart values in the driver profile.")
+            raise ProviderError(
+                f"helm install of {inst.chart} failed: {proc.stderr.strip()[-500:]}; fix the "
+                "chart values in the driver profile."
+            )
         self._installed = True
         image = f"{inst.image_repository}:{inst.image_tag}" if inst.image_repository else ""
         return DriverDeployment(driver_name=self.config.profile.driver, image=image, installed_by_suite=True)
@@ -115,10 +140,20 @@ class ExistingProvider(Provider):
         inst = self.config.profile.install
         helm = shutil.which("helm")
         if helm:
-            subprocess.run([helm, "--kubeconfig", str(self.config.kubeconfig), "uninstall",
-                            inst.release or self.config.profile.name, "--namespace",
-                            inst.namespace or self.config.profile.name, "--wait"],
-                           capture_output=True, timeout=HELM_TIMEOUT)
+            subprocess.run(
+                [
+                    helm,
+                    "--kubeconfig",
+                    str(self.config.kubeconfig),
+                    "uninstall",
+                    inst.release or self.config.profile.name,
+                    "--namespace",
+                    inst.namespace or self.config.profile.name,
+                    "--wait",
+                ],
+                capture_output=True,
+                timeout=HELM_TIMEOUT,
+            )
         self._installed = False
 
     def _driver_pods(self, node: str | None) -> list[dict[str, Any]]:
@@ -126,9 +161,11 @@ class ExistingProvider(Provider):
 
         inst = self.config.profile.install
         if not inst.pod_selector:
-            raise ProviderError(f"driver profile {self.config.profile.name!r} has no "
-                                f"install.podSelector; add "
-                                "the label selector of the driver's kubelet-plugin pods.")
+            raise ProviderError(
+                f"driver profile {self.config.profile.name!r} has no "
+                f"install.podSelector; add "
+                "the label selector of the driver's kubelet-plugin pods."
+            )
         kw: dict[str, Any] = {"label_selector": inst.pod_selector}
         if node:
             kw["field_selector"] = f"spec.nodeName={node}"
@@ -144,10 +181,13 @@ class ExistingProvider(Provider):
         uids = {p["metadata"]["uid"] for p in pods}
         for p in pods:
             self._kube.core.delete_namespaced_pod(p["metadata"]["name"], p["metadata"]["namespace"])
-        wait_for(self._kube.core.list_pod_for_all_namespaces,
-                 lambda st: True if not uids & {o["metadata"]["uid"] for o in st.values()} else None,
-                 timeout=120, what=f"the driver pod on {node} to be deleted",
-                 label_selector=self.config.profile.install.pod_selector)
+        wait_for(
+            self._kube.core.list_pod_for_all_namespaces,
+            lambda st: True if not uids & {o["metadata"]["uid"] for o in st.values()} else None,
+            timeout=120,
+            what=f"the driver pod on {node} to be deleted",
+            label_selector=self.config.profile.install.pod_selector,
+        )
 
     def driver_logs(self, node: str | None = None, tail: int = 200) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -155,9 +195,11 @@ class ExistingProvider(Provider):
             for p in self._driver_pods(node):
                 meta = p["metadata"]
                 with contextlib.suppress(ApiException):
-                    out[(p.get("spec") or {}).get("nodeName", meta["name"])] = \
-                        self._kube.core.read_namespaced_pod_log(meta["name"], meta["namespace"],
-                                                                tail_lines=tail, _request_timeout=30)
+                    out[(p.get("spec") or {}).get("nodeName", meta["name"])] = (
+                        self._kube.core.read_namespaced_pod_log(
+                            meta["name"], meta["namespace"], tail_lines=tail, _request_timeout=30
+                        )
+                    )
         return out
 
     def stop(self) -> None:

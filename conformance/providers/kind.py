@@ -248,8 +248,10 @@ class KindProvider(Provider):
         try:
             import pytest_kind  # noqa: F401  (the `kind` extra)
         except ImportError as exc:
-            raise ProviderError(f"pytest-kind-ng is not installed ({exc}); run `make setup`, which installs "
-                                "the project with its kind extra.") from exc
+            raise ProviderError(
+                f"pytest-kind-ng is not installed ({exc}); run `make setup`, which installs "
+                "the project with its kind extra."
+            ) from exc
         self._run(
             [self._tools["docker"], "info", "--format", "{{.ServerVersion}}"],
             "docker info (is the Docker daemon running?)",

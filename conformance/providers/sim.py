@@ -67,7 +67,7 @@ class SimProvider(Provider):
         self._settled: set[str] = set()
         self._driver_failure = ""
         self._ended = False
-        self._parent_fd: int | None = None          # write end of the pipe the sim watches (--exit-with-fd)
+        self._parent_fd: int | None = None  # write end of the pipe the sim watches (--exit-with-fd)
 
     def launch_spec(self) -> LaunchSpec:
         """The profile's sim: section as the sim kubelet's launch spec; ProviderError names the field."""
@@ -77,9 +77,21 @@ class SimProvider(Provider):
     def command(self) -> list[str]:
         cfg = self.config
         assert self.launch is not None
-        cmd = [sys.executable, "-m", "sim", "--kubeconfig", str(self.kubeconfig), "--port", "0",
-               "--nodes", ",".join(cfg.nodes), "--state-dir", str(self.state_dir),
-               "--driver-spec", str(self.spec_path)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "sim",
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--port",
+            "0",
+            "--nodes",
+            ",".join(cfg.nodes),
+            "--state-dir",
+            str(self.state_dir),
+            "--driver-spec",
+            str(self.spec_path),
+        ]
         if "gpus" in self.launch.placeholders():
             cmd += ["--gpus", cfg.gpus or "rtx3090x2"]
         if cfg.feature_gates:
@@ -107,8 +119,14 @@ class SimProvider(Provider):
             cmd += ["--exit-with-fd", str(read_fd), "--orphan-cleanup", str(self.config.work_dir)]
         # The sim runs in its own session so that stop() can end it and every child it started.
         try:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         start_new_session=True, cwd=_repo_root(), pass_fds=pass_fds)
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=_repo_root(),
+                pass_fds=pass_fds,
+            )
         finally:
             for fd in pass_fds:
                 os.close(fd)
@@ -122,24 +140,38 @@ class SimProvider(Provider):
                 code = None
             tail = self._log_tail().strip()
             self.stop()
-            what = (f"exited with code {code}" if code is not None
-                    else f"did not serve within {START_TIMEOUT:.0f}s")
+            what = (
+                f"exited with code {code}"
+                if code is not None
+                else f"did not serve within {START_TIMEOUT:.0f}s"
+            )
             last = tail.splitlines()[-1] if tail else "(no output)"
             raise ProviderError(f"the sim {what}: {last} (command: {shlex.join(cmd)})")
         self._wait_drivers()
         version = self.config.kube_version or ""
-        return ClusterHandle(provider=self.name, kubeconfig=self.kubeconfig,
-                             kubernetes_version=version, simulated=True, nodes=tuple(self.config.nodes),
-                             details={"command": shlex.join(cmd), "server": self._server_line,
-                                      "state_dir": str(self.state_dir), "driver": self.launch.describe()})
+        return ClusterHandle(
+            provider=self.name,
+            kubeconfig=self.kubeconfig,
+            kubernetes_version=version,
+            simulated=True,
+            nodes=tuple(self.config.nodes),
+            details={
+                "command": shlex.join(cmd),
+                "server": self._server_line,
+                "state_dir": str(self.state_dir),
+                "driver": self.launch.describe(),
+            },
+        )
 
     def _wait_drivers(self) -> None:
         """Until every node's driver registered (or published and exited); a driver that exited before it
         registered and published nothing could not start: that stops the run."""
         nodes = set(self.config.nodes)
         with self._drivers:
-            self._drivers.wait_for(lambda: self._driver_failure or self._ended or nodes <= self._settled,
-                                   timeout=REGISTER_TIMEOUT)
+            self._drivers.wait_for(
+                lambda: self._driver_failure or self._ended or nodes <= self._settled,
+                timeout=REGISTER_TIMEOUT,
+            )
             failure = self._driver_failure
         if failure:
             self.stop()
@@ -184,9 +216,13 @@ class SimProvider(Provider):
         # a real cluster is the DeviceClass, so create it here unless the sim already has one.
         self._ensure_device_class()
         assert self.launch is not None
-        return DriverDeployment(driver_name=self.config.profile.driver, image="(local process)",
-                                version=self.launch.describe(), installed_by_suite=True,
-                                details={"driver_command": self.launch.describe()})
+        return DriverDeployment(
+            driver_name=self.config.profile.driver,
+            image="(local process)",
+            version=self.launch.describe(),
+            installed_by_suite=True,
+            details={"driver_command": self.launch.describe()},
+        )
 
     def _ensure_device_class(self) -> None:
         from kubernetes import client, config
@@ -197,10 +233,16 @@ class SimProvider(Provider):
             resource = client.ResourceV1Api(api)
             names = {c.metadata.name for c in resource.list_device_class().items}
             if profile.device_class not in names:
-                resource.create_device_class({
-                    "apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass",
-                    "metadata": {"name": profile.device_class},
-                    "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{profile.driver}"'}}]}})
+                resource.create_device_class(
+                    {
+                        "apiVersion": "resource.k8s.io/v1",
+                        "kind": "DeviceClass",
+                        "metadata": {"name": profile.device_class},
+                        "spec": {
+                            "selectors": [{"cel": {"expression": f'device.driver == "{profile.driver}"'}}]
+                        },
+                    }
+                )
         finally:
             api.close()
 
@@ -217,15 +259,17 @@ class SimProvider(Provider):
             return None
         for pid in _descendants(self.proc.pid):
             argv = _cmdline(pid)
-            if "--node-name" in argv and argv[argv.index("--node-name") + 1:][:1] == [node]:
+            if "--node-name" in argv and argv[argv.index("--node-name") + 1 :][:1] == [node]:
                 return pid
         return None
 
     def restart_driver(self, node: str) -> None:
         pid = self.driver_pid(node)
         if pid is None:
-            raise ProviderError(f"no driver process for node {node} runs under the sim; check "
-                                f"{self.state_dir / node / 'driver.log'}.")
+            raise ProviderError(
+                f"no driver process for node {node} runs under the sim; check "
+                f"{self.state_dir / node / 'driver.log'}."
+            )
         # A crash, not a clean stop: the sim kubelet starts a new driver as a DaemonSet would.
         _kill_and_wait(pid, signal.SIGKILL, timeout=10.0)
 
@@ -254,8 +298,10 @@ class SimProvider(Provider):
         try:
             said = json.loads(path.read_text())
         except (OSError, ValueError):
-            return (f"the sim kubelet of {node} did not say whether it applies CDI device nodes and mounts "
-                    f"({path} is missing or unreadable)")
+            return (
+                f"the sim kubelet of {node} did not say whether it applies CDI device nodes and mounts "
+                f"({path} is missing or unreadable)"
+            )
         if said.get("applied") is True:
             return ""
         return str(said.get("reason") or "not applied (no reason given)")
@@ -293,32 +339,38 @@ class SimProvider(Provider):
             os.close(fd)
 
 
-
-def resolve_launch(profile: DriverProfile, driver_command: str | None, nodes: Iterable[str],
-                   gpus: str | None) -> LaunchSpec:
+def resolve_launch(
+    profile: DriverProfile, driver_command: str | None, nodes: Iterable[str], gpus: str | None
+) -> LaunchSpec:
     """The profile's sim: section, with ${VARIABLES} from the environment and --sim-driver-command, as
     the sim kubelet's launch spec; ProviderError names the field and the fix. The input check before a
     run and the provider itself both call this, so they cannot disagree."""
     if profile.sim is None:
-        raise ProviderError(f"driver profile {profile.name!r} has no 'sim' section, so the sim cannot "
-                            "run its driver; add sim.command (docs/driver-profiles.md) or use --cluster "
-                            "kind or existing.")
+        raise ProviderError(
+            f"driver profile {profile.name!r} has no 'sim' section, so the sim cannot "
+            "run its driver; add sim.command (docs/driver-profiles.md) or use --cluster "
+            "kind or existing."
+        )
     override = shlex.split(driver_command) if driver_command else None
     fix = "give the driver's path with --sim-driver-command (make SIM_DRIVER_COMMAND=/path/to/driver)"
     try:
         if override:  # the command the user named is checked first: the rest is the profile's
             LaunchSpec.from_dict({"name": profile.driver, "command": override}).executable(
-                "--sim-driver-command", fix=fix)
+                "--sim-driver-command", fix=fix
+            )
         spec = profile.sim.resolve(profile.driver, os.environ, override)
         spec.check_nodes(nodes)
         spec.executable("--sim-driver-command" if override else "sim.command", fix=fix)
     except (ProfileError, LaunchError) as exc:
         raise ProviderError(f"driver profile {profile.name}: {exc}") from None
     if gpus and "gpus" not in spec.placeholders():
-        raise ProviderError(f"--gpus {gpus} has no effect on driver profile {profile.name}: its sim "
-                            "section does not use {gpus} (the driver finds its own hardware); drop "
-                            "--gpus (make GPUS=).")
+        raise ProviderError(
+            f"--gpus {gpus} has no effect on driver profile {profile.name}: its sim "
+            "section does not use {gpus} (the driver finds its own hardware); drop "
+            "--gpus (make GPUS=)."
+        )
     return spec
+
 
 def processes_using(directory: Path) -> list[int]:
     """Processes other than this one whose working directory, command line or environment points under

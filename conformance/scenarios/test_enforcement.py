@@ -15,8 +15,10 @@ pytestmark = pytest.mark.enforcement
 def test_sharer_sees_at_most_its_granted_memory(scenario: Scenario) -> None:
     sc = scenario
     if not sc.profile.enforcement:
-        pytest.skip(f"driver profile {sc.profile.name!r} does not claim memory enforcement "
-                    "(claims.enforcement: false); memory sharing is advisory")
+        pytest.skip(
+            f"driver profile {sc.profile.name!r} does not claim memory enforcement "
+            "(claims.enforcement: false); memory sharing is advisory"
+        )
     if sc.suite.handle.simulated or sc.profile.visibility.method != "nvidia-smi":
         pytest.skip("enforcement needs real GPUs and nvidia-smi in the pod")
     (gpu,) = sc.suite.pick_gpus(1)

@@ -23,12 +23,16 @@ def _whole_then_sharer(sc: Scenario, gpu: Gpu, request: dict[str, int] | None) -
     consumed = assert_consumed(sc, first, gpu, result)
     # "The whole GPU" means nothing else fits next to it: even the smallest share the policy allows.
     smallest = gpu.capacity.consumes(1) or 1
-    asked = ("without a memory request" if request is None
-             else f"asking for {format_bytes(request[sc.profile.shared_capacity])}")
+    asked = (
+        "without a memory request"
+        if request is None
+        else f"asking for {format_bytes(request[sc.profile.shared_capacity])}"
+    )
     assert consumed + smallest > gpu.capacity.value, (
         f"a claim {asked} consumed {format_bytes(consumed)} of {gpu.label}'s "
         f"{format_bytes(gpu.capacity.value)}, leaving room for sharers: it does not get the whole GPU "
-        "(check the published requestPolicy default)")
+        "(check the published requestPolicy default)"
+    )
     sc.wait_rejected(sc.sharer(sc.namespace("b"), "extra", gpu, share_plan(sc, gpu).requests))
 
 
@@ -58,4 +62,5 @@ def test_two_exclusive_claims_land_on_different_gpus(scenario: Scenario) -> None
     sc.wait_running(pods)
     devices = [(r["pool"], r["device"]) for p in pods for r in sc.results_of(p)]
     assert len(devices) == 2 and devices[0] != devices[1], (
-        f"two claims without a capacity request must take two different GPUs, got {devices}")
+        f"two claims without a capacity request must take two different GPUs, got {devices}"
+    )

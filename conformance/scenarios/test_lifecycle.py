@@ -24,8 +24,10 @@ def test_driver_restart_keeps_sharers_running_and_admits_a_new_one(scenario: Sce
     ns = sc.namespace("a")
     before = [sc.sharer(ns, f"before-{i}", gpu, r) for i in range(2)]
     running = sc.wait_running(before)
-    restarts = {p.key: [c.get("restartCount", 0) for c in running[p.key]["status"]["containerStatuses"]]
-                for p in before}
+    restarts = {
+        p.key: [c.get("restartCount", 0) for c in running[p.key]["status"]["containerStatuses"]]
+        for p in before
+    }
     sc.suite.provider.restart_driver(gpu.node)
     after = sc.sharer(ns, "after-restart", gpu, r)
     sc.wait_running([after])
@@ -40,8 +42,13 @@ def test_driver_restart_keeps_sharers_running_and_admits_a_new_one(scenario: Sce
                 return f"{p.key}'s container restarted ({restarts[p.key]} -> {counts})"
         return None
 
-    hold(sc.kube.core.list_pod_for_all_namespaces, violation, window=sc.suite.settle_seconds,
-         what="sharers running through a driver restart", label_selector=f"{LABEL_SCENARIO}={sc.id}")
+    hold(
+        sc.kube.core.list_pod_for_all_namespaces,
+        violation,
+        window=sc.suite.settle_seconds,
+        what="sharers running through a driver restart",
+        label_selector=f"{LABEL_SCENARIO}={sc.id}",
+    )
 
 
 def test_slices_come_back_after_a_wipe(scenario: Scenario) -> None:
@@ -55,14 +62,21 @@ def test_slices_come_back_after_a_wipe(scenario: Scenario) -> None:
             sc.kube.resource.delete_resource_slice(s["metadata"]["name"])
 
     def republished(state: State) -> bool | None:
-        have = {d["name"] for s in driver_slices(list(state.values()), driver) if slice_node(s) == gpu.node
-                for d in s["spec"].get("devices") or ()}
+        have = {
+            d["name"]
+            for s in driver_slices(list(state.values()), driver)
+            if slice_node(s) == gpu.node
+            for d in s["spec"].get("devices") or ()
+        }
         return True if devices <= have else None
 
     # The bound is the profile's (sim.republishTimeout): drivers on upstream's helper take up to a minute.
-    wait_for(sc.kube.resource.list_resource_slice, republished, timeout=sc.suite.republish_timeout,
-             what=f"driver {driver} to republish {sorted(devices)} on {gpu.node} after its slices "
-                  f"were deleted")
+    wait_for(
+        sc.kube.resource.list_resource_slice,
+        republished,
+        timeout=sc.suite.republish_timeout,
+        what=f"driver {driver} to republish {sorted(devices)} on {gpu.node} after its slices were deleted",
+    )
 
 
 def test_unprepare_leaves_no_cdi_spec_behind(scenario: Scenario) -> None:
@@ -77,5 +91,7 @@ def test_unprepare_leaves_no_cdi_spec_behind(scenario: Scenario) -> None:
     during = list(sc.suite.provider.node_cdi_specs(gpu.node) or {})
     sc.delete_pods([pod])
     left = [f for f in sc.suite.provider.node_cdi_specs(gpu.node) or {} if uid in f]
-    assert not left, (f"CDI spec(s) of deleted claim {uid} remain on {gpu.node}: {left} "
-                      f"(while running: {[f for f in during if uid in f]})")
+    assert not left, (
+        f"CDI spec(s) of deleted claim {uid} remain on {gpu.node}: {left} "
+        f"(while running: {[f for f in during if uid in f]})"
+    )

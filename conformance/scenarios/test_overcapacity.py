@@ -48,8 +48,9 @@ def test_seed_24gi_template_never_schedules_on_a_smaller_card(scenario: Scenario
         pytest.skip(f"no GPU under test has less than {format_bytes(asked)}; run with --gpus mixed")
     # Only that model is selected, so no bigger card can satisfy the claim instead.
     gpu = smaller[0]
-    if any(g.product == gpu.product and g.capacity and g.capacity.value >= asked
-           for g in sc.suite.preflight.gpus):
+    if any(
+        g.product == gpu.product and g.capacity and g.capacity.value >= asked for g in sc.suite.preflight.gpus
+    ):
         pytest.skip(f"{gpu.product} also comes with {format_bytes(asked)} or more here")
     ns = sc.namespace("a")
     name = sc.create_template_object(ns, retarget(seed, sc.profile, product=gpu.product))

@@ -21,8 +21,10 @@ def test_consumable_capacity_fields_survive_in_the_api_server(suite: Suite) -> N
 
 def test_every_node_publishes_its_gpus(suite: Suite) -> None:
     missing = suite.preflight.nodes_without_slices
-    assert not missing, (f"no ResourceSlice of driver {suite.profile.driver} with devices on node(s) "
-                         f"{', '.join(missing)}; check the driver's logs on those nodes")
+    assert not missing, (
+        f"no ResourceSlice of driver {suite.profile.driver} with devices on node(s) "
+        f"{', '.join(missing)}; check the driver's logs on those nodes"
+    )
 
 
 def test_each_gpu_appears_once_with_identity_and_product(suite: Suite) -> None:
@@ -31,8 +33,9 @@ def test_each_gpu_appears_once_with_identity_and_product(suite: Suite) -> None:
     no_id = [g.device for g in gpus if not g.identity]
     assert not no_id, f"devices without the identity attribute {suite.profile.identity_attribute!r}: {no_id}"
     no_product = [g.device for g in gpus if not g.product]
-    assert not no_product, (f"devices without the product attribute "
-                            f"{suite.profile.product_attribute!r}: {no_product}")
+    assert not no_product, (
+        f"devices without the product attribute {suite.profile.product_attribute!r}: {no_product}"
+    )
     twice = [ident for ident, n in Counter(g.identity for g in gpus).items() if n > 1]
     assert not twice, f"GPUs published more than once (same {suite.profile.identity_attribute}): {twice}"
 
@@ -44,8 +47,10 @@ def test_gpus_are_shareable_with_memory_capacity(suite: Suite) -> None:
     assert gpus, f"driver {suite.profile.driver} published no devices"
     if suite.profile.sharing:
         exclusive = [g.label for g in gpus if not g.shareable]
-        assert not exclusive, ("devices without allowMultipleAllocations: true although the profile says the "
-                               f"driver shares GPUs: {', '.join(exclusive)}")
+        assert not exclusive, (
+            "devices without allowMultipleAllocations: true although the profile says the "
+            f"driver shares GPUs: {', '.join(exclusive)}"
+        )
     no_cap = [g.label for g in gpus if g.capacity is None or g.capacity.value <= 0]
     assert not no_cap, f"devices without a positive {suite.profile.capacity!r} capacity: {', '.join(no_cap)}"
 
@@ -73,6 +78,9 @@ def test_published_memory_matches_the_gpu(suite: Suite) -> None:
     known = [(g, m) for g, m in known if m is not None]
     if not known:
         pytest.skip("the GPUs' real memory is not known to the suite (no mock GPU profile for these models)")
-    wrong = [f"{g.label} publishes {format_bytes(g.capacity.value)} but has {format_bytes(m)}"
-             for g, m in known if g.capacity is not None and g.capacity.value != m]
+    wrong = [
+        f"{g.label} publishes {format_bytes(g.capacity.value)} but has {format_bytes(m)}"
+        for g, m in known
+        if g.capacity is not None and g.capacity.value != m
+    ]
     assert not wrong, "; ".join(wrong)

@@ -23,8 +23,13 @@ def test_released_capacity_lets_a_larger_claim_start(scenario: Scenario) -> None
     large = sharer_request(sc, gpu, cap.largest_request())
     caps = gpu.capacities
     half_used = caps.consumes(half)
-    if plan.sharers < 2 or half_used is None or caps.consumes(large) is None or \
-            caps.sharers_that_fit(large) < 1 or caps.sharers_that_fit(large, used=[half_used]) > 0:
+    if (
+        plan.sharers < 2
+        or half_used is None
+        or caps.consumes(large) is None
+        or caps.sharers_that_fit(large) < 1
+        or caps.sharers_that_fit(large, used=[half_used]) > 0
+    ):
         pytest.skip(f"{gpu.label}: the published policy cannot express the half/half/whole sequence")
     ns = sc.namespace("a")
     first = sc.sharer(ns, "half-1", gpu, half)

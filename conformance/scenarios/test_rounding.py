@@ -20,8 +20,11 @@ pytestmark = pytest.mark.rounding
 
 def _policy_gpu(sc: Scenario) -> Gpu:
     for gpu in sc.suite.usable_gpus():
-        if gpu.capacity is not None and gpu.capacity.policy is not None and (
-                gpu.capacity.policy.step or gpu.capacity.policy.valid_values):
+        if (
+            gpu.capacity is not None
+            and gpu.capacity.policy is not None
+            and (gpu.capacity.policy.step or gpu.capacity.policy.valid_values)
+        ):
             return gpu
     pytest.skip("the driver publishes no requestPolicy with a step or validValues: nothing to round")
 
@@ -32,10 +35,11 @@ def test_off_step_request_consumes_the_rounded_amount(scenario: Scenario) -> Non
     cap = gpu.capacity
     assert cap is not None and cap.policy is not None
     base = cap.share_size(4)
-    off = base + 1                       # one unit past a valid amount
+    off = base + 1  # one unit past a valid amount
     expected = cap.consumes(off)
     assert expected is not None and expected != off, (
-        f"model: {format_bytes(off)} should round on {gpu.label}'s policy")
+        f"model: {format_bytes(off)} should round on {gpu.label}'s policy"
+    )
     pod = sc.sharer(sc.namespace("a"), "off-step", gpu, sharer_request(sc, gpu, off))
     sc.wait_running([pod])
     result = assert_on_gpu(sc, pod, gpu)

@@ -44,14 +44,16 @@ def test_product_selector_matches_only_that_model(scenario: Scenario) -> None:
     landed = [g for g in sc.suite.preflight.gpus if (g.pool, g.device) == (result["pool"], result["device"])]
     assert landed and landed[0].product == gpu.product, (
         f"a selector on {sc.profile.product_attribute} == {gpu.product!r} got {result['pool']}/"
-        f"{result['device']} ({landed[0].product if landed else 'unknown device'})")
+        f"{result['device']} ({landed[0].product if landed else 'unknown device'})"
+    )
 
 
 def test_wrong_product_stays_pending(scenario: Scenario) -> None:
     sc = scenario
     ns = sc.namespace("a")
-    name = sc.create_template_object(ns, retarget(_template(sc, "gpu-6gi-3090"), sc.profile,
-                                                  product=WRONG_PRODUCT))
+    name = sc.create_template_object(
+        ns, retarget(_template(sc, "gpu-6gi-3090"), sc.profile, product=WRONG_PRODUCT)
+    )
     sc.wait_rejected(sc.pod(ns, "wrong-product", name))
 
 

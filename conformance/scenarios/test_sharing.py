@@ -26,8 +26,10 @@ def test_sharers_from_two_namespaces_pack_one_gpu(scenario: Scenario) -> None:
     r, k = plan.requests, plan.sharers
     require_room_for_sharers(sc, gpu, plan)
     if k < 2:
-        pytest.skip(f"{gpu.label}: a request of {format_bytes(r[sc.profile.shared_capacity])} leaves room "
-                    f"for {k} sharer(s); nothing to share")
+        pytest.skip(
+            f"{gpu.label}: a request of {format_bytes(r[sc.profile.shared_capacity])} leaves room "
+            f"for {k} sharer(s); nothing to share"
+        )
     ns = [sc.namespace("a"), sc.namespace("b")]
     pods = [sc.sharer(ns[i % 2], f"sharer-{i}", gpu, r) for i in range(k)]
     try:

@@ -61,17 +61,23 @@ def test_every_sharer_runs_and_sees_its_gpu_and_memory(scenario: Scenario) -> No
 def test_every_sharer_sees_only_its_own_device_nodes(scenario: Scenario) -> None:
     sc = scenario
     if not sc.profile.visibility.device_nodes:
-        pytest.skip(f"driver profile {sc.profile.name!r} names no GPU device nodes "
-                    "(claims.visibility.deviceNodes)")
+        pytest.skip(
+            f"driver profile {sc.profile.name!r} names no GPU device nodes (claims.visibility.deviceNodes)"
+        )
     (gpu,) = sc.suite.pick_gpus(1)
     unapplied = sc.suite.provider.container_edits_unapplied(gpu.node)
     if unapplied:
         pytest.skip(unapplied)
     own = device_node_paths(sc.profile, gpu)
-    assert own, (f"{gpu.label} does not publish the attributes the profile's device node templates "
-                 f"{list(sc.profile.visibility.device_nodes)} use")
-    others = {g.device: device_node_paths(sc.profile, g) - own for g in sc.suite.preflight.gpus
-              if g.node == gpu.node and g.device != gpu.device}
+    assert own, (
+        f"{gpu.label} does not publish the attributes the profile's device node templates "
+        f"{list(sc.profile.visibility.device_nodes)} use"
+    )
+    others = {
+        g.device: device_node_paths(sc.profile, g) - own
+        for g in sc.suite.preflight.gpus
+        if g.node == gpu.node and g.device != gpu.device
+    }
     plan = share_plan(sc, gpu)
     r, k = plan.requests, plan.sharers
     if k < 1:
@@ -84,6 +90,9 @@ def test_every_sharer_sees_only_its_own_device_nodes(scenario: Scenario) -> None
         seen = seen_device_nodes(sc.wait_log(p, lambda t: END_MARK in t, what="the device node probe"))
         missing = sorted(own - seen)
         assert not missing, f"{p.name} does not see its GPU's device node(s) {missing} ({gpu.label})"
-        leaked = "; ".join(f"{', '.join(sorted(paths & seen))} of {device}"
-                           for device, paths in sorted(others.items()) if paths & seen)
+        leaked = "; ".join(
+            f"{', '.join(sorted(paths & seen))} of {device}"
+            for device, paths in sorted(others.items())
+            if paths & seen
+        )
         assert not leaked, f"{p.name} was allocated {gpu.device} but also sees the device node(s) {leaked}"

@@ -16,8 +16,14 @@ PROFILE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "gpus"
 _UUID_NAMESPACE = uuid.UUID("6f1c2a52-8d0e-4c5b-9d65-3f0a7b2e9c41")
 
 _TOP_KEYS = {"description": False, "driverVersion": True, "cudaDriverVersion": True, "gpus": True}
-_GPU_KEYS = {"model": True, "memory": True, "count": False, "brand": True, "architecture": True,
-             "cudaComputeCapability": True}
+_GPU_KEYS = {
+    "model": True,
+    "memory": True,
+    "count": False,
+    "brand": True,
+    "architecture": True,
+    "cudaComputeCapability": True,
+}
 
 
 def resolve_profile(profile: str) -> Path:
@@ -76,21 +82,24 @@ def parse_profile(data: Any, node_name: str, source: str) -> list[GpuInfo]:
             raise InventoryError(f"{where}.memory: must be more than 0")
         for _ in range(count):
             index = len(gpus)
-            gpus.append(GpuInfo(
-                index=index,
-                uuid=mock_uuid(node_name, index),
-                product_name=_text(f"{where}.model", group["model"]),
-                brand=_text(f"{where}.brand", group["brand"]),
-                architecture=_text(f"{where}.architecture", group["architecture"]),
-                memory_bytes=memory,
-                cuda_compute_capability=_text(f"{where}.cudaComputeCapability",
-                                              group["cudaComputeCapability"]),
-                driver_version=driver_version,
-                cuda_driver_version=cuda_driver_version,
-                # Mock bus ids follow the NVML shape so selectors on pciBusID behave as on real nodes.
-                pci_bus_id=f"0000:{index + 1:02x}:00.0",
-                minor=index,
-            ))
+            gpus.append(
+                GpuInfo(
+                    index=index,
+                    uuid=mock_uuid(node_name, index),
+                    product_name=_text(f"{where}.model", group["model"]),
+                    brand=_text(f"{where}.brand", group["brand"]),
+                    architecture=_text(f"{where}.architecture", group["architecture"]),
+                    memory_bytes=memory,
+                    cuda_compute_capability=_text(
+                        f"{where}.cudaComputeCapability", group["cudaComputeCapability"]
+                    ),
+                    driver_version=driver_version,
+                    cuda_driver_version=cuda_driver_version,
+                    # Mock bus ids follow the NVML shape so selectors on pciBusID behave as on real nodes.
+                    pci_bus_id=f"0000:{index + 1:02x}:00.0",
+                    minor=index,
+                )
+            )
     return gpus
 
 

@@ -10,16 +10,43 @@ from driver.inventory import GpuInfo, InventoryError
 
 log = logging.getLogger(__name__)
 
-_NO_NVML = ("NVML is not available ({why}). On a node with NVIDIA GPUs install the NVIDIA driver "
-            "(libnvidia-ml.so.1); on a machine without GPUs run with --gpus <profile> (mock GPUs, e.g. "
-            "--gpus rtx3090x2).")
+_NO_NVML = (
+    "NVML is not available ({why}). On a node with NVIDIA GPUs install the NVIDIA driver "
+    "(libnvidia-ml.so.1); on a machine without GPUs run with --gpus <profile> (mock GPUs, e.g. "
+    "--gpus rtx3090x2)."
+)
 
 # Names as NVIDIA's driver publishes them (go-nvml brand / architecture strings).
-_BRANDS = {0: "Unknown", 1: "Quadro", 2: "Tesla", 3: "NVS", 4: "Grid", 5: "GeForce", 6: "Titan",
-           7: "NvidiaVApps", 8: "NvidiaVPC", 9: "NvidiaVCS", 10: "NvidiaVWS", 11: "NvidiaCloudGaming",
-           12: "QuadroRTX", 13: "NvidiaRTX", 14: "Nvidia", 15: "GeForceRTX", 16: "TitanRTX"}
-_ARCHITECTURES = {2: "Kepler", 3: "Maxwell", 4: "Pascal", 5: "Volta", 6: "Turing", 7: "Ampere",
-                  8: "Ada Lovelace", 9: "Hopper", 10: "Blackwell"}
+_BRANDS = {
+    0: "Unknown",
+    1: "Quadro",
+    2: "Tesla",
+    3: "NVS",
+    4: "Grid",
+    5: "GeForce",
+    6: "Titan",
+    7: "NvidiaVApps",
+    8: "NvidiaVPC",
+    9: "NvidiaVCS",
+    10: "NvidiaVWS",
+    11: "NvidiaCloudGaming",
+    12: "QuadroRTX",
+    13: "NvidiaRTX",
+    14: "Nvidia",
+    15: "GeForceRTX",
+    16: "TitanRTX",
+}
+_ARCHITECTURES = {
+    2: "Kepler",
+    3: "Maxwell",
+    4: "Pascal",
+    5: "Volta",
+    6: "Turing",
+    7: "Ampere",
+    8: "Ada Lovelace",
+    9: "Hopper",
+    10: "Blackwell",
+}
 
 
 def _import_pynvml() -> ModuleType:
@@ -65,23 +92,26 @@ def discover(nvml: Any = None) -> list[GpuInfo]:
             handle = nvml.nvmlDeviceGetHandleByIndex(i)
             uuid = nvml.nvmlDeviceGetUUID(handle)
             if _mig_enabled(nvml, handle):
-                log.warning("GPU %d (%s) has MIG enabled: left out, this driver publishes full GPUs only",
-                            i, uuid)
+                log.warning(
+                    "GPU %d (%s) has MIG enabled: left out, this driver publishes full GPUs only", i, uuid
+                )
                 continue
             major, minor_cc = nvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(GpuInfo(
-                index=nvml.nvmlDeviceGetIndex(handle),
-                uuid=uuid,
-                product_name=nvml.nvmlDeviceGetName(handle),
-                brand=_BRANDS.get(nvml.nvmlDeviceGetBrand(handle), "Unknown"),
-                architecture=_ARCHITECTURES.get(nvml.nvmlDeviceGetArchitecture(handle), "Unknown"),
-                memory_bytes=int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
-                cuda_compute_capability=f"{major}.{minor_cc}",
-                driver_version=driver_version,
-                cuda_driver_version=cuda_driver_version,
-                pci_bus_id=normalise_pci_bus_id(str(nvml.nvmlDeviceGetPciInfo(handle).busId)),
-                minor=nvml.nvmlDeviceGetMinorNumber(handle),
-            ))
+            gpus.append(
+                GpuInfo(
+                    index=nvml.nvmlDeviceGetIndex(handle),
+                    uuid=uuid,
+                    product_name=nvml.nvmlDeviceGetName(handle),
+                    brand=_BRANDS.get(nvml.nvmlDeviceGetBrand(handle), "Unknown"),
+                    architecture=_ARCHITECTURES.get(nvml.nvmlDeviceGetArchitecture(handle), "Unknown"),
+                    memory_bytes=int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
+                    cuda_compute_capability=f"{major}.{minor_cc}",
+                    driver_version=driver_version,
+                    cuda_driver_version=cuda_driver_version,
+                    pci_bus_id=normalise_pci_bus_id(str(nvml.nvmlDeviceGetPciInfo(handle).busId)),
+                    minor=nvml.nvmlDeviceGetMinorNumber(handle),
+                )
+            )
             log.info("NVML GPU %d: %s, %d bytes, %s", i, gpus[-1].product_name, gpus[-1].memory_bytes, uuid)
         return gpus
     except nvml.NVMLError as err:

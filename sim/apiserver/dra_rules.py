@@ -46,9 +46,14 @@ Causes = list[dict[str, str]]
 # (DRAConsumableCapacity, DRAListTypeAttributes) for CEL selectors of the object being validated: the
 # new-expressions CEL environment depends on them. Set by validate().
 _cel_gates: contextvars.ContextVar[tuple[bool, bool]] = contextvars.ContextVar(
-    "cel_gates", default=(True, False))
-_CEL_REASONS = {"Invalid": "FieldValueInvalid", "Forbidden": "FieldValueForbidden",
-                "Required": "FieldValueRequired", "InternalError": "InternalError"}
+    "cel_gates", default=(True, False)
+)
+_CEL_REASONS = {
+    "Invalid": "FieldValueInvalid",
+    "Forbidden": "FieldValueForbidden",
+    "Required": "FieldValueRequired",
+    "InternalError": "InternalError",
+}
 
 
 def _bad(causes: Causes, path: str, message: str, reason: str = "FieldValueInvalid") -> None:

@@ -36,7 +36,7 @@ def _split_host_port(value: str) -> tuple[str, str] | None:
         end = value.find("]")
         if end < 0:
             return None
-        host, rest = value[1:end], value[end + 1:]
+        host, rest = value[1:end], value[end + 1 :]
         if rest and not rest.startswith(":"):
             return None
         port = rest[1:]
@@ -91,9 +91,11 @@ def check_caller(headers: Mapping[str, list[str]], token: str, port: int) -> Non
         raise ApiError(400, "BadRequest", "the request needs exactly one Host header")
     if not host_is_loopback(hosts[0]):
         # 421 Misdirected Request; metav1 has no StatusReason of its own for it
-        raise ApiError(421, "BadRequest",
-                       f"this server answers only for loopback hosts (127.0.0.1, localhost, [::1]), "
-                       f"not {hosts[0]!r}")
+        raise ApiError(
+            421,
+            "BadRequest",
+            f"this server answers only for loopback hosts (127.0.0.1, localhost, [::1]), not {hosts[0]!r}",
+        )
     for origin in headers.get("origin", []):
         if not origin_allowed(origin, port):
             raise ApiError(403, "Forbidden", f"cross-site requests are refused (Origin {origin!r})")

@@ -103,8 +103,14 @@ class ApiHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, store: Store, port: int = 0, token: str | None = None,
-                 limits: Limits | None = None, tls: ServerTLS | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        port: int = 0,
+        token: str | None = None,
+        limits: Limits | None = None,
+        tls: ServerTLS | None = None,
+    ) -> None:
         self.store = store
         self.stopping = threading.Event()
         self.token = token or guards.new_token()
@@ -143,8 +149,9 @@ class ApiHTTPServer(ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         # One thread per connection, but never more than max_connections of them.
         if not self.slots.acquire():
-            log.warning("closed a new connection: %d connections are served already",
-                        self.limits.max_connections)
+            log.warning(
+                "closed a new connection: %d connections are served already", self.limits.max_connections
+            )
             self.shutdown_request(request)
             return
         try:
@@ -330,8 +337,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.settimeout(self.server.limits.write_timeout)
             self._send_json(e.code, e.status())
-            if not body_read and (self.headers["Transfer-Encoding"]
-                                  or (self.headers["Content-Length"] or "0").strip() != "0"):
+            if not body_read and (
+                self.headers["Transfer-Encoding"] or (self.headers["Content-Length"] or "0").strip() != "0"
+            ):
                 self._linger()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -796,8 +804,9 @@ class ApiServer:
     It serves https with a per-run certificate, and every request must carry `Authorization: Bearer
     <token>` (random per server unless given); the kubeconfig the cluster writes holds both."""
 
-    def __init__(self, store: Store, port: int = 0, token: str | None = None,
-                 limits: Limits | None = None) -> None:
+    def __init__(
+        self, store: Store, port: int = 0, token: str | None = None, limits: Limits | None = None
+    ) -> None:
         self.store = store
         self._httpd = ApiHTTPServer(store, port, token, limits, server_tls())
         self._thread: threading.Thread | None = None

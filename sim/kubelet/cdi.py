@@ -108,22 +108,33 @@ class Resolution:
         for n in self.edits.device_nodes:
             path = os.path.normpath(n["path"])
             if not path.startswith("/dev/"):
-                raise CDIError(f"CDI device node {n['path']}: the simulated kubelet creates device nodes in "
-                               "the container's private /dev only (the rest of its filesystem is the host's)")
+                raise CDIError(
+                    f"CDI device node {n['path']}: the simulated kubelet creates device nodes in "
+                    "the container's private /dev only (the rest of its filesystem is the host's)"
+                )
             plan["deviceNodes"].append({"path": path, "hostPath": n.get("hostPath") or n["path"]})
         for m in self.edits.mounts:
             options = list(m.get("options") or ())
             bind = m.get("type") in (None, "", "bind") or "bind" in options or "rbind" in options
             target = os.path.normpath(m["containerPath"])
             if not target.startswith("/dev/") and not os.path.exists(target):
-                dropped.append(f"mount {m['hostPath']} on {target}: not applied, the target does not exist "
-                               "and the container's filesystem is the host's")
+                dropped.append(
+                    f"mount {m['hostPath']} on {target}: not applied, the target does not exist "
+                    "and the container's filesystem is the host's"
+                )
                 continue
             if not bind and target.startswith("/dev/") and not os.path.exists(target):
                 dropped.append(f"{m.get('type')} mount on {target}: not applied, no such directory in /dev")
                 continue
-            plan["mounts"].append({"hostPath": m["hostPath"], "containerPath": target, "bind": bind,
-                                   "type": m.get("type") or "bind", "options": options})
+            plan["mounts"].append(
+                {
+                    "hostPath": m["hostPath"],
+                    "containerPath": target,
+                    "bind": bind,
+                    "type": m.get("type") or "bind",
+                    "options": options,
+                }
+            )
         return plan, dropped
 
 
@@ -132,8 +143,9 @@ def parse_device_id(device_id: str) -> tuple[str, str]:
     kind, sep, name = device_id.partition("=")
     vendor, slash, cls = kind.partition("/")
     if not sep or not slash or not vendor or not cls or not name:
-        raise CDIError(f"unresolvable CDI devices {device_id}: not a qualified device name (want "
-                       "vendor/class=name)")
+        raise CDIError(
+            f"unresolvable CDI devices {device_id}: not a qualified device name (want vendor/class=name)"
+        )
     if not _VENDOR.match(vendor) or not _CLASS.match(cls) or not _DEVICE_NAME.match(name):
         raise CDIError(f"unresolvable CDI devices {device_id}: invalid vendor, class or device name")
     return kind, name
@@ -153,8 +165,9 @@ def _check_keys(obj: Any, allowed: set[str], where: str) -> dict[str, Any]:
         raise CDIError(f"{where}: expected an object, got {type(obj).__name__}")
     unknown = sorted(set(obj) - allowed)
     if unknown:
-        raise CDIError(f"{where}: unknown field(s) {', '.join(unknown)} (allowed: "
-                       f"{', '.join(sorted(allowed))})")
+        raise CDIError(
+            f"{where}: unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
     return obj
 
 
@@ -182,8 +195,9 @@ def _parse_edits(raw: Any, version: str, where: str) -> ContainerEdits:
         if n.get("type") not in (None, "", "b", "c", "u", "p"):
             raise CDIError(f"{w}.type: invalid device type {n['type']!r} (want b, c, u or p)")
         if set(str(n.get("permissions", ""))) - set("rwm"):
-            raise CDIError(f"{w}.permissions: invalid permissions {n['permissions']!r} (want a subset "
-                           "of rwm)")
+            raise CDIError(
+                f"{w}.permissions: invalid permissions {n['permissions']!r} (want a subset of rwm)"
+            )
         edits.device_nodes.append(n)
     for i, m in enumerate(_list(obj, "mounts", where)):
         w = f"{where}.mounts[{i}]"
@@ -198,8 +212,9 @@ def _parse_edits(raw: Any, version: str, where: str) -> ContainerEdits:
         w = f"{where}.hooks[{i}]"
         h = _check_keys(h, _HOOK_KEYS, w)
         if h.get("hookName") not in _HOOK_NAMES:
-            raise CDIError(f"{w}.hookName: invalid hook name {h.get('hookName')!r} (want one of "
-                           f"{sorted(_HOOK_NAMES)})")
+            raise CDIError(
+                f"{w}.hookName: invalid hook name {h.get('hookName')!r} (want one of {sorted(_HOOK_NAMES)})"
+            )
         if not isinstance(h.get("path"), str) or not h["path"]:
             raise CDIError(f"{w}.path: invalid hook, empty path")
         edits.hooks.append(h)
@@ -211,8 +226,11 @@ def _parse_edits(raw: Any, version: str, where: str) -> ContainerEdits:
         edits.additional_gids = list(gids)
     if "intelRdt" in obj:
         _require(version, "0.7.0", "intelRdt", where)
-        edits.intel_rdt = _check_keys(obj["intelRdt"], {"closID", "l3CacheSchema", "memBwSchema",
-                                                         "schemata", "enableMonitoring"}, f"{where}.intelRdt")
+        edits.intel_rdt = _check_keys(
+            obj["intelRdt"],
+            {"closID", "l3CacheSchema", "memBwSchema", "schemata", "enableMonitoring"},
+            f"{where}.intelRdt",
+        )
     for i, nd in enumerate(_list(obj, "netDevices", where)):
         w = f"{where}.netDevices[{i}]"
         _require(version, "1.1.0", "netDevices", w)
@@ -228,8 +246,9 @@ def parse_spec(path: Path, raw: Any, priority: int) -> Spec:
     obj = _check_keys(raw, _SPEC_KEYS, where)
     version = obj.get("cdiVersion")
     if version not in KNOWN_VERSIONS:
-        raise CDIError(f"{where}.cdiVersion: unsupported version {version!r} (known: "
-                       f"{', '.join(KNOWN_VERSIONS)})")
+        raise CDIError(
+            f"{where}.cdiVersion: unsupported version {version!r} (known: {', '.join(KNOWN_VERSIONS)})"
+        )
     kind = obj.get("kind")
     if not isinstance(kind, str) or kind.count("/") != 1:
         raise CDIError(f"{where}.kind: invalid kind {kind!r} (want vendor/class)")
@@ -252,8 +271,9 @@ def parse_spec(path: Path, raw: Any, priority: int) -> Spec:
         d = _check_keys(d, _DEVICE_KEYS, w)
         name = d.get("name")
         if not isinstance(name, str) or not _DEVICE_NAME.match(name):
-            raise CDIError(f"{w}.name: invalid device name {name!r} (alphanumerics and -_.: , "
-                           "alphanumeric ends)")
+            raise CDIError(
+                f"{w}.name: invalid device name {name!r} (alphanumerics and -_.: , alphanumeric ends)"
+            )
         if name[0].isdigit():
             _require(version, "0.5.0", "a device name starting with a digit", f"{w}.name")
         if "annotations" in d:
@@ -359,14 +379,16 @@ def _check_host_paths(edits: ContainerEdits) -> None:
     for n in edits.device_nodes:
         host = n.get("hostPath") or n["path"]
         if not os.path.exists(host):
-            raise CDIError(f"CDI device node {host} does not exist on the host (deviceNodes path "
-                           f"{n['path']})")
+            raise CDIError(
+                f"CDI device node {host} does not exist on the host (deviceNodes path {n['path']})"
+            )
     for m in edits.mounts:
         if m.get("type") not in (None, "", "bind"):
             continue  # tmpfs, proc and friends have no host source
         if not os.path.exists(m["hostPath"]):
-            raise CDIError(f"CDI mount source {m['hostPath']} does not exist (containerPath "
-                           f"{m['containerPath']})")
+            raise CDIError(
+                f"CDI mount source {m['hostPath']} does not exist (containerPath {m['containerPath']})"
+            )
 
 
 def _or_empty(value: Any) -> Any:

@@ -52,22 +52,28 @@ def pod_claims(store: Any, pod: dict[str, Any]) -> list[PodClaim]:
             if claim_name is None:
                 continue  # the controller decided no claim is needed
         else:
-            raise PrepareError(f"waiting for the ResourceClaim of pod claim {pname!r} to be created "
-                               "(not yet in status.resourceClaimStatuses)")
+            raise PrepareError(
+                f"waiting for the ResourceClaim of pod claim {pname!r} to be created "
+                "(not yet in status.resourceClaimStatuses)"
+            )
         try:
             claim = store.get(CLAIMS, claim_name, namespace=ns)
         except Exception as e:
             if getattr(e, "code", None) == 404:
-                raise PrepareError(f"fetch ResourceClaim {claim_name}: resourceclaims.resource.k8s.io "
-                                   f'"{claim_name}" not found') from e
+                raise PrepareError(
+                    f"fetch ResourceClaim {claim_name}: resourceclaims.resource.k8s.io "
+                    f'"{claim_name}" not found'
+                ) from e
             raise
         allocation = (claim.get("status") or {}).get("allocation")
         if not allocation:
             raise PrepareError(f"ResourceClaim {claim_name} is not allocated")
         reserved = {r.get("uid") for r in (claim.get("status") or {}).get("reservedFor") or []}
         if meta["uid"] not in reserved:
-            raise PrepareError(f"pod {meta['name']} ({meta['uid']}) is not allowed to use ResourceClaim "
-                               f"{claim_name} ({claim['metadata']['uid']})")
+            raise PrepareError(
+                f"pod {meta['name']} ({meta['uid']}) is not allowed to use ResourceClaim "
+                f"{claim_name} ({claim['metadata']['uid']})"
+            )
         drivers = tuple(sorted({r["driver"] for r in allocation.get("devices", {}).get("results") or []}))
         requests = tuple(r["name"] for r in claim.get("spec", {}).get("devices", {}).get("requests") or [])
         out.append(PodClaim(pname, ClaimRef(ns, claim["metadata"]["uid"], claim_name), drivers, requests))
@@ -113,8 +119,9 @@ class ClaimCache:
                 if result is None:
                     skipped += 1
                 elif result.error:
-                    failures.append(f"NodePrepareResources failed for ResourceClaim {ref.name}: "
-                                    f"{result.error}")
+                    failures.append(
+                        f"NodePrepareResources failed for ResourceClaim {ref.name}: {result.error}"
+                    )
                 else:
                     with self._lock:
                         # Referenced at once, so that a pod that fails later still unprepares it.
@@ -149,8 +156,9 @@ class ClaimCache:
             for ref in refs:
                 err = results.get(ref.uid)
                 if err is None or err:
-                    errors.append(f"NodeUnprepareResources failed for ResourceClaim {ref.name}: "
-                                  f"{err or 'no response'}")
+                    errors.append(
+                        f"NodeUnprepareResources failed for ResourceClaim {ref.name}: {err or 'no response'}"
+                    )
                     continue
                 with self._lock:
                     per_driver = self._prepared.get(ref.uid, {})
@@ -167,8 +175,9 @@ class ClaimCache:
             raise PrepareError("; ".join(errors))
 
 
-def container_cdi_ids(pod: dict[str, Any], container: dict[str, Any], claims: list[PodClaim],
-                      cache: ClaimCache) -> list[str]:
+def container_cdi_ids(
+    pod: dict[str, Any], container: dict[str, Any], claims: list[PodClaim], cache: ClaimCache
+) -> list[str]:
     """CDI ids for one container, filtered by ``resources.claims[].request`` as the kubelet does."""
     by_name = {c.pod_claim_name: c for c in claims}
     declared = {e["name"] for e in pod.get("spec", {}).get("resourceClaims") or []}
@@ -177,15 +186,18 @@ def container_cdi_ids(pod: dict[str, Any], container: dict[str, Any], claims: li
         where = f"spec.containers[{container['name']}].resources.claims[{i}]"
         name = use.get("name", "")
         if name not in declared:
-            raise ContainerConfigError(f"{where}.name: {name!r} is not one of the pod's resourceClaims "
-                                       f"{sorted(declared)}")
+            raise ContainerConfigError(
+                f"{where}.name: {name!r} is not one of the pod's resourceClaims {sorted(declared)}"
+            )
         claim = by_name.get(name)
         if claim is None:
             continue  # the controller decided no claim is needed for this entry
         request = use.get("request")
         if request and request not in claim.requests:
-            raise ContainerConfigError(f"{where}.request: ResourceClaim {claim.ref.name} has no request "
-                                       f"{request!r} (requests: {list(claim.requests)})")
+            raise ContainerConfigError(
+                f"{where}.request: ResourceClaim {claim.ref.name} has no request "
+                f"{request!r} (requests: {list(claim.requests)})"
+            )
         for d in cache.prepared(claim.ref.uid):
             if not request or not d.request_names or request in d.request_names:
                 ids.extend(i for i in d.cdi_device_ids if i not in ids)

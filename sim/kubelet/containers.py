@@ -122,8 +122,8 @@ def container_env(
                 if ref.get("optional"):
                     continue
                 raise ContainerConfigError(
-                    f'couldn\'t find key {ref["key"]} in {"ConfigMap" if is_cm else "Secret"} '
-                    f'{ns}/{ref["name"]}'
+                    f"couldn't find key {ref['key']} in {'ConfigMap' if is_cm else 'Secret'} "
+                    f"{ns}/{ref['name']}"
                 )
             env[name] = data[ref["key"]]
         else:
@@ -151,8 +151,11 @@ def resolve_argv(container: dict[str, Any], env: dict[str, str]) -> list[str]:
             raise StartError(f'exec: "{exe}": executable file not found in $PATH')
         argv[0] = found
     elif not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
-        raise StartError(f'exec: "{exe}": stat {exe}: no such file or directory'
-                         if not os.path.exists(exe) else f'exec: "{exe}": permission denied')
+        raise StartError(
+            f'exec: "{exe}": stat {exe}: no such file or directory'
+            if not os.path.exists(exe)
+            else f'exec: "{exe}": permission denied'
+        )
     return argv
 
 
@@ -218,8 +221,9 @@ MOUNTNS_HELPER = Path(__file__).resolve().with_name("mountns.py")
 SETUP_TIMEOUT_S = 30.0
 
 
-def start_process(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
-                  mounts: dict[str, Any] | None = None) -> RunningProcess:
+def start_process(
+    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, mounts: dict[str, Any] | None = None
+) -> RunningProcess:
     """Start the container's process. With ``mounts`` (a ``Resolution.mount_plan``), it starts in a
     private mount namespace set up by the mountns helper, which then execs ``argv`` with ``env``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,8 +240,9 @@ def start_process(argv: list[str], env: dict[str, str], cwd: Path, log_path: Pat
     return RunningProcess(popen=popen, log_path=log_path)
 
 
-def _start_isolated(argv: list[str], env: dict[str, str], cwd: Path, log_path: Path,
-                    mounts: dict[str, Any]) -> RunningProcess:
+def _start_isolated(
+    argv: list[str], env: dict[str, str], cwd: Path, log_path: Path, mounts: dict[str, Any]
+) -> RunningProcess:
     # The plan (argv, env, mounts) goes through a pipe, not a file: env may hold secrets. The status pipe
     # reads EOF when the helper's exec succeeded, or the setup error when it did not.
     plan_r, plan_w = os.pipe()

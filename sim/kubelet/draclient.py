@@ -74,8 +74,9 @@ class DRAClient:
     def _claims(self, claims: list[ClaimRef]) -> list:
         return [self._pb2.Claim(namespace=c.namespace, uid=c.uid, name=c.name) for c in claims]
 
-    def prepare(self, claims: list[ClaimRef],
-                timeout: float = CALL_TIMEOUT_S) -> dict[str, ClaimPrepareResult]:
+    def prepare(
+        self, claims: list[ClaimRef], timeout: float = CALL_TIMEOUT_S
+    ) -> dict[str, ClaimPrepareResult]:
         request = self._pb2.NodePrepareResourcesRequest(claims=self._claims(claims))
         try:
             response = self._stub.NodePrepareResources(request, timeout=timeout)

@@ -20,8 +20,17 @@ STOP_GRACE_S = 10.0
 
 
 class DriverSupervisor:
-    def __init__(self, argv: list[str], *, log_path: Path, pid_path: Path, cwd: Path,
-                 env: dict[str, str], on_exit: Callable[[int], None] | None = None, name: str = "driver"):
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        log_path: Path,
+        pid_path: Path,
+        cwd: Path,
+        env: dict[str, str],
+        on_exit: Callable[[int], None] | None = None,
+        name: str = "driver",
+    ):
         self.argv = argv
         self._log_path = log_path
         self._pid_path = pid_path
@@ -56,10 +65,12 @@ class DriverSupervisor:
     def wait_started(self, after_starts: int, timeout: float) -> int:
         """Block until the process has been started more than ``after_starts`` times; returns its pid."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._starts > after_starts and self._proc is not None,
-                                       timeout=timeout):
-                raise TimeoutError(f"driver {self._name} was not (re)started within {timeout:.0f}s "
-                                   f"(see {self._log_path})")
+            if not self._cond.wait_for(
+                lambda: self._starts > after_starts and self._proc is not None, timeout=timeout
+            ):
+                raise TimeoutError(
+                    f"driver {self._name} was not (re)started within {timeout:.0f}s (see {self._log_path})"
+                )
             assert self._proc is not None
             return self._proc.pid
 
@@ -115,9 +126,15 @@ class DriverSupervisor:
                 with open(self._log_path, "ab", buffering=0) as logf:
                     logf.write(f"=== sim kubelet: starting {' '.join(self.argv)}\n".encode())
                     try:
-                        proc = subprocess.Popen(self.argv, cwd=self._cwd, env=self._env,
-                                                stdin=subprocess.DEVNULL,
-                                                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+                        proc = subprocess.Popen(
+                            self.argv,
+                            cwd=self._cwd,
+                            env=self._env,
+                            stdin=subprocess.DEVNULL,
+                            stdout=logf,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
                     except OSError as e:
                         logf.write(f"=== sim kubelet: cannot start driver: {e}\n".encode())
                         proc = None
@@ -134,8 +151,13 @@ class DriverSupervisor:
                 if self._stopping:
                     return
                 intentional = self._restart_now or self._paused
-            log.warning("driver %s exited with %s%s; its output is in %s", self._name, code,
-                        " (restart requested)" if intentional else "", self._log_path)
+            log.warning(
+                "driver %s exited with %s%s; its output is in %s",
+                self._name,
+                code,
+                " (restart requested)" if intentional else "",
+                self._log_path,
+            )
             self._on_exit(code)
             with self._cond:
                 # A paused driver stays down until resume() or stop().

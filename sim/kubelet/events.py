@@ -22,8 +22,9 @@ class EventRecorder:
         self._lock = threading.Lock()
         self._seen: dict[tuple[str, str, str, str], tuple[str, str, int]] = {}
 
-    def emit(self, pod: dict[str, Any], event_type: str, reason: str, message: str,
-             field_path: str | None = None) -> None:
+    def emit(
+        self, pod: dict[str, Any], event_type: str, reason: str, message: str, field_path: str | None = None
+    ) -> None:
         meta = pod["metadata"]
         ns = meta.get("namespace", "default")
         key = (meta["uid"], reason, message, field_path or "")
@@ -35,11 +36,17 @@ class EventRecorder:
                 self._seen[key] = (ns, name, count + 1)
         try:
             if seen is not None:
-                self._store.patch("events", name, {"count": count + 1, "lastTimestamp": ts}, "merge",
-                                  namespace=ns)
+                self._store.patch(
+                    "events", name, {"count": count + 1, "lastTimestamp": ts}, "merge", namespace=ns
+                )
                 return
-            involved: dict[str, Any] = {"kind": "Pod", "apiVersion": "v1", "namespace": ns,
-                                        "name": meta["name"], "uid": meta["uid"]}
+            involved: dict[str, Any] = {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "namespace": ns,
+                "name": meta["name"],
+                "uid": meta["uid"],
+            }
             if meta.get("resourceVersion"):
                 involved["resourceVersion"] = meta["resourceVersion"]
             if field_path:

@@ -1,8 +1,8 @@
 """The nodes' kubelets as one cluster component, built from the ``sim`` command-line flags.
 
-    fleet = add_kubelets(cluster, gpus="rtx3090x2", state_dir=None)   # one reference driver per node
-    fleet = add_kubelets(cluster, launch=LaunchSpec.from_dict({...}))  # any driver (sim/kubelet/launch.py)
-    cluster.kubelets["node-1"].kill_driver()                           # the driver is restarted
+fleet = add_kubelets(cluster, gpus="rtx3090x2", state_dir=None)   # one reference driver per node
+fleet = add_kubelets(cluster, launch=LaunchSpec.from_dict({...}))  # any driver (sim/kubelet/launch.py)
+cluster.kubelets["node-1"].kill_driver()                           # the driver is restarted
 """
 
 from __future__ import annotations
@@ -76,9 +76,16 @@ def _profile_arg(profile: str) -> str:
 class KubeletFleet:
     """One kubelet per node; the nodes in ``driver_nodes`` also run the driver ``launch`` describes."""
 
-    def __init__(self, cluster: Any, launch: LaunchSpec | None, driver_nodes: list[str], *,
-                 gpus: dict[str, str] | None = None, state_dir: Path | None = None,
-                 slice_wipe_delay: float = DEFAULT_SLICE_WIPE_DELAY_S):
+    def __init__(
+        self,
+        cluster: Any,
+        launch: LaunchSpec | None,
+        driver_nodes: list[str],
+        *,
+        gpus: dict[str, str] | None = None,
+        state_dir: Path | None = None,
+        slice_wipe_delay: float = DEFAULT_SLICE_WIPE_DELAY_S,
+    ):
         self.cluster = cluster
         self.launch = launch
         self.driver_nodes = list(driver_nodes) if launch is not None else []
@@ -96,11 +103,21 @@ class KubeletFleet:
             for node in self.cluster.nodes:
                 driver = None
                 if self.launch is not None and node in self.driver_nodes:
-                    values = node_values(node, NodeDirs(self.state_dir / node), self.launch.name,
-                                         kubeconfig, self.gpus.get(node))
+                    values = node_values(
+                        node,
+                        NodeDirs(self.state_dir / node),
+                        self.launch.name,
+                        kubeconfig,
+                        self.gpus.get(node),
+                    )
                     driver = self.launch.render(values, node)
-                k = Kubelet(self.cluster.store, node, self.state_dir, driver=driver,
-                            slice_wipe_delay=self.slice_wipe_delay)
+                k = Kubelet(
+                    self.cluster.store,
+                    node,
+                    self.state_dir,
+                    driver=driver,
+                    slice_wipe_delay=self.slice_wipe_delay,
+                )
                 self.kubelets[node] = k
                 k.start()
         except BaseException:
@@ -123,8 +140,12 @@ class KubeletFleet:
         node = pod.get("spec", {}).get("nodeName")
         kubelet = self.kubelets.get(node or "")
         if kubelet is None:
-            raise ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: '
-                                              "no kubelet serves logs for this pod")
+            raise ApiError(
+                400,
+                "BadRequest",
+                f'container "{container}" in pod "{name}" is waiting to start: '
+                "no kubelet serves logs for this pod",
+            )
         return kubelet.read_log(namespace, name, container, previous)
 
     def wait_drivers_registered(self, timeout: float = 60.0) -> None:
@@ -132,11 +153,13 @@ class KubeletFleet:
             if node in self.driver_nodes:
                 k.wait_driver_registered(timeout)
 
-    def report_driver_starts(self, say: Callable[[str], None],
-                             timeout: float = 120.0) -> list[threading.Thread]:
+    def report_driver_starts(
+        self, say: Callable[[str], None], timeout: float = 120.0
+    ) -> list[threading.Thread]:
         """Tell ``say`` about each node's first driver start: REGISTERED_MARK once it registered,
         EXITED_MARK with the driver's last output when it exited before that having published nothing,
         PUBLISHED_EXIT_MARK when it had published slices (python -m sim prints them)."""
+
         def watch(node: str, kubelet: Kubelet) -> None:
             try:
                 registered = kubelet.wait_driver_started(timeout)
@@ -146,21 +169,33 @@ class KubeletFleet:
                 return  # still starting: whoever waits judges by its own bound
             else:
                 name = self.launch.name if self.launch else ""
-                say(f"{REGISTERED_MARK}{node} {name}" if registered else
-                    f"{PUBLISHED_EXIT_MARK}{node}: the driver {name} exited before it registered, after "
-                    f"publishing ResourceSlices; its last output: {kubelet.driver_output_tail()}")
+                say(
+                    f"{REGISTERED_MARK}{node} {name}"
+                    if registered
+                    else f"{PUBLISHED_EXIT_MARK}{node}: the driver {name} exited before it registered, after "
+                    f"publishing ResourceSlices; its last output: {kubelet.driver_output_tail()}"
+                )
 
-        threads = [threading.Thread(target=watch, args=(n, k), name=f"driver-start:{n}", daemon=True)
-                   for n, k in self.kubelets.items() if n in self.driver_nodes]
+        threads = [
+            threading.Thread(target=watch, args=(n, k), name=f"driver-start:{n}", daemon=True)
+            for n, k in self.kubelets.items()
+            if n in self.driver_nodes
+        ]
         for t in threads:
             t.start()
         return threads
 
 
-def add_kubelets(cluster: Any, gpus: str = "", *, launch: LaunchSpec | None = None,
-                 state_dir: str | Path | None = None, driver_command: str | None = None,
-                 driver_args: list[str] | None = None,
-                 slice_wipe_delay: float = DEFAULT_SLICE_WIPE_DELAY_S) -> KubeletFleet:
+def add_kubelets(
+    cluster: Any,
+    gpus: str = "",
+    *,
+    launch: LaunchSpec | None = None,
+    state_dir: str | Path | None = None,
+    driver_command: str | None = None,
+    driver_args: list[str] | None = None,
+    slice_wipe_delay: float = DEFAULT_SLICE_WIPE_DELAY_S,
+) -> KubeletFleet:
     """Validate the flags and add the fleet to ``cluster`` (``cluster.kubelets`` maps node -> Kubelet).
 
     With ``launch`` every node runs that driver, exactly as the spec says (``gpus``, if given, only fills
@@ -173,8 +208,10 @@ def add_kubelets(cluster: Any, gpus: str = "", *, launch: LaunchSpec | None = No
     try:
         if launch is not None:
             if driver_command or driver_args:
-                raise ValueError("--driver-command and --driver-arg are for the reference driver (--gpus); "
-                                 "with --driver-spec put the command and args in the spec")
+                raise ValueError(
+                    "--driver-command and --driver-arg are for the reference driver (--gpus); "
+                    "with --driver-spec put the command and args in the spec"
+                )
             if not nodes:
                 raise ValueError("--driver-spec needs nodes to run the driver on; add --nodes node-1[,...]")
             mapping = parse_gpus(gpus, nodes) if gpus else {}
@@ -182,11 +219,15 @@ def add_kubelets(cluster: Any, gpus: str = "", *, launch: LaunchSpec | None = No
             if "gpus" in launch.placeholders():
                 missing = [n for n in nodes if n not in mapping]
                 if missing:
-                    raise ValueError(f"the driver spec uses {{gpus}} but --gpus gives no mock GPU profile "
-                                     f"for {', '.join(missing)}; add --gpus PROFILE")
+                    raise ValueError(
+                        f"the driver spec uses {{gpus}} but --gpus gives no mock GPU profile "
+                        f"for {', '.join(missing)}; add --gpus PROFILE"
+                    )
             elif gpus:
-                raise ValueError("--gpus has no effect: the driver spec does not use {gpus} (its driver "
-                                 "finds its own hardware); drop --gpus")
+                raise ValueError(
+                    "--gpus has no effect: the driver spec does not use {gpus} (its driver "
+                    "finds its own hardware); drop --gpus"
+                )
         else:
             mapping = parse_gpus(gpus, nodes)
             command = shlex.split(driver_command) if driver_command else None
@@ -199,8 +240,14 @@ def add_kubelets(cluster: Any, gpus: str = "", *, launch: LaunchSpec | None = No
     if state_dir:
         for node in driver_nodes:
             NodeDirs(Path(state_dir) / node).check_socket_room(launch.name)
-    fleet = KubeletFleet(cluster, launch, driver_nodes, gpus=mapping,
-                         state_dir=Path(state_dir) if state_dir else None, slice_wipe_delay=slice_wipe_delay)
+    fleet = KubeletFleet(
+        cluster,
+        launch,
+        driver_nodes,
+        gpus=mapping,
+        state_dir=Path(state_dir) if state_dir else None,
+        slice_wipe_delay=slice_wipe_delay,
+    )
     cluster.kubelets = fleet.kubelets
     cluster.add(fleet)
     return fleet
@@ -211,8 +258,9 @@ def load_spec(path: str) -> LaunchSpec:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as e:
-        raise ValueError(f"--driver-spec {path}: cannot read it ({e.strerror}); give an existing "
-                         "file") from None
+        raise ValueError(
+            f"--driver-spec {path}: cannot read it ({e.strerror}); give an existing file"
+        ) from None
     except yaml.YAMLError as e:
         raise ValueError(f"--driver-spec {path}: not valid YAML or JSON ({e})") from None
     try:

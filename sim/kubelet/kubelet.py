@@ -33,9 +33,17 @@ class DriverStartError(RuntimeError):
 
 
 class Kubelet:
-    def __init__(self, store: Any, node_name: str, state_dir: Path, *, driver: NodeLaunch | None = None,
-                 slice_wipe_delay: float = DEFAULT_SLICE_WIPE_DELAY_S, crash_backoff_s: float = 10.0,
-                 shutdown_grace_s: float = 2.0):
+    def __init__(
+        self,
+        store: Any,
+        node_name: str,
+        state_dir: Path,
+        *,
+        driver: NodeLaunch | None = None,
+        slice_wipe_delay: float = DEFAULT_SLICE_WIPE_DELAY_S,
+        crash_backoff_s: float = 10.0,
+        shutdown_grace_s: float = 2.0,
+    ):
         self.store = store
         self.node_name = node_name
         self.dirs = NodeDirs(Path(state_dir) / node_name)
@@ -70,8 +78,9 @@ class Kubelet:
         self._wipe_threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._watch: Any = None
-        self._watch_thread = threading.Thread(target=self._watch_pods, name=f"kubelet:{node_name}",
-                                              daemon=True)
+        self._watch_thread = threading.Thread(
+            target=self._watch_pods, name=f"kubelet:{node_name}", daemon=True
+        )
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> Kubelet:
@@ -113,10 +122,15 @@ class Kubelet:
         d = self.dirs
         own = self._slice_selector(launch.driver_name)
         self._driver_start_rv = self.store.list(SLICES, field_selector=own)[1]
-        self.driver = DriverSupervisor(launch.argv, log_path=d.root / "driver.log",
-                                       pid_path=d.root / "driver.pid", cwd=REPO_ROOT,
-                                       env=launch.process_env(REPO_ROOT), on_exit=self._driver_exited,
-                                       name=f"{launch.driver_name}@{self.node_name}").start()
+        self.driver = DriverSupervisor(
+            launch.argv,
+            log_path=d.root / "driver.log",
+            pid_path=d.root / "driver.pid",
+            cwd=REPO_ROOT,
+            env=launch.process_env(REPO_ROOT),
+            on_exit=self._driver_exited,
+            name=f"{launch.driver_name}@{self.node_name}",
+        ).start()
 
     def wait_driver_started(self, timeout: float) -> bool:
         """Block until the driver registered for the first time (True), or exited before that having
@@ -126,19 +140,24 @@ class Kubelet:
         if self.driver_config is None:
             raise RuntimeError(f"node {self.node_name} runs no driver")
         with self._start_cond:
-            done = self._start_cond.wait_for(lambda: self._registered_once or self._early_exit is not None,
-                                             timeout=timeout)
+            done = self._start_cond.wait_for(
+                lambda: self._registered_once or self._early_exit is not None, timeout=timeout
+            )
             registered, code, published = self._registered_once, self._early_exit, self._early_exit_published
         if registered:
             return True
         argv0 = self.driver_config.argv[0]
         if not done:
-            raise TimeoutError(f"the driver {argv0} on {self.node_name} did not register within "
-                               f"{timeout:.0f}s; its last output: {self.driver_output_tail()}")
+            raise TimeoutError(
+                f"the driver {argv0} on {self.node_name} did not register within "
+                f"{timeout:.0f}s; its last output: {self.driver_output_tail()}"
+            )
         if published:
             return False
-        raise DriverStartError(f"the driver {argv0} exited with code {code} on {self.node_name} before it "
-                               f"registered with the kubelet; its last output: {self.driver_output_tail()}")
+        raise DriverStartError(
+            f"the driver {argv0} exited with code {code} on {self.node_name} before it "
+            f"registered with the kubelet; its last output: {self.driver_output_tail()}"
+        )
 
     def driver_output_tail(self, lines: int = 5) -> str:
         """The driver's last output lines (and the kubelet's word when it could not exec it), joined
@@ -147,8 +166,11 @@ class Kubelet:
             text = (self.dirs.root / "driver.log").read_text(errors="replace")
         except OSError:
             return "(no output)"
-        own = [ln.strip() for ln in text.splitlines()
-               if ln.strip() and not ln.startswith("=== sim kubelet: starting ")]
+        own = [
+            ln.strip()
+            for ln in text.splitlines()
+            if ln.strip() and not ln.startswith("=== sim kubelet: starting ")
+        ]
         return " | ".join(own[-lines:]) or "(no output)"
 
     @property
@@ -157,7 +179,7 @@ class Kubelet:
 
     def kill_driver(self, sig: int = signal.SIGKILL) -> int:
         """Crash the driver on purpose (tests, the lifecycle scenario); it is restarted like a "
-          "DaemonSet pod."""
+        "DaemonSet pod."""
         if self.driver is None:
             raise RuntimeError(f"node {self.node_name} runs no driver (sim --gpus or --driver-spec)")
         return self.driver.kill(sig)
@@ -223,8 +245,12 @@ class Kubelet:
             for w in workers:
                 w.poke()  # pods waiting for this driver retry now
             return
-        t = threading.Thread(target=self._wipe_after_delay, args=(driver_name, cancel),
-                             name=f"wipe:{driver_name}@{self.node_name}", daemon=True)
+        t = threading.Thread(
+            target=self._wipe_after_delay,
+            args=(driver_name, cancel),
+            name=f"wipe:{driver_name}@{self.node_name}",
+            daemon=True,
+        )
         with self._lock:
             self._wipe_threads = [w for w in self._wipe_threads if w.is_alive()] + [t]
         t.start()
@@ -246,8 +272,12 @@ class Kubelet:
             if self._wipes.get(driver_name) is not cancel:
                 return
             del self._wipes[driver_name]
-        log.info("DRA driver %s unreachable for %ss: wiping its slices on %s", driver_name,
-                 self.slice_wipe_delay, self.node_name)
+        log.info(
+            "DRA driver %s unreachable for %ss: wiping its slices on %s",
+            driver_name,
+            self.slice_wipe_delay,
+            self.node_name,
+        )
         self._wipe_slices(driver=driver_name)
 
     def _slice_selector(self, driver: str | None) -> str:
@@ -259,8 +289,11 @@ class Kubelet:
         if self.driver_config is None:
             return False
         try:
-            w = self.store.watch([SLICES], since=self._driver_start_rv,
-                                 field_selector=self._slice_selector(self.driver_config.driver_name))
+            w = self.store.watch(
+                [SLICES],
+                since=self._driver_start_rv,
+                field_selector=self._slice_selector(self.driver_config.driver_name),
+            )
         except ApiError:
             return True  # the history is gone: it cannot be told, so what the driver left is judged
         try:
@@ -338,8 +371,14 @@ class Kubelet:
     def patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
         meta = pod["metadata"]
         try:
-            self.store.patch("pods", meta["name"], {"status": status}, "merge",
-                             namespace=meta.get("namespace", "default"), subresource="status")
+            self.store.patch(
+                "pods",
+                meta["name"],
+                {"status": status},
+                "merge",
+                namespace=meta.get("namespace", "default"),
+                subresource="status",
+            )
         except ApiError as e:
             if e.code not in (404, 409):
                 raise
@@ -347,8 +386,9 @@ class Kubelet:
     def final_delete(self, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         try:
-            self.store.delete("pods", meta["name"], namespace=meta.get("namespace", "default"),
-                              grace_period_seconds=0)
+            self.store.delete(
+                "pods", meta["name"], namespace=meta.get("namespace", "default"), grace_period_seconds=0
+            )
         except ApiError as e:
             if e.code != 404:
                 raise
@@ -366,8 +406,9 @@ class Kubelet:
             return sorted(self._by_key)
 
     # -- logs -----------------------------------------------------------------------------------------
-    def read_log(self, namespace: str, name: str, container: str | None = None,
-                 previous: bool = False) -> bytes:
+    def read_log(
+        self, namespace: str, name: str, container: str | None = None, previous: bool = False
+    ) -> bytes:
         with self._lock:
             worker = self._by_key.get((namespace, name))
         if worker is None:
@@ -375,8 +416,11 @@ class Kubelet:
         names = [c.name for c in worker.containers]
         if container is None:
             if len(names) != 1:
-                raise ApiError(400, "BadRequest", f"a container name must be specified for pod {name}, "
-                                                  f"choose one of: [{' '.join(names)}]")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f"a container name must be specified for pod {name}, choose one of: [{' '.join(names)}]",
+                )
             container = names[0]
         if container not in names + [c.name for c in worker.init_containers]:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
@@ -384,9 +428,13 @@ class Kubelet:
         if path is None:
             state = next(c for c in worker.init_containers + worker.containers if c.name == container).state
             if previous:
-                raise ApiError(400, "BadRequest",
-                               f'previous terminated container "{container}" in pod "{name}" not found')
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f'previous terminated container "{container}" in pod "{name}" not found',
+                )
             reason = state.get("waiting", {}).get("reason", "ContainerCreating")
-            raise ApiError(400, "BadRequest",
-                           f'container "{container}" in pod "{name}" is waiting to start: {reason}')
+            raise ApiError(
+                400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: {reason}'
+            )
         return path.read_bytes()

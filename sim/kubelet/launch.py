@@ -51,11 +51,11 @@ CONTRACT_ENV: dict[str, str] = {
 }
 SPEC_KEYS = ("name", "command", "args", "env", "nodeEnv")
 # Lines `python -m sim` prints about each node's driver; the conformance sim provider reads them.
-REGISTERED_MARK = "sim: driver registered: "      # + "<node> <driver name>"
-EXITED_MARK = "sim: driver exited: "              # + "<node>: <one sentence with the driver's last output>"
+REGISTERED_MARK = "sim: driver registered: "  # + "<node> <driver name>"
+EXITED_MARK = "sim: driver exited: "  # + "<node>: <one sentence with the driver's last output>"
 # It exited before registering but had published ResourceSlices: it reached the cluster, and what it
 # published is for the suite to judge (e.g. fields an apiserver with a feature gate off dropped).
-PUBLISHED_EXIT_MARK = "sim: driver exited after publishing: "   # + "<node>: <sentence>"
+PUBLISHED_EXIT_MARK = "sim: driver exited after publishing: "  # + "<node>: <sentence>"
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -71,12 +71,15 @@ def placeholders_in(template: str, where: str) -> list[str]:
     names = [m.group(1) for m in _TOKEN.finditer(template) if m.group(1) is not None]
     rest = _TOKEN.sub("", template)
     if "{" in rest or "}" in rest:
-        raise LaunchError(f"'{where}' has an unbalanced brace in {template!r}; write {{{{ or }}}} for a "
-                          "literal brace.")
+        raise LaunchError(
+            f"'{where}' has an unbalanced brace in {template!r}; write {{{{ or }}}} for a literal brace."
+        )
     for name in names:
         if name not in PLACEHOLDERS:
-            raise LaunchError(f"'{where}' uses unknown placeholder {{{name}}} in {template!r}; known "
-                              f"placeholders are: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}.")
+            raise LaunchError(
+                f"'{where}' uses unknown placeholder {{{name}}} in {template!r}; known "
+                f"placeholders are: {', '.join('{' + p + '}' for p in PLACEHOLDERS)}."
+            )
     return names
 
 
@@ -103,8 +106,10 @@ def _env(value: Any, where: str) -> dict[str, str]:
         if not isinstance(name, str) or not _ENV_NAME.match(name):
             raise LaunchError(f"'{where}' has {name!r}, which is not an environment variable name.")
         if name in CONTRACT_ENV:
-            raise LaunchError(f"'{where}.{name}' is set by the sim kubelet for every driver "
-                              f"({PLACEHOLDERS[CONTRACT_ENV[name]]}); remove it.")
+            raise LaunchError(
+                f"'{where}.{name}' is set by the sim kubelet for every driver "
+                f"({PLACEHOLDERS[CONTRACT_ENV[name]]}); remove it."
+            )
         if isinstance(v, bool) or not isinstance(v, str | int | float):
             raise LaunchError(f"'{where}.{name}' must be a string, got {v!r}.")
         out[name] = str(v)
@@ -137,34 +142,47 @@ class LaunchSpec:
     args: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     node_env: dict[str, dict[str, str]] = field(default_factory=dict)
-    prefix: str = ""                       # field names in errors: "sim." for a driver profile
+    prefix: str = ""  # field names in errors: "sim." for a driver profile
 
     @classmethod
     def from_dict(cls, data: Any, prefix: str = "") -> LaunchSpec:
         if not isinstance(data, dict):
-            raise LaunchError(f"a driver launch spec must be a mapping with keys {', '.join(SPEC_KEYS)}, "
-                              f"got {type(data).__name__}.")
+            raise LaunchError(
+                f"a driver launch spec must be a mapping with keys {', '.join(SPEC_KEYS)}, "
+                f"got {type(data).__name__}."
+            )
         for key in data:
             if key not in SPEC_KEYS:
                 raise LaunchError(f"unknown key '{prefix}{key}'; valid keys are: {', '.join(SPEC_KEYS)}.")
         name = data.get("name")
         if not isinstance(name, str) or len(name) > 63 or not _DNS_SUBDOMAIN.match(name):
-            raise LaunchError(f"'{prefix}name' must be the driver name (a lower-case DNS subdomain of at "
-                              f"most 63 characters), got {name!r}.")
+            raise LaunchError(
+                f"'{prefix}name' must be the driver name (a lower-case DNS subdomain of at "
+                f"most 63 characters), got {name!r}."
+            )
         command = _strings(data.get("command"), f"{prefix}command")
         node_env = data.get("nodeEnv", {})
         if not isinstance(node_env, dict):
             raise LaunchError(f"'{prefix}nodeEnv' must map node names to env mappings, got {node_env!r}.")
-        spec = cls(name=name, command=command, args=_strings(data.get("args", []), f"{prefix}args"),
-                   env=_env(data.get("env", {}), f"{prefix}env"),
-                   node_env={str(n): _env(e, f"{prefix}nodeEnv.{n}") for n, e in node_env.items()},
-                   prefix=prefix)
+        spec = cls(
+            name=name,
+            command=command,
+            args=_strings(data.get("args", []), f"{prefix}args"),
+            env=_env(data.get("env", {}), f"{prefix}env"),
+            node_env={str(n): _env(e, f"{prefix}nodeEnv.{n}") for n, e in node_env.items()},
+            prefix=prefix,
+        )
         spec.placeholders()
         return spec
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "command": list(self.command), "args": list(self.args),
-                "env": dict(self.env), "nodeEnv": {n: dict(e) for n, e in self.node_env.items()}}
+        return {
+            "name": self.name,
+            "command": list(self.command),
+            "args": list(self.args),
+            "env": dict(self.env),
+            "nodeEnv": {n: dict(e) for n, e in self.node_env.items()},
+        }
 
     def templates(self) -> list[tuple[str, str]]:
         """(field, template) for every string that may hold placeholders."""
@@ -181,16 +199,20 @@ class LaunchSpec:
             raise LaunchError(f"'{self.prefix}command' is empty; name the driver's executable.")
         first = placeholders_in(self.command[0], f"{self.prefix}command[0]")
         if set(first) - {"python"}:
-            raise LaunchError(f"'{self.prefix}command[0]' may use only {{python}}: the executable is the "
-                              "same on every node.")
+            raise LaunchError(
+                f"'{self.prefix}command[0]' may use only {{python}}: the executable is the "
+                "same on every node."
+            )
         return {n for where, t in self.templates() for n in placeholders_in(t, where)}
 
     def check_nodes(self, nodes: Iterable[str]) -> None:
         known = set(nodes)
         for node in self.node_env:
             if node not in known:
-                raise LaunchError(f"'{self.prefix}nodeEnv' names node {node!r}, which is not one of the "
-                                  f"cluster's nodes ({', '.join(sorted(known))}).")
+                raise LaunchError(
+                    f"'{self.prefix}nodeEnv' names node {node!r}, which is not one of the "
+                    f"cluster's nodes ({', '.join(sorted(known))})."
+                )
 
     def executable(self, field_name: str = "", fix: str = "") -> str:
         """The absolute path of the command, or a LaunchError saying it is missing or not executable
@@ -200,16 +222,20 @@ class LaunchSpec:
         if "/" not in exe:
             found = shutil.which(exe)
             if found is None:
-                raise LaunchError(f"the driver command {exe!r} ({what}) is not on PATH; "
-                                  f"{fix or 'give its full path'}.")
+                raise LaunchError(
+                    f"the driver command {exe!r} ({what}) is not on PATH; {fix or 'give its full path'}."
+                )
             return found
         path = Path(exe)
         if not path.exists():
-            raise LaunchError(f"the driver command {exe} ({what}) does not exist; "
-                              f"{fix or 'build it or fix the path'}.")
+            raise LaunchError(
+                f"the driver command {exe} ({what}) does not exist; {fix or 'build it or fix the path'}."
+            )
         if path.is_dir() or not os.access(path, os.X_OK):
-            raise LaunchError(f"the driver command {exe} ({what}) is not an executable file; "
-                              f"{fix or 'chmod +x it or fix the path'}.")
+            raise LaunchError(
+                f"the driver command {exe} ({what}) is not an executable file; "
+                f"{fix or 'chmod +x it or fix the path'}."
+            )
         return str(path.absolute())
 
     def render(self, values: Mapping[str, str], node: str) -> NodeLaunch:
@@ -223,8 +249,9 @@ class LaunchSpec:
         return shlex.join([*self.command, *self.args])
 
 
-def node_values(node: str, dirs: NodeDirs, driver_name: str, kubeconfig: Path,
-                gpus: str | None) -> dict[str, str]:
+def node_values(
+    node: str, dirs: NodeDirs, driver_name: str, kubeconfig: Path, gpus: str | None
+) -> dict[str, str]:
     """The placeholder values of one node."""
     values = {
         "node": node,
@@ -244,13 +271,27 @@ def node_values(node: str, dirs: NodeDirs, driver_name: str, kubeconfig: Path,
 REFERENCE_DRIVER_NAME = "gpu.sharing.example.dev"
 # How the reference driver runs on a sim node; fixtures/drivers/reference.yaml says the same (a test
 # keeps the two equal).
-REFERENCE_ARGS = ("--node-name", "{node}", "--kubeconfig", "{kubeconfig}", "--gpus", "{gpus}",
-                  "--registry-dir", "{registrar_dir}", "--plugin-dir", "{plugin_dir}", "--cdi-dir",
-                  "{cdi_dir}", "--state-dir", "{state_dir}")
+REFERENCE_ARGS = (
+    "--node-name",
+    "{node}",
+    "--kubeconfig",
+    "{kubeconfig}",
+    "--gpus",
+    "{gpus}",
+    "--registry-dir",
+    "{registrar_dir}",
+    "--plugin-dir",
+    "{plugin_dir}",
+    "--cdi-dir",
+    "{cdi_dir}",
+    "--state-dir",
+    "{state_dir}",
+)
 
 
-def reference_spec(command: list[str] | None = None,
-                   extra_args: list[str] | tuple[str, ...] = ()) -> LaunchSpec:
+def reference_spec(
+    command: list[str] | None = None, extra_args: list[str] | tuple[str, ...] = ()
+) -> LaunchSpec:
     """``python -m sim --gpus P [--driver-command C] [--driver-arg A ...]``: the reference driver (or a
     variant of it, such as a mutant) with its flags, plus the extra args; its name is its --driver-name."""
     name = REFERENCE_DRIVER_NAME
@@ -260,5 +301,10 @@ def reference_spec(command: list[str] | None = None,
             name = extra[i + 1]
         elif a.startswith("--driver-name="):
             name = a.split("=", 1)[1]
-    return LaunchSpec.from_dict({"name": name, "command": list(command or ["{python}", "-m", "driver"]),
-                                 "args": [*REFERENCE_ARGS, *extra]})
+    return LaunchSpec.from_dict(
+        {
+            "name": name,
+            "command": list(command or ["{python}", "-m", "driver"]),
+            "args": [*REFERENCE_ARGS, *extra],
+        }
+    )

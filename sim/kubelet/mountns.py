@@ -36,8 +36,13 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
 CAP_SYS_ADMIN = 21
 BASIC_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
-BASIC_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
-               "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+BASIC_LINKS = {
+    "fd": "/proc/self/fd",
+    "stdin": "/proc/self/fd/0",
+    "stdout": "/proc/self/fd/1",
+    "stderr": "/proc/self/fd/2",
+    "ptmx": "pts/ptmx",
+}
 _MOUNT_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC}
 
 
@@ -49,8 +54,10 @@ def unavailable_reason(platform: str, cap_eff: int | None, probe_error: str | No
     if not platform.startswith("linux"):
         return f"{prefix}: mount namespaces need Linux (this is {platform})"
     if cap_eff is not None and not cap_eff & (1 << CAP_SYS_ADMIN):
-        return (f"{prefix}: the sim runs without CAP_SYS_ADMIN (uid {os.geteuid()}); run it as root, "
-                "as CI does, to have CDI device nodes and mounts applied")
+        return (
+            f"{prefix}: the sim runs without CAP_SYS_ADMIN (uid {os.geteuid()}); run it as root, "
+            "as CI does, to have CDI device nodes and mounts applied"
+        )
     if probe_error:
         return f"{prefix}: {probe_error}"
     return None
@@ -84,11 +91,18 @@ def host_unavailable_reason() -> str | None:
             import subprocess
 
             try:
-                done = subprocess.run([sys.executable, "-I", "-S", __file__, "--probe"], env={},
-                                      capture_output=True, text=True, timeout=30)
+                done = subprocess.run(
+                    [sys.executable, "-I", "-S", __file__, "--probe"],
+                    env={},
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                )
                 if done.returncode != 0:
-                    probe_error = (f"unshare(CLONE_NEWNS) and a private /dev were refused: "
-                                   f"{done.stderr.strip() or f'exit code {done.returncode}'}")
+                    probe_error = (
+                        f"unshare(CLONE_NEWNS) and a private /dev were refused: "
+                        f"{done.stderr.strip() or f'exit code {done.returncode}'}"
+                    )
             except (OSError, subprocess.TimeoutExpired) as e:
                 probe_error = f"the mount namespace probe could not run: {e}"
     _HOST_REASON.append(unavailable_reason(sys.platform, cap_eff, probe_error))
@@ -106,13 +120,21 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def _mount(libc: ctypes.CDLL, source: str | None, target: str, fstype: str | None, flags: int,
-           data: str | None = None) -> None:
+def _mount(
+    libc: ctypes.CDLL,
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+) -> None:
     def enc(text: str | None) -> bytes | None:
         return None if text is None else os.fsencode(text)
 
-    _check(libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
-           f"mount {source or fstype} on {target}")
+    _check(
+        libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)),
+        f"mount {source or fstype} on {target}",
+    )
 
 
 def _create_target(path: str, like_dir: bool) -> None:
@@ -173,8 +195,14 @@ def enter(plan: dict) -> None:
                 _create_target(target, like_dir=os.path.isdir(src))
             _bind(libc, held[src], target, flags, recursive="rbind" in (m.get("options") or ()))
         else:
-            _mount(libc, m["hostPath"], target, m["type"], flags,
-                   ",".join(o for o in m.get("options") or () if o not in _MOUNT_FLAGS) or None)
+            _mount(
+                libc,
+                m["hostPath"],
+                target,
+                m["type"],
+                flags,
+                ",".join(o for o in m.get("options") or () if o not in _MOUNT_FLAGS) or None,
+            )
     for fd in held.values():
         os.close(fd)
 

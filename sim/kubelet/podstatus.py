@@ -85,9 +85,15 @@ def qos_class(pod: dict[str, Any]) -> str:
     return "Guaranteed" if guaranteed else "Burstable"
 
 
-def conditions(pod: dict[str, Any], containers: list[ContainerState], phase: str, sandbox_ready: bool,
-               now: str, previous: list[dict[str, Any]],
-               uninitialized: list[str] | None = None) -> list[dict[str, Any]]:
+def conditions(
+    pod: dict[str, Any],
+    containers: list[ContainerState],
+    phase: str,
+    sandbox_ready: bool,
+    now: str,
+    previous: list[dict[str, Any]],
+    uninitialized: list[str] | None = None,
+) -> list[dict[str, Any]]:
     old = {c["type"]: c for c in previous}
 
     def cond(ctype: str, ok: bool, reason: str | None = None, message: str | None = None) -> dict[str, Any]:
@@ -97,8 +103,9 @@ def conditions(pod: dict[str, Any], containers: list[ContainerState], phase: str
             "type": ctype,
             "status": status,
             "lastProbeTime": None,
-            "lastTransitionTime": prior["lastTransitionTime"] if prior and prior.get("status") == status
-            and prior.get("lastTransitionTime") else now,
+            "lastTransitionTime": prior["lastTransitionTime"]
+            if prior and prior.get("status") == status and prior.get("lastTransitionTime")
+            else now,
         }
         if reason:
             out["reason"] = reason
@@ -116,9 +123,14 @@ def conditions(pod: dict[str, Any], containers: list[ContainerState], phase: str
         ready_reason, ready_msg = None, None
     out = [
         cond("PodReadyToStartContainers", sandbox_ready and phase not in ("Succeeded", "Failed")),
-        cond("Initialized", True, "PodCompleted" if phase == "Succeeded" else None) if not uninitialized else
-        cond("Initialized", False, "ContainersNotInitialized",
-             f"containers with incomplete status: [{' '.join(uninitialized)}]"),
+        cond("Initialized", True, "PodCompleted" if phase == "Succeeded" else None)
+        if not uninitialized
+        else cond(
+            "Initialized",
+            False,
+            "ContainersNotInitialized",
+            f"containers with incomplete status: [{' '.join(uninitialized)}]",
+        ),
         cond("Ready", not unready, ready_reason, ready_msg),
         cond("ContainersReady", not unready, ready_reason, ready_msg),
     ]

@@ -51,8 +51,10 @@ class PodWorker:
         self._deleted = False  # the object is gone (forced delete)
         self.saw_deletion = False
         self._stop_kubelet = False
-        self.init_containers = [ContainerState(c["name"], c.get("image", ""), init=True)
-                                for c in pod["spec"].get("initContainers") or []]
+        self.init_containers = [
+            ContainerState(c["name"], c.get("image", ""), init=True)
+            for c in pod["spec"].get("initContainers") or []
+        ]
         self.containers = [ContainerState(c["name"], c.get("image", "")) for c in pod["spec"]["containers"]]
         if self.init_containers:
             for c in self.containers:
@@ -159,9 +161,12 @@ class PodWorker:
             except PrepareError as e:
                 # The kubelet's words: its event text around the DRA manager's "prepare dynamic
                 # resources: ..." error.
-                self.kubelet.events.emit(self.pod, "Warning", "FailedPrepareDynamicResources",
-                                         "Failed to prepare dynamic resources: prepare dynamic resources: "
-                                         f"{e}")
+                self.kubelet.events.emit(
+                    self.pod,
+                    "Warning",
+                    "FailedPrepareDynamicResources",
+                    f"Failed to prepare dynamic resources: prepare dynamic resources: {e}",
+                )
             except Exception as e:  # an API error reading a claim: retried like any sync error
                 log.warning("pod %s/%s: prepare failed: %s", *self.key, e)
             delay = SYNC_BACKOFF_S[min(attempt, len(SYNC_BACKOFF_S) - 1)]
@@ -221,8 +226,10 @@ class PodWorker:
         field_path = f"spec.{'initContainers' if c.init else 'containers'}{{{c.name}}}"
         try:
             if c.init and spec.get("restartPolicy") == "Always":
-                raise ContainerConfigError("sidecar containers (initContainers[].restartPolicy: Always) "
-                                           "are not supported by the simulated kubelet; use a container")
+                raise ContainerConfigError(
+                    "sidecar containers (initContainers[].restartPolicy: Always) "
+                    "are not supported by the simulated kubelet; use a container"
+                )
             env = container_env(self.pod, spec, self.kubelet.node_name, self.kubelet.lookup_config)
             ids = container_cdi_ids(self.pod, spec, self._claims, self.kubelet.claims)
             resolution = self.kubelet.cdi.resolve(ids)
@@ -249,9 +256,10 @@ class PodWorker:
             applied["notApplied"] = [f"device nodes and mounts: {isolation}"]
         elif dropped:
             applied["notApplied"] = dropped
-        _write_json(self.log_dir / c.name / f"{c.restart_count}.cdi.json",
-                    {"cdiDevices": ids, "edits": resolution.edits.to_json(), "argv": argv,
-                     "applied": applied})
+        _write_json(
+            self.log_dir / c.name / f"{c.restart_count}.cdi.json",
+            {"cdiDevices": ids, "edits": resolution.edits.to_json(), "argv": argv, "applied": applied},
+        )
         cwd = Path(spec["workingDir"]) if spec.get("workingDir") else self.log_dir / c.name
         try:
             proc = start_process(argv, env, cwd, log_path, mounts)
@@ -263,19 +271,29 @@ class PodWorker:
         c.state = {"running": {"startedAt": now_rfc3339()}}
         with self._cond:
             self._procs[c.name] = proc
-        ProcessReaper(proc, lambda p, name=c.name: self._on_exit(name, p),
-                      name=f"reap:{self.key[1]}/{c.name}")
+        ProcessReaper(
+            proc, lambda p, name=c.name: self._on_exit(name, p), name=f"reap:{self.key[1]}/{c.name}"
+        )
         self.kubelet.events.emit(self.pod, "Normal", "Started", f"Started container {c.name}", field_path)
         return True
 
     def _start_failed(self, c: ContainerState, e: Exception, field_path: str) -> None:
-        msg = f"failed to create containerd task: failed to create shim task: OCI runtime create failed: " \
-              f"runc create failed: unable to start container process: {e}: unknown"
+        msg = (
+            f"failed to create containerd task: failed to create shim task: OCI runtime create failed: "
+            f"runc create failed: unable to start container process: {e}: unknown"
+        )
         ts = now_rfc3339()
         c.container_id = f"sim://{uuid.uuid4().hex}"
-        c.state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": msg,
-                                  "startedAt": "1970-01-01T00:00:00Z", "finishedAt": ts,
-                                  "containerID": c.container_id}}
+        c.state = {
+            "terminated": {
+                "exitCode": 128,
+                "reason": "StartError",
+                "message": msg,
+                "startedAt": "1970-01-01T00:00:00Z",
+                "finishedAt": ts,
+                "containerID": c.container_id,
+            }
+        }
         self.kubelet.events.emit(self.pod, "Warning", "Failed", f"Error: {msg}", field_path)
         self._after_exit(c, 128)
 
@@ -293,9 +311,15 @@ class PodWorker:
         for name, code in exited.items():
             c = self._container(name)
             started = c.state.get("running", {}).get("startedAt", now_rfc3339())
-            c.state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                      "startedAt": started, "finishedAt": now_rfc3339(),
-                                      "containerID": c.container_id}}
+            c.state = {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": "Completed" if code == 0 else "Error",
+                    "startedAt": started,
+                    "finishedAt": now_rfc3339(),
+                    "containerID": c.container_id,
+                }
+            }
             self._after_exit(c, code)
 
     def _after_exit(self, c: ContainerState, code: int) -> None:
@@ -316,17 +340,25 @@ class PodWorker:
         else:
             self._next_start[c.name] = time.monotonic() + backoff
             self._crash_backoff[c.name] = min(backoff * 2, CRASH_BACKOFF_MAX_S)
-            c.state = {"waiting": {"reason": "CrashLoopBackOff", "message":
-                                   f"back-off {backoff:g}s restarting failed container={c.name} "
-                                   f"pod={self.key[1]}_{self.key[0]}({self.uid})"}}
-            self.kubelet.events.emit(self.pod, "Warning", "BackOff", "Back-off restarting failed container "
-                                     f"{c.name} in pod {self.key[1]}_{self.key[0]}({self.uid})",
-                                     f"spec.{'initContainers' if c.init else 'containers'}{{{c.name}}}")
+            c.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {backoff:g}s restarting failed container={c.name} "
+                    f"pod={self.key[1]}_{self.key[0]}({self.uid})",
+                }
+            }
+            self.kubelet.events.emit(
+                self.pod,
+                "Warning",
+                "BackOff",
+                "Back-off restarting failed container "
+                f"{c.name} in pod {self.key[1]}_{self.key[0]}({self.uid})",
+                f"spec.{'initContainers' if c.init else 'containers'}{{{c.name}}}",
+            )
 
     def _next_deadline(self) -> float | None:
         now = time.monotonic()
-        pending = [t - now for n, t in self._next_start.items()
-                   if t > now and not self._container(n).running]
+        pending = [t - now for n, t in self._next_start.items() if t > now and not self._container(n).running]
         return max(min(pending), 0.0) if pending else None
 
     def _phase_now(self) -> str:
@@ -355,8 +387,9 @@ class PodWorker:
         for name, proc in procs:
             if not self._stop_kubelet:
                 kind = "initContainers" if self._container(name).init else "containers"
-                self.kubelet.events.emit(self.pod, "Normal", "Killing", f"Stopping container {name}",
-                                         f"spec.{kind}{{{name}}}")
+                self.kubelet.events.emit(
+                    self.pod, "Normal", "Killing", f"Stopping container {name}", f"spec.{kind}{{{name}}}"
+                )
             t = threading.Thread(target=proc.terminate, args=(grace,), daemon=True)
             t.start()
             threads.append(t)
@@ -407,8 +440,11 @@ class PodWorker:
         if self._stopping() and all(c.done and not c.running for c in self.containers):
             # A pod the kubelet stopped gets a terminal phase before it is deleted (KEP-3329 behaviour):
             # Succeeded only when every container ran and exited 0.
-            phase = "Succeeded" if all(c.state.get("terminated", {}).get("exitCode") == 0
-                                       for c in self.containers) else "Failed"
+            phase = (
+                "Succeeded"
+                if all(c.state.get("terminated", {}).get("exitCode") == 0 for c in self.containers)
+                else "Failed"
+            )
         now = now_rfc3339()
         with self._cond:
             previous = list(self.pod.get("status", {}).get("conditions") or [])
@@ -425,8 +461,9 @@ class PodWorker:
         if self.init_containers:
             status["initContainerStatuses"] = [c.to_status() for c in self.init_containers]
         uninitialized = [c.name for c in self.init_containers if not self._init_succeeded(c)]
-        conds = conditions(self.pod, self.containers, phase, self._sandbox_ready, now, previous,
-                           uninitialized)
+        conds = conditions(
+            self.pod, self.containers, phase, self._sandbox_ready, now, previous, uninitialized
+        )
         # Publish only real changes: timestamps alone do not make a new status.
         comparable = {**status, "conditions": [(x["type"], x["status"], x.get("reason")) for x in conds]}
         if comparable == self._last_status:

@@ -95,8 +95,9 @@ class PluginManager:
         with self._lock:
             return self._rejections.get(socket_name)
 
-    def wait_registered(self, driver_name: str, timeout: float,
-                        newer_than: DRAClient | None = None) -> DRAClient:
+    def wait_registered(
+        self, driver_name: str, timeout: float, newer_than: DRAClient | None = None
+    ) -> DRAClient:
         """Block until ``driver_name`` is registered (with a client other than ``newer_than``)."""
         with self._lock:
             ok = self._lock.wait_for(
@@ -113,8 +114,9 @@ class PluginManager:
     def wait_rejected(self, socket_name: str, timeout: float) -> str:
         with self._lock:
             if not self._lock.wait_for(lambda: socket_name in self._rejections, timeout=timeout):
-                raise TimeoutError(f"registration through {socket_name} was neither refused nor seen in "
-                                   f"{timeout}s")
+                raise TimeoutError(
+                    f"registration through {socket_name} was neither refused nor seen in {timeout}s"
+                )
             return self._rejections[socket_name]
 
     # -- watcher side --------------------------------------------------------------------------------
@@ -190,14 +192,17 @@ class PluginManager:
 
     def _validate_and_connect(self, info: pluginregistration_pb2.PluginInfo) -> DRAClient:
         if info.type != DRA_PLUGIN_TYPE:
-            raise _Rejected(f"no handler registered for plugin type: {info.type!r} (want "
-                            f"{DRA_PLUGIN_TYPE!r})")
+            raise _Rejected(
+                f"no handler registered for plugin type: {info.type!r} (want {DRA_PLUGIN_TYPE!r})"
+            )
         if not info.name or not _DNS_SUBDOMAIN.match(info.name) or len(info.name) > 63:
-            raise _Rejected(f"plugin name {info.name!r} is not a valid DRA driver name (DNS subdomain, "
-                            "<= 63)")
+            raise _Rejected(
+                f"plugin name {info.name!r} is not a valid DRA driver name (DNS subdomain, <= 63)"
+            )
         if not os.path.isabs(info.endpoint):
-            raise _Rejected(f"endpoint {info.endpoint!r} of plugin {info.name} must be an absolute "
-                            "socket path")
+            raise _Rejected(
+                f"endpoint {info.endpoint!r} of plugin {info.name} must be an absolute socket path"
+            )
         service = pick_service(list(info.supported_versions))
         if service is None:
             raise _Rejected(
@@ -224,6 +229,7 @@ class PluginManager:
             self._on_change(p.name, False)
         with self._lock:
             self._lock.notify_all()
+
 
 class _Rejected(Exception):
     pass

@@ -77,8 +77,9 @@ class FakePlugin:
     def wait_notified(self, timeout: float = 10.0) -> tuple[bool, str]:
         with self._cond:
             if not self._cond.wait_for(lambda: self.notifications, timeout=timeout):
-                raise TimeoutError(f"the kubelet sent no NotifyRegistrationStatus to {self.name} in "
-                                   f"{timeout}s")
+                raise TimeoutError(
+                    f"the kubelet sent no NotifyRegistrationStatus to {self.name} in {timeout}s"
+                )
             return self.notifications[-1]
 
     def _notify(self, ok: bool, error: str) -> None:
@@ -93,8 +94,9 @@ class _Registration(pluginregistration_pb2_grpc.RegistrationServicer):
 
     def GetInfo(self, request, context):
         p = self._p
-        return pluginregistration_pb2.PluginInfo(type=p.plugin_type, name=p.name, endpoint=str(p.endpoint),
-                                                 supported_versions=p.versions)
+        return pluginregistration_pb2.PluginInfo(
+            type=p.plugin_type, name=p.name, endpoint=str(p.endpoint), supported_versions=p.versions
+        )
 
     def NotifyRegistrationStatus(self, request, context):
         self._p._notify(request.plugin_registered, request.error)
@@ -115,9 +117,12 @@ class _DRA:
             entry = out.claims[c.uid]
             entry.error = error
             for d in devices:
-                dev = entry.devices.add(request_names=d.get("request_names", []), pool_name=d["pool_name"],
-                                        device_name=d["device_name"],
-                                        cdi_device_ids=d.get("cdi_device_ids", []))
+                dev = entry.devices.add(
+                    request_names=d.get("request_names", []),
+                    pool_name=d["pool_name"],
+                    device_name=d["device_name"],
+                    cdi_device_ids=d.get("cdi_device_ids", []),
+                )
                 if d.get("share_id") and self._service == "v1.DRAPlugin":
                     dev.share_id = d["share_id"]
         return out

@@ -16,8 +16,10 @@ import driver.state
 from driver.__main__ import main
 
 COMPUTE = 100
-COMPUTE_CAPACITY = {"value": str(COMPUTE), "requestPolicy": {
-    "default": str(COMPUTE), "validRange": {"min": "1", "step": "1", "max": str(COMPUTE)}}}
+COMPUTE_CAPACITY = {
+    "value": str(COMPUTE),
+    "requestPolicy": {"default": str(COMPUTE), "validRange": {"min": "1", "step": "1", "max": str(COMPUTE)}},
+}
 
 _original_entry = driver.slices.device_entry
 _original_plan = driver.claims.plan_claim
@@ -40,8 +42,11 @@ def plan_claim(ref, claim, driver_name, node_name, gpus, real_gpu):
     results = ((claim.get("status") or {}).get("allocation") or {}).get("devices", {}).get("results") or []
     for entry in planned:
         for result in results:
-            if result.get("driver") == driver_name and result.get("device") == entry["device"] and \
-                    (result.get("shareID") or None) == entry["shareID"]:
+            if (
+                result.get("driver") == driver_name
+                and result.get("device") == entry["device"]
+                and (result.get("shareID") or None) == entry["shareID"]
+            ):
                 index = entry["device"].rsplit("-", 1)[1]
                 entry["env"].append(f"GPU_DEVICE_{index}_COMPUTE={granted_compute(result)}")
                 break

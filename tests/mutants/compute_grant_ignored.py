@@ -20,7 +20,8 @@ _with_compute = compute.plan_claim
 def plan_claim(ref, claim, driver_name, node_name, gpus, real_gpu):
     claim = copy.deepcopy(claim)
     for result in ((claim or {}).get("status") or {}).get("allocation", {}).get("devices", {}).get(
-            "results") or []:
+        "results"
+    ) or []:
         (result.get("consumedCapacity") or {}).pop("compute", None)
     return _with_compute(ref, claim, driver_name, node_name, gpus, real_gpu)
 

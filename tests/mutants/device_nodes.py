@@ -23,7 +23,8 @@ def install(leak: bool) -> None:
         for entry, d in zip(spec["devices"], devices, strict=True):
             indices = sorted(g.index for g in self.gpus.values()) if leak else [self.gpus[d["device"]].index]
             entry["containerEdits"]["deviceNodes"] = [
-                {"path": f"/dev/nvidia{i}", "hostPath": str(fake / f"nvidia{i}")} for i in indices]
+                {"path": f"/dev/nvidia{i}", "hostPath": str(fake / f"nvidia{i}")} for i in indices
+            ]
         cdi.write_spec(self.cdi_dir, self.driver_name, uid, spec)
 
     DeviceState._write_spec = _write_spec
