@@ -29,7 +29,7 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "help": "driver profile: a name in fixtures/drivers or a path (default: reference)",
         },
     ),
-    ("--gpus", {"default": None, "help": "mock GPU profile for kind/sim (name in fixtures/gpus or path)"}),
+    ("--gpus", {"default": None, "help": "mock GPU profile for kind/sim (name in drakit/gpus or path)"}),
     ("--report-dir", {"default": "reports", "help": "where report.json and report.md go"}),
     (
         "--claim-templates",

@@ -18,10 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from drakit.timeutil import now_rfc3339
+
 from ..config import SimConfig
 from . import strategy
 from .errors import ApiError, already_exists, bad_request, conflict, field_cause, invalid, not_found
-from .objects import clone, now_rfc3339
+from .objects import clone
 from .patch import (
     APPLY,
     JSON_PATCH,

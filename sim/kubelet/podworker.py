@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from drakit.timeutil import now_rfc3339
 from sim.kubelet.cdi import CDIError
 from sim.kubelet.claims import PodClaim, PrepareError, container_cdi_ids, pod_claims
 from sim.kubelet.containers import (
@@ -23,7 +24,6 @@ from sim.kubelet.containers import (
     resolve_argv,
     start_process,
 )
-from sim.kubelet.events import now_rfc3339
 from sim.kubelet.podstatus import ContainerState, conditions, pod_phase, qos_class
 
 if TYPE_CHECKING:
