@@ -18,6 +18,8 @@ KUBECONFIG_PATH ?=
 # the variables a profile's sim section reads (NVIDIA_DRIVER_ROOT, MOCK_NVML_CONFIG_DIR, ...) reach it
 # from make's command line through the environment.
 SIM_DRIVER_COMMAND ?=
+# local: the Kubernetes release (1.34 to 1.37; default 1.36) that make kube-bin builds and CLUSTER=local runs.
+KUBE_VERSION ?=
 REPORT_DIR ?= reports
 CONFORMANCE_ARGS ?=
 
@@ -65,6 +67,7 @@ conformance: export CONFORMANCE_GPUS := $(GPUS)
 conformance: export CONFORMANCE_KUBECONFIG := $(KUBECONFIG_PATH)
 conformance: export CONFORMANCE_REPORT_DIR := $(REPORT_DIR)
 conformance: export CONFORMANCE_SIM_DRIVER_COMMAND := $(SIM_DRIVER_COMMAND)
+conformance: export CONFORMANCE_KUBE_VERSION := $(KUBE_VERSION)
 conformance: export CONFORMANCE_ARGS := $(CONFORMANCE_ARGS)
 conformance: $(STAMP) cel
 	$(call q,$(BIN)/python) -m conformance

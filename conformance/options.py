@@ -16,9 +16,10 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--cluster",
         {
-            "choices": ("auto", "kind", "existing", "sim"),
+            "choices": ("auto", "kind", "existing", "sim", "local"),
             "default": "auto",
-            "help": "where to run: kind, an existing cluster (--kubeconfig), sim, or auto (existing "
+            "help": "where to run: kind, an existing cluster (--kubeconfig), sim, local (a real control "
+            "plane from local processes, the sim's nodes; make kube-bin first), or auto (existing "
             "when --kubeconfig is given, kind when a container engine answers, else sim)",
         },
     ),
@@ -63,7 +64,7 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--allow-busy-gpus",
         {"action": "store_true", "help": "existing: run even if GPUs under test already hold allocations"},
     ),
-    ("--nodes", {"default": "node-1,node-2", "help": "sim: node names (comma separated)"}),
+    ("--nodes", {"default": "node-1,node-2", "help": "sim, local: node names (comma separated)"}),
     (
         "--sim-driver-command",
         {
@@ -75,9 +76,20 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ),
     (
         "--sim-feature-gates",
-        {"default": "", "help": "sim: apiserver/scheduler feature gates, e.g. DRAConsumableCapacity=false"},
+        {
+            "default": "",
+            "help": "sim, local: apiserver/scheduler feature gates, e.g. DRAConsumableCapacity=false",
+        },
     ),
     ("--sim-kube-version", {"default": None, "help": "sim: Kubernetes version to emulate"}),
+    (
+        "--kube-version",
+        {
+            "default": None,
+            "help": "local: Kubernetes release to run, 1.34 to 1.37 (default 1.36; make kube-bin "
+            "KUBE_VERSION=... builds it)",
+        },
+    ),
 )
 
 # pytest-kind registers these with the same meaning; the plugin shares them instead of adding its own.

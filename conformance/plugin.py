@@ -47,6 +47,7 @@ from conformance.workloads import NAMESPACE_PREFIX, Scenario
 
 PROVIDERS = {
     "sim": "conformance.providers.sim:SimProvider",
+    "local": "conformance.providers.local:LocalProvider",
     "kind": "conformance.providers.kind:KindProvider",
     "existing": "conformance.providers.existing:ExistingProvider",
 }
@@ -196,7 +197,8 @@ class ConformanceRun:
         inputs = self.inputs
         name = inputs.provider
         kubeconfig = inputs.kubeconfig
-        simulated = name == "sim"
+        # local: the sim's nodes under upstream's control plane, which acts as fast as the sim's.
+        simulated = name in ("sim", "local")
         wait_timeout = self.opt("wait_timeout") or (20.0 if simulated else 120.0)
         settle = self.opt("settle_seconds")
         settle = settle if settle is not None else (1.0 if simulated else 5.0)
@@ -230,11 +232,12 @@ class ConformanceRun:
             self.fail_early(str(exc), EXIT_INCOMPLETE)
         if handle.simulated:
             why = " (auto: no container engine answered, so no kind)" if self.opt("cluster") == "auto" else ""
-            self._loud(report_mod.SIMULATED_BANNER + why)
+            self._loud((handle.banner or report_mod.SIMULATED_BANNER) + why)
         self.meta.update(
             provider=handle.provider,
             kubernetes_version=handle.kubernetes_version,
             simulated=handle.simulated,
+            banner=handle.banner,
             kubeconfig=str(handle.kubeconfig),
             nodes=list(handle.nodes),
             cluster_details=handle.details,
@@ -625,7 +628,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     tr = terminalreporter
     tr.section("GPU-sharing conformance")
     if run.meta.get("simulated"):
-        tr.write_line(report_mod.SIMULATED_BANNER, red=True, bold=True)
+        tr.write_line(run.meta.get("banner") or report_mod.SIMULATED_BANNER, red=True, bold=True)
     if run.error:
         tr.write_line(f"stopped early: {run.error}", red=True, bold=True)
     for reason in run.incomplete_reasons():

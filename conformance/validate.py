@@ -91,27 +91,42 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
                 "--cluster existing needs --kubeconfig PATH; pass the kubeconfig of the cluster to test."
             )
         server_version = check_kubeconfig(Path(kubeconfig))
-    if provider == "sim":
+    sim_nodes = provider in ("sim", "local")  # local runs the sim's nodes under a real control plane
+    if provider == "local":
+        if kube_version is not None:
+            raise BadInput(
+                "--sim-kube-version is the sim's emulated version; with --cluster local use --kube-version."
+            )
+        kube_version = _check_local_release(o.get("kube_version"))
+    elif o.get("kube_version") is not None:
+        raise BadInput(
+            f"--kube-version is for --cluster local (the release it runs); with --cluster {provider} "
+            "drop it (sim: --sim-kube-version)."
+        )
+    if sim_nodes:
         nodes = _check_nodes(o.get("nodes") or "")
         gates = _check_gates(o.get("sim_feature_gates") or "")
-        _check_kube_version(kube_version)
+        if provider == "sim":
+            _check_kube_version(kube_version)
         _check_driver_command(o.get("sim_driver_command"))
         _check_sim_launch(profile, o.get("sim_driver_command"), nodes, o.get("gpus"))
-    if provider in ("sim", "kind"):
-        check_gpu_profiles(o.get("gpus") or (DEFAULT_SIM_GPUS if provider == "sim" else None), nodes)
+    if provider in ("sim", "local", "kind"):
+        check_gpu_profiles(o.get("gpus") or (DEFAULT_SIM_GPUS if sim_nodes else None), nodes)
     if provider == "existing":
         schema = schema_version(server_version)
     elif provider == "sim":
         from sim.config import DEFAULT_VERSION
 
         schema = schema_version(kube_version or DEFAULT_VERSION)
+    elif provider == "local":
+        schema = schema_version(f"v{kube_version}")
     else:
         schema = SCHEMA_VERSIONS[-1]
     try:
         templates = load_templates(Path(o.get("claim_templates")), schema)
     except TemplateError as exc:
         raise BadInput(str(exc)) from None
-    if provider == "sim":
+    if sim_nodes:
         _check_socket_room(profile.driver, nodes)
     return Inputs(
         provider=provider,
@@ -160,8 +175,10 @@ def _check_numbers(o: _Opts) -> None:
 
 def _choose_provider(o: _Opts, engine_answers: Callable[[], bool]) -> str:
     cluster = o.get("cluster") or "auto"
-    if cluster not in ("auto", "kind", "existing", "sim"):
-        raise BadInput(f"--cluster {cluster!r} is not one of auto, kind, existing, sim; pick one of those.")
+    if cluster not in ("auto", "kind", "existing", "sim", "local"):
+        raise BadInput(
+            f"--cluster {cluster!r} is not one of auto, kind, existing, sim, local; pick one of those."
+        )
     if cluster != "auto":
         return cluster
     if o.get("kubeconfig"):
@@ -230,6 +247,24 @@ def _check_kube_version(version: str | None) -> None:
         raise BadInput(
             f"--sim-kube-version {version!r} is not emulated; use one of {', '.join(SUPPORTED_VERSIONS)}."
         )
+
+
+def _check_local_release(version: str | None) -> str:
+    """The release --cluster local runs, and that its binaries were built (make kube-bin)."""
+    from localkube import versions
+
+    try:
+        release = versions.resolve(version)
+    except versions.VersionError as exc:
+        raise BadInput(f"{exc}.") from None
+    missing = versions.missing_binaries(release)
+    if missing:
+        raise BadInput(
+            f"--cluster local needs the Kubernetes v{release} binaries, and {versions.bin_dir(release)} "
+            f"lacks {', '.join(missing)}; build them once with: make kube-bin "
+            f"KUBE_VERSION={versions.minor_of(release)} (needs Go and the Go module proxy)."
+        )
+    return release
 
 
 def _check_sim_launch(

@@ -59,12 +59,15 @@ class ProviderConfig:
 class ClusterHandle:
     """What ``start`` returns: enough to talk to the cluster and to label the report."""
 
-    provider: str  # "sim", "kind", "existing"
+    provider: str  # "sim", "local", "kind", "existing"
     kubeconfig: Path
     kubernetes_version: str  # as served by /version, e.g. "v1.36.1"
     simulated: bool  # True only for sim: the report is headed SIMULATED
     nodes: tuple[str, ...]  # nodes expected to run the driver under test
     details: dict[str, str] = field(default_factory=dict)  # free-form, shown in the report
+    # The report's banner for a simulated run when the provider knows better than the generic one (local:
+    # a real control plane, simulated nodes).
+    banner: str = ""
 
 
 @dataclass(frozen=True)

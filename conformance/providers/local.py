@@ -1,0 +1,127 @@
+"""The local provider: a real Kubernetes control plane from local processes, the sim's nodes.
+
+``--cluster local`` starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler of a pinned
+release (``localkube``; binaries from ``make kube-bin``) on loopback with real authentication, then the
+sim's kubelets as clients of that API server (``python -m sim --apiserver-kubeconfig``), each with its
+own node identity, running the profile's driver through the launch contract. The scheduler, the claim
+controller, admission and validation are upstream's; only the nodes are simulated, and the report says
+so. Everything the run started stops with it: the sim watches the suite's pipe, and each control-plane
+process gets SIGKILL when the suite dies (parent-death signal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import shutil
+import sys
+
+from conformance.providers.base import ClusterHandle, ProviderConfig, ProviderError
+from conformance.providers.sim import SimProvider
+from localkube import versions
+from localkube.controlplane import ControlPlane, ControlPlaneError
+
+
+class LocalProvider(SimProvider):
+    name = "local"
+    simulated = True  # the nodes are: not a conformance claim yet
+
+    def __init__(self, config: ProviderConfig) -> None:
+        super().__init__(config)
+        try:
+            self.release = versions.resolve(config.kube_version)
+        except versions.VersionError as exc:
+            raise ProviderError(str(exc)) from None
+        self.control_dir = config.work_dir / "control-plane"
+        self.nodes_dir = self.control_dir / "nodes"
+        self.control: ControlPlane | None = None
+
+    def start(self) -> ClusterHandle:
+        self.control = ControlPlane(
+            self.release,
+            self.control_dir,
+            feature_gates=dict(self.config.feature_gates),
+            nodes=tuple(self.config.nodes),
+            progress=lambda line: print(line, file=sys.stderr, flush=True),
+        )
+        try:
+            endpoints = self.control.start()
+        except ControlPlaneError as exc:
+            self.control = None
+            raise ProviderError(str(exc)) from None
+        self.nodes_dir.mkdir(parents=True, exist_ok=True)
+        for node in self.config.nodes:
+            shutil.copyfile(self.control.node_kubeconfig(node), self.nodes_dir / f"{node}.kubeconfig")
+        self.kubeconfig = endpoints.admin_kubeconfig
+        try:
+            handle = super().start()
+        except BaseException:
+            self._stop_control_plane()
+            raise
+        version = f"v{self.release}"
+        details = dict(handle.details)
+        details.update(
+            control_plane=f"real Kubernetes {version} (local processes: etcd, kube-apiserver, "
+            "kube-controller-manager, kube-scheduler)",
+            nodes="simulated (sim kubelets; the driver runs as a real process)",
+            apiserver=endpoints.apiserver,
+            control_plane_dir=str(self.control_dir),
+        )
+        return ClusterHandle(
+            provider=self.name,
+            kubeconfig=self.kubeconfig,
+            kubernetes_version=version,
+            simulated=True,
+            nodes=handle.nodes,
+            details=details,
+            banner=f"control plane: real Kubernetes {version}; nodes: simulated. The scheduler, claim "
+            "controller, admission and validation are upstream's; the kubelets are the sim's (real "
+            "driver processes, mock GPUs). It is not a conformance claim.",
+        )
+
+    def command(self) -> list[str]:
+        assert self.launch is not None and self.control is not None
+        cfg = self.config
+        serving = self.control.kubelet_serving
+        cmd = [
+            sys.executable,
+            "-m",
+            "sim",
+            "--apiserver-kubeconfig",
+            str(self.kubeconfig),
+            "--node-kubeconfig-dir",
+            str(self.nodes_dir),
+            "--kubelet-tls",
+            f"{serving.cert},{serving.key},{self.control.ca.cert_path}",
+            "--nodes",
+            ",".join(cfg.nodes),
+            "--state-dir",
+            str(self.state_dir),
+            "--driver-spec",
+            str(self.spec_path),
+        ]
+        if "gpus" in self.launch.placeholders():
+            cmd += ["--gpus", cfg.gpus or "rtx3090x2"]
+        if cfg.slice_wipe_delay is not None:
+            cmd += ["--slice-wipe-delay", str(cfg.slice_wipe_delay)]
+        return cmd
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            if not self.config.keep_cluster:
+                self._stop_control_plane()
+            elif self.control is not None:
+                print(
+                    f"local control plane kept running; kubeconfig {self.kubeconfig} "
+                    f"(processes: {shlex.join(str(p.proc.pid) for p in self.control.processes if p.proc)})",
+                    file=sys.stderr,
+                )
+
+    def _stop_control_plane(self) -> None:
+        control, self.control = self.control, None
+        if control is not None:
+            control.stop()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.control_dir)
