@@ -23,11 +23,13 @@ KUBE_VERSION ?=
 REPORT_DIR ?= reports
 CONFORMANCE_ARGS ?=
 
-.PHONY: help setup cel test lint unit conformance bench protos image chart clean
+.PHONY: help setup cel test lint unit conformance bench protos image chart clean kube-bin test-local
 
 help:
 	@echo "make conformance   run the GPU-sharing conformance suite (CLUSTER=auto|kind|existing|sim)"
 	@echo "make test          lint + the project's own tests (builds .venv first)"
+	@echo "make kube-bin      build etcd + the Kubernetes control plane for CLUSTER=local (KUBE_VERSION=1.36)"
+	@echo "make test-local    the suite on a real control plane (CLUSTER=local) against sim's verdicts"
 	@echo "make bench         run the benchmarks (prints figures)"
 	@echo "make image         build the reference driver image (see deployments/container)"
 	@echo "make chart         lint and package the reference driver's Helm chart into dist/"
@@ -53,6 +55,18 @@ lint: $(STAMP)
 test: export PYTEST_ARGS := $(PYTEST_ARGS)
 test: lint cel
 	$(call q,$(BIN)/python) -c 'import os, shlex, sys, pytest; sys.exit(pytest.main(["-q", *shlex.split(os.environ["PYTEST_ARGS"])]))'
+
+# Real Kubernetes binaries for CLUSTER=local: built once per release from the Go module proxy into
+# ~/.cache/gpu-share-conformance/kube/v<release>/bin, then reused (exit 4 with the fix when Go or the
+# proxy is missing).
+kube-bin: $(STAMP)
+	$(call q,$(BIN)/python) -m localkube.build $(if $(KUBE_VERSION),--kube-version=$(KUBE_VERSION))
+
+# The suite on --cluster local (reference driver and the mutants that matter most), same verdicts as sim.
+test-local: export GSC_TEST_LOCAL := 1
+test-local: export KUBE_VERSION := $(KUBE_VERSION)
+test-local: kube-bin cel
+	$(call q,$(BIN)/python) -m pytest -q -p no:randomly tests/local tests/test_localkube.py tests/test_kubelet_remote.py
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \

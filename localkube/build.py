@@ -74,7 +74,9 @@ def _run(argv: list[str], cwd: Path, what: str, env: dict[str, str] | None = Non
         done.set()
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        if re.search(r"proxy|dial tcp|no such host|connection refused|410 Gone|404 Not Found|not found", tail):
+        if re.search(
+            r"proxy|dial tcp|no such host|connection refused|410 gone|404 not found|not found", tail, re.I
+        ):
             proxy = os.environ.get("GOPROXY") or "the default proxy"
             raise BuildError(
                 f"{what} failed: the Go module proxy ({proxy}) did not serve what the build needs; check "
@@ -128,7 +130,9 @@ def build(release: str, *, force: bool = False) -> Path:
     root = versions.cache_root()
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    _say(f"building Kubernetes v{release} and etcd v{versions.ETCD[versions.minor_of(release)]} into {target}")
+    _say(
+        f"building Kubernetes v{release} and etcd v{versions.ETCD[versions.minor_of(release)]} into {target}"
+    )
     _say("  (a cold build fetches several hundred MB of modules and takes many minutes on 2 cores)")
     staging_version = "v0." + ".".join(release.split(".")[1:])
     src = root / f"src-v{release}"
@@ -136,7 +140,8 @@ def build(release: str, *, force: bool = False) -> Path:
     replaces = "\n".join(f"\t{m} => {m} {staging_version}" for m in mods)
     _write(
         src / "go.mod",
-        f"module localkube\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes v{release}\n\nreplace (\n{replaces}\n)\n",
+        f"module localkube\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes v{release}\n\n"
+        f"replace (\n{replaces}\n)\n",
     )
     imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in CONTROL_PLANE)
     _write(src / "tools.go", f"//go:build tools\n\npackage localkube\n\nimport (\n{imports}\n)\n")
