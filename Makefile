@@ -23,7 +23,7 @@ KUBE_VERSION ?=
 REPORT_DIR ?= reports
 CONFORMANCE_ARGS ?=
 
-.PHONY: help setup cel test lint unit conformance bench protos image chart clean kube-bin test-local
+.PHONY: help setup cel test lint unit conformance bench protos image chart clean kube-bin test-local compare-local
 
 help:
 	@echo "make conformance   run the GPU-sharing conformance suite (CLUSTER=auto|kind|existing|sim)"
@@ -67,6 +67,13 @@ test-local: export GSC_TEST_LOCAL := 1
 test-local: export KUBE_VERSION := $(KUBE_VERSION)
 test-local: kube-bin cel
 	$(call q,$(BIN)/python) -m pytest -q -p no:randomly tests/local tests/test_localkube.py tests/test_kubelet_remote.py
+
+# The sim's scheduler and claim-controller tests against upstream's real control plane: each failure is a
+# place where the sim decides differently (a report, not part of make test or CI).
+compare-local: export GSC_CONTROL_PLANE := local
+compare-local: export KUBE_VERSION := $(KUBE_VERSION)
+compare-local: kube-bin cel
+	$(call q,$(BIN)/python) -m pytest -q -rfEs -p no:randomly tests/test_scheduler_behaviour.py tests/test_controller_claims.py
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
