@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from drakit.quantity import MissingCapacity, Quantity, consumed_capacity, to_json
 from sim.allocator_constraints import build_constraints
 from sim.allocator_counters import CounterLedger, consumes
 from sim.allocator_pools import Pool, device_visible, gather_pools
 from sim.allocator_state import AllocatedState, DeviceID, parse_quantity_cached
 from sim.cel import CelCompileError, CelError, compile_selector, device_variable
-from sim.quantity import MissingCapacity, Quantity, consumed_capacity, to_json
 
 MAX_RESULTS = 32
 CANNOT_ALLOCATE = "cannot allocate all claims"
