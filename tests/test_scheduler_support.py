@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from pathlib import Path
-
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, watch
