@@ -35,7 +35,7 @@ from conformance.config import DEFAULT_MOCK_GPUS, RunConfig
 from conformance.inventory import by_node, capacities_by_device
 from conformance.kube import Kube, api_message, raw
 from conformance.preflight import FatalPreflight, check_dra_api, run_preflight, share_request_problem
-from conformance.providers.base import DriverInputError, Provider, ProviderConfig, ProviderError
+from conformance.providers.base import InputError, Provider, ProviderConfig, ProviderError
 from conformance.session import Suite
 from conformance.templates import TemplateError, load_templates, schema_version
 from conformance.validate import Inputs
@@ -174,7 +174,7 @@ class ConformanceRun:
         try:
             self.provider = provider_cls(config)
             handle = self.provider.start()
-        except DriverInputError as exc:
+        except InputError as exc:  # the driver or the cluster's binaries cannot run: bad input
             self.fail_early(str(exc))
         except ProviderError as exc:
             # Inputs were checked already: a cluster that does not come up is not the driver's fault,

@@ -129,3 +129,28 @@ def test_kube_bin_without_the_module_proxy_says_so_and_exits_4(
     err = capsys.readouterr().err
     assert "the Go module proxy (off) did not serve what the build needs; check GOPROXY" in err
     assert not (tmp_path / "cache" / "kube" / "v1.36.3" / "bin").exists()
+
+
+def test_the_suite_on_a_control_plane_that_cannot_start_exits_4_and_leaves_nothing(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import tempfile
+
+    cache = tmp_path / "cache"
+    tmp = Path(tempfile.mkdtemp(prefix="lk-", dir="/tmp"))  # short: the sim's sockets would live under it
+    said = "listen tcp 127.0.0.1:2379: bind: address already in use"
+    _stand_ins(cache, "1.36.3", f"#!/bin/sh\necho '{said}' >&2\nexit 1\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance", "--cluster=local", f"--report-dir={tmp_path / 'r'}"],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "GSC_CACHE_DIR": str(cache), "TMPDIR": str(tmp)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out[-3000:]
+    assert f"etcd exited with code 1 while starting: {said}" in out
+    assert list(tmp.iterdir()) == [], "the run left its work dir (or more) behind"
+    tmp.rmdir()

@@ -32,7 +32,12 @@ class ProviderError(RuntimeError):
     """A provider could not do what was asked; the message is one sentence: what and how to fix it."""
 
 
-class DriverInputError(ProviderError):
+class InputError(ProviderError):
+    """What the user gave or has cannot run (bad input, exit 4), not an incomplete run: e.g. the local
+    provider's binaries that do not start, or a release it cannot build."""
+
+
+class DriverInputError(InputError):
     """What the user gave cannot run: the driver the profile (or --sim-driver-command) names exited before
     it registered, having published nothing. Bad input (exit 4), not an incomplete run."""
 

@@ -16,10 +16,12 @@ import shlex
 import shutil
 import sys
 
-from conformance.providers.base import ClusterHandle, ProviderConfig, ProviderError
+from conformance.config import DEFAULT_MOCK_GPUS
+from conformance.providers.base import ClusterHandle, InputError, ProviderConfig, ProviderError
 from conformance.providers.sim import SimProvider
 from localkube import versions
 from localkube.controlplane import ControlPlane, ControlPlaneError
+from sim.launcher import sim_command
 
 
 class LocalProvider(SimProvider):
@@ -47,12 +49,14 @@ class LocalProvider(SimProvider):
         try:
             endpoints = self.control.start()
         except ControlPlaneError as exc:
+            # A component that does not start (a port taken, a flag refused, a broken build) is what the
+            # machine gives the run, not the driver's doing and not an interruption: exit 4 with its words.
             self.control = None
-            raise ProviderError(str(exc)) from None
+            self._stop_control_plane()
+            raise InputError(str(exc)) from None
         self.nodes_dir.mkdir(parents=True, exist_ok=True)
         for node in self.config.nodes:
             shutil.copyfile(self.control.node_kubeconfig(node), self.nodes_dir / f"{node}.kubeconfig")
-        self.kubeconfig = endpoints.admin_kubeconfig
         try:
             handle = super().start()
         except BaseException:
@@ -80,31 +84,27 @@ class LocalProvider(SimProvider):
         )
 
     def command(self) -> list[str]:
+        """The sim's own launch line, nodes only: its kubelets are clients of the control plane (each with
+        its node's certificate) and serve container logs to the API server over mutual TLS."""
         assert self.launch is not None and self.control is not None
         cfg = self.config
         serving = self.control.kubelet_serving
-        cmd = [
-            sys.executable,
-            "-m",
-            "sim",
-            "--apiserver-kubeconfig",
-            str(self.kubeconfig),
-            "--node-kubeconfig-dir",
-            str(self.nodes_dir),
-            "--kubelet-tls",
-            f"{serving.cert},{serving.key},{self.control.ca.cert_path}",
-            "--nodes",
-            ",".join(cfg.nodes),
-            "--state-dir",
-            str(self.state_dir),
-            "--driver-spec",
-            str(self.spec_path),
-        ]
-        if "gpus" in self.launch.placeholders():
-            cmd += ["--gpus", cfg.gpus or "rtx3090x2"]
-        if cfg.slice_wipe_delay is not None:
-            cmd += ["--slice-wipe-delay", str(cfg.slice_wipe_delay)]
-        return cmd
+        return sim_command(
+            self.kubeconfig,  # where the sim writes its copy of the admin kubeconfig (the drivers' too)
+            cfg.nodes,
+            state_dir=self.state_dir,
+            driver_spec=self.spec_path,
+            gpus=(cfg.gpus or DEFAULT_MOCK_GPUS) if "gpus" in self.launch.placeholders() else None,
+            slice_wipe_delay=cfg.slice_wipe_delay,
+            extra_args=[
+                "--apiserver-kubeconfig",
+                str(self.control.endpoints.admin_kubeconfig),
+                "--node-kubeconfig-dir",
+                str(self.nodes_dir),
+                "--kubelet-tls",
+                f"{serving.cert},{serving.key},{self.control.ca.cert_path}",
+            ],
+        )
 
     def stop(self) -> None:
         try:
