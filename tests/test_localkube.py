@@ -134,7 +134,6 @@ def test_kube_bin_without_the_module_proxy_says_so_and_exits_4(
 def test_the_suite_on_a_control_plane_that_cannot_start_exits_4_and_leaves_nothing(tmp_path: Path) -> None:
     import subprocess
     import sys
-
     import tempfile
 
     cache = tmp_path / "cache"
