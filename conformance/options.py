@@ -1,4 +1,4 @@
-"""The suite's command-line options, in one table.
+"""The suite's command-line options, in one table (their defaults and meaning: conformance/config.py).
 
 The pytest plugin registers them (``pytest conformance/scenarios --cluster sim``) and the input check
 (``python -m conformance.validate``) parses the same table with argparse, so both read every option
@@ -9,15 +9,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from conformance.templates import CLAIMS_DIR
+from conformance.config import (
+    CLUSTERS,
+    DEFAULT_CLUSTER,
+    DEFAULT_DRIVER_PROFILE,
+    DEFAULT_REPORT_DIR,
+    DEFAULT_SETTLE_SECONDS,
+    DEFAULT_SIM_NODES,
+    DEFAULT_SIM_SETTLE_SECONDS,
+    DEFAULT_SIM_WAIT_TIMEOUT,
+    DEFAULT_WAIT_TIMEOUT,
+    default_claim_templates,
+)
 
 # (flag, argparse/pytest keyword arguments). Kept in the order ``--help`` shows them.
 OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--cluster",
         {
-            "choices": ("auto", "kind", "existing", "sim"),
-            "default": "auto",
+            "choices": CLUSTERS,
+            "default": DEFAULT_CLUSTER,
             "help": "where to run: kind, an existing cluster (--kubeconfig), sim, or auto (existing "
             "when --kubeconfig is given, kind when a container engine answers, else sim)",
         },
@@ -25,29 +36,36 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--driver-profile",
         {
-            "default": "reference",
-            "help": "driver profile: a name in fixtures/drivers or a path (default: reference)",
+            "default": DEFAULT_DRIVER_PROFILE,
+            "help": "driver profile: a name in conformance/data/drivers or a path (default: "
+            f"{DEFAULT_DRIVER_PROFILE})",
         },
     ),
     ("--gpus", {"default": None, "help": "mock GPU profile for kind/sim (name in fixtures/gpus or path)"}),
-    ("--report-dir", {"default": "reports", "help": "where report.json and report.md go"}),
+    ("--report-dir", {"default": DEFAULT_REPORT_DIR, "help": "where report.json and report.md go"}),
     (
         "--claim-templates",
         {
-            "default": str(CLAIMS_DIR),
+            "default": str(default_claim_templates()),
             "help": "directory of ResourceClaimTemplates to validate and use (default: the seed's)",
         },
     ),
     (
         "--wait-timeout",
-        {"type": float, "default": None, "help": "bound in seconds for each wait (default 120, 20 on sim)"},
+        {
+            "type": float,
+            "default": None,
+            "help": f"bound in seconds for each wait (default {DEFAULT_WAIT_TIMEOUT:g}, "
+            f"{DEFAULT_SIM_WAIT_TIMEOUT:g} on sim)",
+        },
     ),
     (
         "--settle-seconds",
         {
             "type": float,
             "default": None,
-            "help": "how long a rejected pod must stay unscheduled (default 5, 1 on sim)",
+            "help": "how long a rejected pod must stay unscheduled (default "
+            f"{DEFAULT_SETTLE_SECONDS:g}, {DEFAULT_SIM_SETTLE_SECONDS:g} on sim)",
         },
     ),
     (
@@ -63,7 +81,7 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--allow-busy-gpus",
         {"action": "store_true", "help": "existing: run even if GPUs under test already hold allocations"},
     ),
-    ("--nodes", {"default": "node-1,node-2", "help": "sim: node names (comma separated)"}),
+    ("--nodes", {"default": DEFAULT_SIM_NODES, "help": "sim: node names (comma separated)"}),
     (
         "--sim-driver-command",
         {

@@ -1,9 +1,10 @@
-"""The pytest plugin behind ``make conformance``.
+"""The pytest plugin behind ``make conformance`` and ``gpu-share-conformance``: hooks and fixtures only.
 
 Loaded by ``conformance/scenarios/conftest.py``, so ``pytest conformance/scenarios`` is the whole
-command. It checks every input before anything starts (``conformance.validate``), brings up the cluster
-through a provider, runs preflight, gives each scenario a ``scenario`` fixture that cleans up after it,
-and writes report.json and report.md.
+command. It reads its options into the run configuration (conformance/config.py), checks every input
+before anything starts (``conformance.validate``), has ``conformance.bringup`` bring up the cluster
+through a provider and run preflight, gives each scenario a ``scenario`` fixture that cleans up after it
+(a failure's diagnostics: ``conformance.diagnostics``), and writes report.json and report.md.
 
 A verdict is complete or it is not a verdict: an interrupted run (SIGINT, SIGTERM, SIGHUP, the
 ``--run-timeout``), a run stopped by an error of the suite itself, or one whose cluster never came up
@@ -16,46 +17,26 @@ Exit codes: 0 PASS, 1 FAIL, 3 INCOMPLETE, 4 bad input (see docs/reading-the-repo
 
 from __future__ import annotations
 
-import _thread
 import contextlib
-import importlib
-import shutil
-import signal
-import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from kubernetes.client.exceptions import ApiException
 
 from conformance import report as report_mod
-from conformance.inventory import by_node, capacities_by_device
-from conformance.kube import Kube, api_message, raw
+from conformance.bringup import ConformanceRun
+from conformance.config import RunConfig
+from conformance.diagnostics import cluster_diagnostics, collect_diagnostics
 from conformance.options import OPTIONS, SHARED_OPTIONS, dest
-from conformance.preflight import FatalPreflight, check_dra_api, run_preflight, share_request_problem
-from conformance.providers.base import DriverInputError, Provider, ProviderConfig, ProviderError
 from conformance.session import Suite
-from conformance.templates import TemplateError, load_templates, schema_version
-from conformance.validate import BadInput, Inputs, check
-from conformance.workloads import NAMESPACE_PREFIX, Scenario
+from conformance.validate import BadInput, check
+from conformance.workloads import Scenario
 
-PROVIDERS = {
-    "sim": "conformance.providers.sim:SimProvider",
-    "kind": "conformance.providers.kind:KindProvider",
-    "existing": "conformance.providers.existing:ExistingProvider",
-}
-EXIT_BAD_INPUT = report_mod.EXIT_CODES["error"]
-EXIT_INCOMPLETE = report_mod.EXIT_CODES["incomplete"]
-_STATE = pytest.StashKey["ConformanceRun"]()
+_STATE = pytest.StashKey[ConformanceRun]()
 # What a check may raise to say the driver is wrong; anything else is an error of the suite itself.
 DRIVER_FAILURES: tuple[type[BaseException], ...] = (AssertionError, pytest.fail.Exception)
-_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,11 +55,13 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{cap}: capability '{cap}': {desc}")
     if config.option.help:
         return
-    opts = {dest(flag): config.getoption(dest(flag)) for flag, _ in (*OPTIONS, *SHARED_OPTIONS)}
+    options = RunConfig.from_options(
+        {dest(flag): config.getoption(dest(flag)) for flag, _ in (*OPTIONS, *SHARED_OPTIONS)}
+    )
     try:
-        inputs = check(opts)
+        inputs = check(options)
     except BadInput as exc:
-        _write_bad_input_report(Path(opts["report_dir"] or "reports"), str(exc), opts)
+        _write_bad_input_report(options, str(exc))
         raise pytest.UsageError(str(exc)) from None
     run = ConformanceRun(config, inputs)
     config.stash[_STATE] = run
@@ -90,292 +73,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         _run(config).restore_signal_handlers()
 
 
-def _write_bad_input_report(report_dir: Path, message: str, opts: dict[str, Any]) -> None:
+def _write_bad_input_report(options: RunConfig, message: str) -> None:
     """A report that says why the run did not start, unless the report dir itself is the bad input."""
+    report_dir = options.report_dir
     if report_dir.exists() and not report_dir.is_dir():
         return
     meta = {
-        "driver_profile": opts.get("driver_profile"),
+        "driver_profile": options.driver_profile,
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     with contextlib.suppress(OSError):
         report_mod.write(report_dir, report_mod.build(meta, [], [], message))
-
-
-class ConformanceRun:
-    """Owns the provider and the report for one pytest session."""
-
-    def __init__(self, config: pytest.Config, inputs: Inputs) -> None:
-        self.config = config
-        self.inputs = inputs
-        self.profile = inputs.profile
-        self.provider: Provider | None = None
-        self.suite: Suite | None = None
-        self.error: str | None = None  # why the run stopped before the scenarios
-        self.exit_code: int | None = None  # with error: 4 bad input, 3 the run could not go on
-        self.attempted = False  # a scenario asked for the cluster
-        self.interrupted: str | None = None  # the signal (or run timeout) that stopped the run
-        self.timed_out = False
-        self.incomplete: list[str] = []  # errors of the suite itself, teardown included
-        self.teardown_notes: list[str] = []
-        self.checks: list[report_mod.CheckResult] = []
-        self.meta: dict[str, Any] = {
-            "driver_profile": self.profile.name,
-            "driver_name": self.profile.driver,
-            "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        self.t0 = time.monotonic()
-        self.work_dir: Path | None = None  # made when the cluster starts, never before
-        self.report_dir = Path(config.getoption("report_dir"))
-        self.paths: tuple[Path, Path] | None = None
-        self._finished = False
-        self._old_handlers: dict[int, Any] = {}
-        self._timer: threading.Timer | None = None
-
-    # ---- signals --------------------------------------------------------------------------------
-    def install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in _INTERRUPTS:
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
-        bound = self.opt("run_timeout")
-        if bound:
-            self._timer = threading.Timer(bound, self._on_run_timeout)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def restore_signal_handlers(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        for sig, old in self._old_handlers.items():
-            with contextlib.suppress(ValueError, TypeError):
-                signal.signal(sig, old)
-        self._old_handlers.clear()
-
-    def _on_run_timeout(self) -> None:
-        self.timed_out = True
-        _thread.interrupt_main(signal.SIGINT)
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        name = (
-            f"the run timeout ({self.opt('run_timeout'):g}s)"
-            if self.timed_out and self.interrupted is None
-            else signal.Signals(signum).name
-        )
-        if self.interrupted is None and not self._tearing_down:
-            self.interrupted = name
-            raise KeyboardInterrupt(name)
-        # Teardown is running (or a first signal already stopped the run): finish cleaning up.
-        self.interrupted = self.interrupted or name
-        with contextlib.suppress(OSError):
-            sys.stderr.write(
-                f"\nconformance: {name} received; cleaning up before exiting (the cluster and "
-                "everything it started stop with this process even if it is killed).\n"
-            )
-
-    _tearing_down = False
-
-    # ---- start-up -------------------------------------------------------------------------------
-    def opt(self, name: str) -> Any:
-        return self.config.getoption(name)
-
-    def fail_early(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
-        self.error = message
-        self.exit_code = code
-        # From here pytest unwinds to the teardown; a signal now must not replace this exit with an
-        # uncaught KeyboardInterrupt (pytest handles only one of them).
-        self._tearing_down = True
-        pytest.exit(message, returncode=code)
-
-    def start(self) -> Suite:
-        if self.suite is not None:
-            return self.suite
-        if self.error:
-            pytest.exit(self.error, returncode=self.exit_code or EXIT_BAD_INPUT)
-        self.attempted = True
-        inputs = self.inputs
-        name = inputs.provider
-        kubeconfig = inputs.kubeconfig
-        simulated = name == "sim"
-        wait_timeout = self.opt("wait_timeout") or (20.0 if simulated else 120.0)
-        settle = self.opt("settle_seconds")
-        settle = settle if settle is not None else (1.0 if simulated else 5.0)
-        self.work_dir = Path(tempfile.mkdtemp(prefix="gsc-"))
-        config = ProviderConfig(
-            profile=self.profile,
-            work_dir=self.work_dir,
-            kubeconfig=kubeconfig,
-            gpus=inputs.gpus,
-            nodes=inputs.nodes or tuple(n for n in self.opt("nodes").split(",") if n),
-            keep_cluster=self.opt("keep_cluster"),
-            allow_busy_gpus=self.opt("allow_busy_gpus"),
-            driver_command=inputs.driver_command,
-            feature_gates=inputs.feature_gates,
-            kube_version=inputs.kube_version,
-        )
-        self.meta["provider"] = name
-        try:
-            module, _, cls_name = PROVIDERS[name].partition(":")
-            provider_cls = getattr(importlib.import_module(module), cls_name)
-        except (ImportError, AttributeError) as exc:
-            self.fail_early(f"the {name} provider is not available ({exc}); use --cluster sim or existing.")
-        try:
-            self.provider = provider_cls(config)
-            handle = self.provider.start()
-        except DriverInputError as exc:
-            self.fail_early(str(exc))
-        except ProviderError as exc:
-            # Inputs were checked already: a cluster that does not come up is not the driver's fault,
-            # and no verdict can be given.
-            self.fail_early(str(exc), EXIT_INCOMPLETE)
-        if handle.simulated:
-            why = " (auto: no container engine answered, so no kind)" if self.opt("cluster") == "auto" else ""
-            self._loud(report_mod.SIMULATED_BANNER + why)
-        self.meta.update(
-            provider=handle.provider,
-            kubernetes_version=handle.kubernetes_version,
-            simulated=handle.simulated,
-            kubeconfig=str(handle.kubeconfig),
-            nodes=list(handle.nodes),
-            cluster_details=handle.details,
-        )
-        kube = Kube.from_kubeconfig(handle.kubeconfig)
-        try:
-            version = raw(kube.version.get_code)
-        except ApiException as exc:
-            self.fail_early(
-                f"the cluster answered /version with {exc.status} {api_message(exc)}; check the "
-                "kubeconfig's credentials."
-            )
-        except Exception as exc:  # connection refused, DNS, TLS: urllib3 raises several types
-            server = kube.api.configuration.host
-            self.fail_early(
-                f"cannot reach the cluster at {server} ({type(exc).__name__}); check that it is "
-                "running and that the kubeconfig points at it.",
-                EXIT_INCOMPLETE,
-            )
-        self.meta["kubernetes_version"] = version.get("gitVersion") or handle.kubernetes_version
-        try:
-            check_dra_api(kube)
-        except FatalPreflight as exc:
-            self.fail_early(str(exc))
-        schema = schema_version(self.meta["kubernetes_version"])
-        templates = inputs.templates
-        if schema != inputs.schema:
-            try:
-                templates = load_templates(Path(self.opt("claim_templates")), schema)
-            except TemplateError as exc:
-                self.fail_early(str(exc))
-        try:
-            deployment = self.provider.deploy_driver()
-        except ProviderError as exc:
-            self.fail_early(str(exc))
-        self.meta.update(driver_image=deployment.image, driver_version=deployment.version)
-        driver_nodes = self.provider.driver_nodes() or (() if name == "existing" else handle.nodes)
-        self.meta["driver_nodes"] = list(driver_nodes)
-        preflight = run_preflight(
-            kube,
-            self.profile,
-            driver_nodes,
-            slice_timeout=wait_timeout,
-            own_namespace_prefix=NAMESPACE_PREFIX,
-        )
-        if preflight.busy and not config.allow_busy_gpus:
-            busy = "; ".join(preflight.busy)
-            self.fail_early(
-                f"GPUs under test already hold allocations ({busy}); free them "
-                "or pass --allow-busy-gpus to test only the idle ones."
-            )
-        self.meta["gpus"] = by_node(preflight.gpus)
-        self.meta["capacities"] = capacities_by_device(preflight.gpus)
-        self.meta["share_requests"] = dict(self.profile.share_requests)
-        problem = share_request_problem(self.profile, preflight.gpus)
-        if problem:
-            self.fail_early(problem)
-        self.meta["gate"] = preflight.gate_detail
-        self.suite = Suite(
-            profile=self.profile,
-            provider=self.provider,
-            handle=handle,
-            deployment=deployment,
-            kube=kube,
-            schema_version=schema,
-            templates=templates,
-            preflight=preflight,
-            wait_timeout=wait_timeout,
-            settle_seconds=settle,
-            republish_timeout=self.profile.republish_bound(simulated, wait_timeout),
-            gpu_profile=_load_gpu_profile(config.gpus)
-            if config.gpus or (simulated and self.profile.sim is not None and self.profile.sim.mock_gpus)
-            else None,
-        )
-        return self.suite
-
-    def _loud(self, text: str) -> None:
-        """Print past pytest's output capture: the user must see this even in the middle of a test."""
-        tr = self.config.pluginmanager.get_plugin("terminalreporter")
-        capman = self.config.pluginmanager.get_plugin("capturemanager")
-        if tr is None:
-            return
-        with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-            bar = "!" * 100
-            for line in ("", bar, text, bar):
-                tr.write_line(line, red=True, bold=True)
-
-    # ---- shutdown -------------------------------------------------------------------------------
-    def finish(self) -> None:
-        """Driver, then cluster, then the work dir; each step runs even if the one before failed, and
-        signals arriving meanwhile do not cut it short. Safe to call more than once."""
-        if self._finished:
-            return
-        self._finished = True
-        self._tearing_down = True
-        steps = []
-        if self.suite is not None:
-            suite = self.suite
-            steps.append(("deleting the scenarios' namespaces", lambda: self._delete_leftovers(suite)))
-        if self.provider is not None:
-            provider = self.provider
-            steps += [
-                ("removing the driver", provider.teardown_driver),
-                ("stopping the cluster", provider.stop),
-            ]
-        if self.suite is not None:
-            steps.append(("closing the API client", self.suite.kube.close))
-        for what, step in steps:
-            try:
-                step()
-            except BaseException as exc:
-                self.incomplete.append(f"teardown: {what} failed ({type(exc).__name__}: {exc})")
-        if self.work_dir is not None and not self.opt("keep_cluster"):
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def _delete_leftovers(self, suite: Suite) -> None:
-        leftovers = list(suite.created_namespaces)
-        if leftovers:
-            self.teardown_notes += suite.delete_namespaces(leftovers)
-
-    def incomplete_reasons(self) -> list[str]:
-        reasons = []
-        if self.interrupted:
-            reasons.append(f"the run was interrupted by {self.interrupted}")
-        if self.error and self.exit_code == EXIT_INCOMPLETE:
-            reasons.append(f"the run could not go on: {self.error}")
-        return reasons + self.incomplete
-
-    def write_report(self) -> tuple[Path, Path]:
-        self.meta["wall_seconds"] = round(time.monotonic() - self.t0, 2)
-        if self.teardown_notes:
-            self.meta["teardown_problems"] = self.teardown_notes
-        rejections = self.suite.rejections if self.suite else []
-        bad_input = self.error if self.exit_code == EXIT_BAD_INPUT else None
-        data = report_mod.build(
-            self.meta, self.checks, rejections, bad_input, incomplete=self.incomplete_reasons()
-        )
-        self.verdict = data["verdict"]
-        return report_mod.write(self.report_dir, data)
-
-    verdict = ""
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -386,21 +94,6 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"conformance: driver profile {run.profile.name} ({run.profile.driver}), "
         f"cluster {run.inputs.provider}"
     ]
-
-
-def _load_gpu_profile(spec: str | None) -> dict[str, Any] | None:
-    """The mock GPU profile(s) behind --gpus (``NAME``, a path, or ``node=NAME,...``), merged, so the
-    publish check can compare published memory with each model's real size."""
-    merged: dict[str, Any] = {"gpus": []}
-    for part in (spec or "rtx3090x2").split(","):
-        path = Path(part.partition("=")[2] or part) if "=" in part else Path(part)
-        if not path.suffix:
-            path = Path(__file__).resolve().parent.parent / "fixtures" / "gpus" / f"{path}.yaml"
-        with contextlib.suppress(OSError, yaml.YAMLError):
-            data = yaml.safe_load(path.read_text())
-            if isinstance(data, dict):
-                merged["gpus"] += list(data.get("gpus") or [])
-    return merged if merged["gpus"] else None
 
 
 def _run(config: pytest.Config) -> ConformanceRun:
@@ -450,54 +143,6 @@ def scenario(request: pytest.FixtureRequest, shareable: Suite) -> Iterator[Scena
 _SCENARIO = pytest.StashKey[Scenario]()
 _CALL_REPORT = pytest.StashKey[pytest.TestReport]()
 _DIAG = pytest.StashKey[dict]()
-
-
-def collect_diagnostics(sc: Scenario) -> dict[str, Any]:
-    """Slices, claims, pods, events and driver logs at the moment of a failure."""
-    kube, out = sc.kube, cluster_diagnostics(sc.suite)
-    for ns in sc.namespaces:
-        out[f"claims {ns}"] = [
-            {"name": (c.get("metadata") or {}).get("name"), "status": c.get("status")}
-            for c in listing(kube.resource.list_namespaced_resource_claim, ns)
-        ]
-        out[f"pods {ns}"] = [
-            {
-                "name": (p.get("metadata") or {}).get("name"),
-                "nodeName": (p.get("spec") or {}).get("nodeName"),
-                "status": p.get("status"),
-            }
-            for p in listing(kube.core.list_namespaced_pod, ns)
-        ]
-        out[f"events {ns}"] = [
-            f"{e.get('type')} {(e.get('involvedObject') or {}).get('name')} "
-            f"{e.get('reason')}: {e.get('message')}"
-            for e in listing(kube.core.list_namespaced_event, ns)
-        ]
-    return out
-
-
-def listing(call: Any, *args: Any) -> list[dict[str, Any]]:
-    try:
-        return raw(call, *args).get("items") or []
-    except Exception as exc:  # diagnostics must never hide the failure itself
-        return [{"error": f"{type(exc).__name__}: {exc}"}]
-
-
-def cluster_diagnostics(suite: Suite) -> dict[str, Any]:
-    """What every failure carries: the driver's slices and logs."""
-    out: dict[str, Any] = {
-        "resourceslices": [
-            s
-            for s in listing(suite.kube.resource.list_resource_slice)
-            if (s.get("spec") or {}).get("driver") == suite.profile.driver
-        ]
-    }
-    try:
-        for node, text in suite.provider.driver_logs(tail=80).items():
-            out[f"driver log {node}"] = text
-    except Exception as exc:
-        out["driver logs"] = f"unavailable: {type(exc).__name__}: {exc}"
-    return out
 
 
 # ---- hooks ----------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Driver profiles: what the driver under test is called, how it is installed and what it claims.
 
-A profile is a YAML file in ``fixtures/drivers/`` (or any path). The schema is strict: an unknown
-key is an error that names the key, where it sits and the keys that are valid there, because a
-misspelt key silently ignored would make the suite test something other than what the vendor meant.
+A profile is a YAML file shipped in ``conformance/data/drivers/`` (given by name) or any path. The schema
+is strict: an unknown key is an error that names the key, where it sits and the keys that are valid
+there, because a misspelt key silently ignored would make the suite test something other than what the
+vendor meant.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 import yaml
 
+from conformance.resources import drivers_dir
 from sim import quantity as q
 from sim.kubelet.launch import LaunchError, LaunchSpec
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "drivers"
+PROFILE_DIR = drivers_dir()
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -481,7 +483,8 @@ def template_fields(template: str) -> list[str]:
 
 
 def resolve_profile_path(name_or_path: str) -> Path:
-    """A profile name (``reference``) is looked up in fixtures/drivers; anything else is a path."""
+    """A profile name (``reference``) is looked up in the shipped profiles (conformance/data/drivers);
+    anything else is a path, relative to the current directory."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or "/" in name_or_path:
         return candidate

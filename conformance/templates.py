@@ -16,8 +16,9 @@ import kubernetes_validate
 import yaml
 
 from conformance.profiles import DriverProfile, yaml_problem
+from conformance.resources import claims_dir
 
-CLAIMS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "claims"
+CLAIMS_DIR = claims_dir()
 SCHEMA_VERSIONS = ("1.34.0", "1.35.0", "1.36.0", "1.37.0")
 SEED_DRIVER = "gpu.nvidia.com"
 
@@ -74,13 +75,13 @@ def load_templates(directory: Path, version: str) -> list[ClaimTemplate]:
         what = "is not a directory" if directory.exists() else "does not exist"
         raise TemplateError(
             f"--claim-templates {directory} {what}; pass a directory of "
-            "ResourceClaimTemplate YAML files (default: fixtures/claims)."
+            "ResourceClaimTemplate YAML files (default: the shipped seed templates)."
         )
     paths = sorted(directory.glob("*.yaml"))
     if not paths:
         raise TemplateError(
             f"--claim-templates {directory} holds no *.yaml file; put at least one "
-            "ResourceClaimTemplate there or leave the option out to use fixtures/claims."
+            "ResourceClaimTemplate there or leave the option out to use the shipped seed templates."
         )
     out = []
     for path in paths:

@@ -26,7 +26,8 @@ from typing import Any, NoReturn
 
 import yaml
 
-from conformance.options import OPTIONS, SHARED_OPTIONS, dest
+from conformance.config import CLUSTERS, DEFAULT_MOCK_GPUS, RunConfig
+from conformance.options import OPTIONS, SHARED_OPTIONS
 from conformance.profiles import DriverProfile, ProfileError, load_profile, yaml_problem
 from conformance.templates import (
     SCHEMA_VERSIONS,
@@ -38,7 +39,7 @@ from conformance.templates import (
 
 EXIT_BAD_INPUT = 4
 REACH_TIMEOUT = 10.0
-DEFAULT_SIM_GPUS = "rtx3090x2"
+DEFAULT_SIM_GPUS = DEFAULT_MOCK_GPUS  # kept for callers of the old name
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
@@ -63,20 +64,23 @@ class Inputs:
     feature_gates: dict[str, bool] = field(default_factory=dict)
     kube_version: str | None = None
     driver_command: str | None = None
+    config: RunConfig = field(default_factory=RunConfig)  # the run configuration these were read from
 
 
-def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None = None) -> Inputs:
-    """Check every option in ``opts`` (dest -> value, as argparse/pytest name them); raise BadInput."""
-    o = _Opts(opts)
+def check(opts: RunConfig | Mapping[str, Any], *, engine_answers: Callable[[], bool] | None = None) -> Inputs:
+    """Check a run configuration (or option values keyed by dest, as argparse/pytest name them, which
+    become one); raise BadInput."""
+    cfg = opts if isinstance(opts, RunConfig) else RunConfig.from_options(opts)
+    o = _Opts(cfg)
     _check_numbers(o)
-    report_dir = Path(o.get("report_dir") or "reports")
+    report_dir = cfg.report_dir
     if report_dir.exists() and not report_dir.is_dir():
         raise BadInput(
             f"--report-dir {report_dir} is a file, not a directory; pass a directory (it is "
             "created when missing)."
         )
     try:
-        profile = load_profile(o.get("driver_profile") or "reference")
+        profile = load_profile(cfg.driver_profile)
     except ProfileError as exc:
         raise BadInput(str(exc)) from None
     provider = _choose_provider(o, engine_answers or container_engine_answers)
@@ -98,7 +102,7 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
         _check_driver_command(o.get("sim_driver_command"))
         _check_sim_launch(profile, o.get("sim_driver_command"), nodes, o.get("gpus"))
     if provider in ("sim", "kind"):
-        check_gpu_profiles(o.get("gpus") or (DEFAULT_SIM_GPUS if provider == "sim" else None), nodes)
+        check_gpu_profiles(cfg.mock_gpus_for(provider), nodes)
     if provider == "existing":
         schema = schema_version(server_version)
     elif provider == "sim":
@@ -108,7 +112,7 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
     else:
         schema = SCHEMA_VERSIONS[-1]
     try:
-        templates = load_templates(Path(o.get("claim_templates")), schema)
+        templates = load_templates(cfg.claim_templates, schema)
     except TemplateError as exc:
         raise BadInput(str(exc)) from None
     if provider == "sim":
@@ -125,20 +129,18 @@ def check(opts: Mapping[str, Any], *, engine_answers: Callable[[], bool] | None 
         feature_gates=gates,
         kube_version=kube_version,
         driver_command=o.get("sim_driver_command"),
+        config=cfg,
     )
 
 
 class _Opts:
-    def __init__(self, opts: Mapping[str, Any]) -> None:
-        self._opts = opts
+    """Reads a RunConfig's fields by their option dest (the checks below name options that way)."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self._cfg = cfg
 
     def get(self, name: str) -> Any:
-        if name in self._opts:
-            return self._opts[name]
-        for flag, kw in (*OPTIONS, *SHARED_OPTIONS):
-            if dest(flag) == name:
-                return kw.get("default")
-        raise KeyError(name)
+        return getattr(self._cfg, name)
 
 
 def _check_numbers(o: _Opts) -> None:
@@ -160,8 +162,8 @@ def _check_numbers(o: _Opts) -> None:
 
 def _choose_provider(o: _Opts, engine_answers: Callable[[], bool]) -> str:
     cluster = o.get("cluster") or "auto"
-    if cluster not in ("auto", "kind", "existing", "sim"):
-        raise BadInput(f"--cluster {cluster!r} is not one of auto, kind, existing, sim; pick one of those.")
+    if cluster not in CLUSTERS:
+        raise BadInput(f"--cluster {cluster!r} is not one of {', '.join(CLUSTERS)}; pick one of those.")
     if cluster != "auto":
         return cluster
     if o.get("kubeconfig"):

@@ -24,8 +24,8 @@ import yaml
 from conformance import validate
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = yaml.safe_load((REPO / "fixtures/drivers/reference.yaml").read_text())
-SEED_CLAIM = yaml.safe_load((REPO / "fixtures/claims/gpu-6gi-any.yaml").read_text())
+REFERENCE = yaml.safe_load((REPO / "conformance/data/drivers/reference.yaml").read_text())
+SEED_CLAIM = yaml.safe_load((REPO / "conformance/data/claims/gpu-6gi-any.yaml").read_text())
 RTX = yaml.safe_load((REPO / "fixtures/gpus/rtx3090x2.yaml").read_text())
 
 

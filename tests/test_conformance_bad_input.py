@@ -60,7 +60,7 @@ def write_kubeconfig(path: Path, server: str) -> Path:
 
 
 def test_unknown_profile_key_stops_before_any_cluster(tmp_path: Path) -> None:
-    profile = yaml.safe_load((REPO / "fixtures/drivers/reference.yaml").read_text())
+    profile = yaml.safe_load((REPO / "conformance/data/drivers/reference.yaml").read_text())
     profile["claims"]["sharingMode"] = "memory"
     path = tmp_path / "vendor.yaml"
     path.write_text(yaml.safe_dump(profile))
@@ -164,7 +164,7 @@ def test_cluster_without_dra_api_is_named(tmp_path: Path) -> None:
 def test_invalid_claim_template_stops_before_anything_is_created(tmp_path: Path) -> None:
     templates = tmp_path / "claims"
     templates.mkdir()
-    body = yaml.safe_load((REPO / "fixtures/claims/gpu-6gi-any.yaml").read_text())
+    body = yaml.safe_load((REPO / "conformance/data/claims/gpu-6gi-any.yaml").read_text())
     body["spec"]["spec"]["devices"]["requests"][0]["exactly"]["capacity"]["request"] = {"memory": "6Gi"}
     (templates / "broken.yaml").write_text(yaml.safe_dump(body))
     with running_sim(nodes=["node-1"]) as sim:

@@ -80,7 +80,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 "spec": {"selectors": [selector]},
             }
         )
-        profile = yaml.safe_load((REPO / "fixtures/drivers/reference.yaml").read_text())
+        profile = yaml.safe_load((REPO / "conformance/data/drivers/reference.yaml").read_text())
         profile["install"] = {"method": "preinstalled"}
         (tmp / "preinstalled.yaml").write_text(yaml.safe_dump(profile))
         yield Cluster(kubeconfig, tmp / "preinstalled.yaml", client.CoreV1Api(api), resource)

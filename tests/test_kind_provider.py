@@ -126,7 +126,7 @@ BUILD = [
 CREATE = [
     "kind get clusters",
     f"kind create cluster --name={CLUSTER} --kubeconfig=<tmp>/work/kubeconfig "
-    "--config <repo>/kind-config/mock-gpus.yaml",
+    "--config <repo>/conformance/data/kind-config/mock-gpus.yaml",
     f"kind get nodes --name {CLUSTER}",
     f"kubectl {K} wait --for=condition=Ready node --all --timeout=300s",
     f"kubectl {K} version -o json",

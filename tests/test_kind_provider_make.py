@@ -87,7 +87,7 @@ BUILD = [
 CREATE = [
     "kind get clusters",
     f"kind create cluster --name={CLUSTER} --kubeconfig=<work>/kubeconfig "
-    "--config <repo>/kind-config/mock-gpus.yaml",
+    "--config <repo>/conformance/data/kind-config/mock-gpus.yaml",
     f"kind get nodes --name {CLUSTER}",
     "kubectl --kubeconfig <work>/kubeconfig wait --for=condition=Ready node --all --timeout=300s",
     "kubectl --kubeconfig <work>/kubeconfig version -o json",

@@ -84,8 +84,8 @@ DIAGNOSES = [
     ("kube-apiserver dropped allowMultipleAllocations/requestPolicy", "conformance/preflight.py"),
     ("the cluster does not serve the DRA API (resource.k8s.io/v1)", "conformance/preflight.py"),
     ("no ResourceSlice of driver", "conformance/preflight.py"),
-    ("GPUs under test already hold allocations", "conformance/plugin.py"),
-    ("cannot reach the cluster at", "conformance/plugin.py"),
+    ("GPUs under test already hold allocations", "conformance/bringup.py"),
+    ("cannot reach the cluster at", "conformance/bringup.py"),
     (
         "devices without allowMultipleAllocations: true although the profile says",
         "conformance/scenarios/test_publish.py",

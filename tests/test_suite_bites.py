@@ -59,7 +59,7 @@ REPUBLISH_6S = "--driver-profile=<reference, republishTimeout 6>"
 
 
 def republish_6s_profile(tmp_path: Path) -> str:
-    data = yaml.safe_load((REPO / "fixtures/drivers/reference.yaml").read_text())
+    data = yaml.safe_load((REPO / "conformance/data/drivers/reference.yaml").read_text())
     data["sim"]["republishTimeout"] = 6
     path = tmp_path / "reference-republish-6s.yaml"
     path.write_text(yaml.safe_dump(data))

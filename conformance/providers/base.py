@@ -5,7 +5,7 @@ cluster through the kubeconfig in the handle, so every scenario runs unchanged o
 the provider owns what differs: bringing the cluster up, installing the driver, restarting it,
 reading its logs and tearing everything down.
 
-Lifecycle, as driven by ``conformance.plugin``::
+Lifecycle, as driven by ``conformance.bringup``::
 
     provider = make_provider(config)          # cheap, validates options only
     handle = provider.start()                 # cluster up, kubeconfig written

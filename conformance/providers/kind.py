@@ -6,16 +6,16 @@
    the same name exists, so a run never adopts or destroys a cluster it did not make;
 2. build the reference driver image with ``make -C deployments/container build`` (only for our chart),
    before any cluster exists, so a build failure leaves nothing behind;
-3. create the cluster from ``kind-config/`` through pytest-kind-ng's ``KindCluster`` (mock GPUs, or
-   real GPUs nvkind style with ``--gpus nvml``), wait until every node is Ready;
+3. create the cluster from ``conformance/data/kind-config/`` through pytest-kind-ng's ``KindCluster``
+   (mock GPUs, or real GPUs nvkind style with ``--gpus nvml``), wait until every node is Ready;
 4. ``kind load`` the image, ``helm install`` the chart with the profile's values;
 5. at the end (or on any failure after step 3) export kind's logs when asked and delete the cluster,
    unless ``--keep-cluster``.
 
 Settings that are specific to kind come from the environment, because the suite's options are shared by
 all providers: ``KIND_CLUSTER_NAME`` (kind's own variable), ``KIND_NODE_IMAGE`` (overrides the image
-pinned in kind-config/), ``IMAGE_NAME``/``IMAGE_TAG`` (as for ``make image``), ``KIND_EXPORT_LOGS`` (a
-directory for ``kind export logs`` before the cluster is deleted).
+pinned in conformance/data/kind-config/), ``IMAGE_NAME``/``IMAGE_TAG`` (as for ``make image``),
+``KIND_EXPORT_LOGS`` (a directory for ``kind export logs`` before the cluster is deleted).
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
+from conformance.resources import kind_config_dir
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-KIND_CONFIG_DIR = REPO_ROOT / "kind-config"
+KIND_CONFIG_DIR = kind_config_dir()
 MOCK_GPUS_CONFIG = KIND_CONFIG_DIR / "mock-gpus.yaml"
 REAL_GPUS_CONFIG = KIND_CONFIG_DIR / "real-gpus.yaml"
 GPU_NODE_SETUP = KIND_CONFIG_DIR / "gpu-node-setup.sh"

@@ -269,7 +269,7 @@ def node_values(
 
 
 REFERENCE_DRIVER_NAME = "gpu.sharing.example.dev"
-# How the reference driver runs on a sim node; fixtures/drivers/reference.yaml says the same (a test
+# How the reference driver runs on a sim node; conformance/data/drivers/reference.yaml says the same (a test
 # keeps the two equal).
 REFERENCE_ARGS = (
     "--node-name",

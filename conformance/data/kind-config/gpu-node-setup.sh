@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inside a kind worker that received GPUs through /var/run/nvidia-container-devices/<i> mounts
-# (kind-config/real-gpus.yaml). The same steps as nvkind: install the NVIDIA Container Toolkit, make the
+# (conformance/data/kind-config/real-gpus.yaml). The same steps as nvkind: install the NVIDIA Container Toolkit, make the
 # nvidia runtime containerd's default with CDI on, and stop the driver from recreating device nodes the
 # worker must not see. The kind provider runs it with `docker exec -i <worker> bash -s`.
 set -euo pipefail
