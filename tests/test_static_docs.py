@@ -75,7 +75,7 @@ DIAGNOSES = [
     ("listed no GPU", "conformance/providers/kind.py"),
     ("installing the nvidia runtime in", "conformance/providers/kind.py"),
     ("kind load docker-image", "conformance/providers/kind.py"),
-    ("helm install of", "conformance/providers/kind.py"),
+    ("helm install of", "conformance/providers/helm.py"),
     ("says the driver is already installed", "conformance/providers/kind.py"),
     (
         "memoryPolicy.min/memoryPolicy.step need sharing=true",

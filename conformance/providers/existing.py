@@ -1,14 +1,14 @@
 """The existing provider: a cluster someone else runs (GPU runners, real clusters).
 
 It never creates or deletes a cluster, and only touches namespaces the suite created plus, when the
-profile says the suite installs the driver, that Helm release.
+profile says the suite installs the driver, that Helm release (conformance/providers/helm.py, the deployer
+it shares with kind).
 """
 
 from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,43 +21,7 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
-
-HELM_TIMEOUT = 600
-
-
-def _flatten(values: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k, v in values.items():
-        path = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out += _flatten(v, path + ".")
-        else:
-            out.append(f"{path}={str(v).lower() if isinstance(v, bool) else v}")
-    return out
-
-
-def helm_args(config: ProviderConfig) -> list[str]:
-    """`helm upgrade --install` for the profile's chart, image and values."""
-    inst = config.profile.install
-    args = [
-        "upgrade",
-        "--install",
-        inst.release or config.profile.name,
-        inst.chart,
-        "--namespace",
-        inst.namespace or config.profile.name,
-        "--create-namespace",
-        "--wait",
-    ]
-    values = dict(inst.values)
-    if inst.image_repository:
-        values.setdefault("image", {})
-        values["image"] = {**values["image"], "repository": inst.image_repository}
-        if inst.image_tag:
-            values["image"]["tag"] = inst.image_tag
-    for item in _flatten(values):
-        args += ["--set", item]
-    return args
+from conformance.providers.helm import HelmDeployer, profile_values
 
 
 class ExistingProvider(Provider):
@@ -66,7 +30,7 @@ class ExistingProvider(Provider):
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
-        self._installed = False
+        self._helm: HelmDeployer | None = None  # once deploy_driver began the install
         self._kube: Any = None
 
     def start(self) -> ClusterHandle:
@@ -119,42 +83,30 @@ class ExistingProvider(Provider):
                 "PATH; install helm, or install the driver yourself and set install.method: "
                 "preinstalled."
             )
-        proc = subprocess.run(
-            [helm, "--kubeconfig", str(self.config.kubeconfig), *helm_args(self.config)],
-            capture_output=True,
-            text=True,
-            timeout=HELM_TIMEOUT,
+        assert self.config.kubeconfig is not None  # start() checked it
+        # The cluster may hold this release from an earlier run: upgrade it rather than fail.
+        self._helm = HelmDeployer(
+            helm=helm,
+            kubeconfig=Path(self.config.kubeconfig),
+            release=inst.release or self.config.profile.name,
+            namespace=inst.namespace or self.config.profile.name,
+            chart=inst.chart,
+            values_file=self.config.work_dir / "driver-values.yaml",
+            install_verb=("upgrade", "--install"),
+            profile_source=self.config.profile.source or self.config.profile.name,
         )
-        if proc.returncode != 0:
-            raise ProviderError(
-                f"helm install of {inst.chart} failed: {proc.stderr.strip()[-500:]}; fix the "
-                "chart values in the driver profile."
-            )
-        self._installed = True
+        self._helm.install(profile_values(inst))
         image = f"{inst.image_repository}:{inst.image_tag}" if inst.image_repository else ""
-        return DriverDeployment(driver_name=self.config.profile.driver, image=image, installed_by_suite=True)
+        return DriverDeployment(
+            driver_name=self.config.profile.driver,
+            image=image,
+            installed_by_suite=True,
+            details=self._helm.details(),
+        )
 
     def teardown_driver(self) -> None:
-        if not self._installed:
-            return
-        inst = self.config.profile.install
-        helm = shutil.which("helm")
-        if helm:
-            subprocess.run(
-                [
-                    helm,
-                    "--kubeconfig",
-                    str(self.config.kubeconfig),
-                    "uninstall",
-                    inst.release or self.config.profile.name,
-                    "--namespace",
-                    inst.namespace or self.config.profile.name,
-                    "--wait",
-                ],
-                capture_output=True,
-                timeout=HELM_TIMEOUT,
-            )
-        self._installed = False
+        if self._helm is not None:
+            self._helm.uninstall()
 
     def _driver_pods(self, node: str | None) -> list[dict[str, Any]]:
         from conformance.kube import items

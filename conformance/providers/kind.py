@@ -40,6 +40,7 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
+from conformance.providers.helm import COMMAND_TIMEOUT_S, HelmDeployer, deep_merge, last_line, run_tool
 from conformance.resources import kind_config_dir
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ NVML = "nvml"
 
 # Bounds for the steps that wait on the cluster; each names what it waited for when it gives up.
 NODE_READY_TIMEOUT_S = 300
-HELM_TIMEOUT = "5m0s"
-COMMAND_TIMEOUT_S = 1800  # an image build or a node setup (apt) on a slow runner
 POD_DELETE_TIMEOUT_S = 120
 
 _KIND_VERSION_RE = re.compile(r"\bv(\d+)\.(\d+)\.(\d+)")
@@ -96,13 +95,6 @@ def _find_tool(tool: str) -> str:
     return found
 
 
-def _last_line(text: str) -> str:
-    """The most telling line of a tool's output: the last one that is not make's own "Error N" trailer."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    telling = [line for line in lines if not re.match(r"^make(\[\d+\])?: ", line)]
-    return (telling or lines or ["(no output)"])[-1]
-
-
 def nvkind_config(base: dict[str, Any], gpu_count: int) -> dict[str, Any]:
     """``base`` with one ``/dev/null`` mount per GPU onto /var/run/nvidia-container-devices/<i> on the
     GPU worker (nvkind's mechanism: the nvidia runtime hands exactly those GPUs to the node)."""
@@ -128,16 +120,6 @@ def nvkind_config(base: dict[str, Any], gpu_count: int) -> dict[str, Any]:
         for i in range(gpu_count)
     ]
     return config
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 class KindProvider(Provider):
@@ -185,7 +167,7 @@ class KindProvider(Provider):
         self._tools: dict[str, str] = {}
         self._cluster: Any = None  # pytest_kind.KindCluster once creation started
         self._created = False  # True from the moment `kind create` may have made something
-        self._installed = False
+        self._helm: HelmDeployer | None = None  # once deploy_driver began the install
         self._loaded_image = False
 
     # ----- helpers -------------------------------------------------------------------------------------
@@ -210,22 +192,8 @@ class KindProvider(Provider):
         stdin: Any = None,
         check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command; on failure raise ProviderError naming what failed, kind's/helm's last words and
-        the fix. Output is kept, not streamed, so the message can quote it."""
-        log.info("kind provider: %s", " ".join(argv))
-        try:
-            done = subprocess.run(
-                list(argv), stdin=stdin, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ProviderError(
-                f"{what} did not finish within {int(timeout)} s ({' '.join(argv)}); {fix}."
-            ) from exc
-        if check and done.returncode != 0:
-            raise ProviderError(
-                f"{what} failed (exit {done.returncode}: {_last_line(done.stderr or done.stdout)}); {fix}."
-            )
-        return done
+        """The shared runner (conformance/providers/helm.py): ProviderError quotes the tool and the fix."""
+        return run_tool(argv, what, fix, timeout=timeout, stdin=stdin, check=check)
 
     def _kubectl(
         self, *args: str, what: str, fix: str, timeout: float = 120, check: bool = True
@@ -341,7 +309,7 @@ class KindProvider(Provider):
             return str(json.loads(out)["serverVersion"]["gitVersion"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ProviderError(
-                f"kubectl version printed no serverVersion ({_last_line(out)}); check that the "
+                f"kubectl version printed no serverVersion ({last_line(out)}); check that the "
                 "kind cluster's API server answers."
             ) from exc
 
@@ -377,7 +345,7 @@ class KindProvider(Provider):
                     self.cluster_name,
                 )
         self._created = False
-        self._installed = False
+        self._helm = None
 
     # ----- Provider ------------------------------------------------------------------------------------
 
@@ -472,7 +440,7 @@ class KindProvider(Provider):
                 if self.real_gpus
                 else {"source": "mock", "mockProfile": self._mock_profile()}
             )
-        return _deep_merge(values, extra)
+        return deep_merge(values, extra)
 
     def _image_is_local(self) -> bool:
         if not self.image:
@@ -501,65 +469,28 @@ class KindProvider(Provider):
                     "Docker has free disk space."
                 ) from exc
             self._loaded_image = True
-        values_file = self.config.work_dir / "driver-values.yaml"
-        values_file.parent.mkdir(parents=True, exist_ok=True)
-        values_file.write_text(yaml.safe_dump(self._values(), sort_keys=True))
-        self._installed = True  # a failed install may still have created objects: uninstall covers both
-        self._run(
-            [
-                self._tools["helm"],
-                "install",
-                self.release,
-                str(self.chart),
-                "--namespace",
-                self.namespace,
-                "--create-namespace",
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--values",
-                str(values_file),
-                "--wait",
-                "--timeout",
-                HELM_TIMEOUT,
-            ],
-            f"helm install of {self.chart}",
-            f"fix the chart value or the driver error quoted here (values come from the driver profile "
-            f"{self.config.profile.source or self.config.profile.name} and {values_file})",
+        self._helm = HelmDeployer(
+            helm=self._tools["helm"],
+            kubeconfig=self.kubeconfig,
+            release=self.release,
+            namespace=self.namespace,
+            chart=str(self.chart),
+            values_file=self.config.work_dir / "driver-values.yaml",
+            profile_source=self.config.profile.source or self.config.profile.name,
         )
+        self._helm.install(self._values())
         return DriverDeployment(
             driver_name=self.config.profile.driver,
             image=self.image,
             version=self.image.rpartition(":")[2],
             installed_by_suite=True,
-            details={
-                "release": self.release,
-                "namespace": self.namespace,
-                "chart": str(self.chart),
-                "values": str(values_file),
-            },
+            details=self._helm.details(),
         )
 
     def teardown_driver(self) -> None:
-        if not self._installed or not self._created:
+        if self._helm is None or not self._created:
             return
-        self._run(
-            [
-                self._tools["helm"],
-                "uninstall",
-                self.release,
-                "--namespace",
-                self.namespace,
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--wait",
-                "--timeout",
-                HELM_TIMEOUT,
-            ],
-            f"helm uninstall {self.release}",
-            "remove the release by hand (helm uninstall)",
-            check=False,
-        )
-        self._installed = False
+        self._helm.uninstall()
 
     def _require_selector(self) -> str:
         if not self.pod_selector:
@@ -611,7 +542,7 @@ class KindProvider(Provider):
             check=False,
         )
         if listed.returncode != 0:
-            return {node or "*": f"could not list driver pods: {_last_line(listed.stderr)}"}
+            return {node or "*": f"could not list driver pods: {last_line(listed.stderr)}"}
         logs: dict[str, str] = {}
         for pod in json.loads(listed.stdout or "{}").get("items", []):
             pod_node = pod.get("spec", {}).get("nodeName", "")
