@@ -54,7 +54,7 @@ test: lint cel
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
-		driver/api/dra_v1.proto driver/api/dra_v1beta1.proto driver/api/pluginregistration.proto
+		drakit/api/dra_v1.proto drakit/api/dra_v1beta1.proto drakit/api/pluginregistration.proto
 
 bench: $(STAMP) cel
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

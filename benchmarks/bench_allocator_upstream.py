@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from allocator_scenarios import CLASSES, NODE, generate, uuids  # noqa: E402
 from bench_allocator import POD_CLAIM, _large_cluster, large_case  # noqa: E402
 
+from drakit.quantity import canonical  # noqa: E402
 from sim.allocator import AllocatorError, Features, SelectorCache, allocate  # noqa: E402
 from sim.allocator_state import AllocatedState  # noqa: E402
-from sim.quantity import canonical  # noqa: E402
 
 GATES = ("DRAConsumableCapacity", "DRAPrioritizedList", "DRAAdminAccess", "DRAPartitionableDevices")
 REPROS = ROOT / "tests" / "fixtures" / "allocator-repros"

@@ -17,20 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from driver.inventory.mock import load_profile
+from drakit.gpuprofiles import load_profile
 from driver.kube import api_client
 from driver.publisher import SlicePublisher
 from driver.slices import PublishSettings
-from driver.testing import (
-    DRIVER,
-    DRAClient,
-    DriverProcess,
-    allocated_claim,
-    result,
-    short_tmp_dir,
-    sim_api,
-    wait_for_file,
-)
+from driver.testing import DRIVER, DRAClient, DriverProcess, allocated_claim, result, short_tmp_dir
+from sim.testing import sim_api, wait_for_file
 
 
 def pct(samples: list[float], q: float) -> float:

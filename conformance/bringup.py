@@ -40,6 +40,7 @@ from conformance.session import Suite
 from conformance.templates import TemplateError, load_templates, schema_version
 from conformance.validate import Inputs
 from conformance.workloads import NAMESPACE_PREFIX
+from drakit.gpuprofiles import InventoryError, resolve_profile
 
 # --cluster -> the provider class ("module:Class"), imported only when chosen (kind's needs an extra).
 PROVIDERS = {
@@ -333,15 +334,11 @@ def load_gpu_profile(spec: str | None) -> dict[str, Any] | None:
     """The mock GPU profile(s) behind --gpus (``NAME``, a path, or ``node=NAME,...``), merged, so the
     publish check can compare published memory with each model's real size."""
     merged: dict[str, Any] = {"gpus": []}
-    from driver.inventory.mock import PROFILE_DIR as GPU_PROFILE_DIR
-
     for part in (spec or DEFAULT_MOCK_GPUS).split(","):
-        path = Path(part.partition("=")[2] or part) if "=" in part else Path(part)
-        if not path.suffix:
-            # A name: the driver's own look-up directory, so both always read the same file.
-            path = GPU_PROFILE_DIR / f"{path}.yaml"
-        with contextlib.suppress(OSError, yaml.YAMLError):
-            data = yaml.safe_load(path.read_text())
+        # The driver's own look-up (drakit), so both always read the same file; a profile the input check
+        # let through but that cannot be read now only loses this comparison.
+        with contextlib.suppress(InventoryError, OSError, yaml.YAMLError):
+            data = yaml.safe_load(resolve_profile(part.partition("=")[2] or part).read_text())
             if isinstance(data, dict):
                 merged["gpus"] += list(data.get("gpus") or [])
     return merged if merged["gpus"] else None

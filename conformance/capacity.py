@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sim import quantity as q
+from drakit import quantity as q
 
 
 def parse(value: Any) -> int:

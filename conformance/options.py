@@ -41,7 +41,7 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             f"{DEFAULT_DRIVER_PROFILE})",
         },
     ),
-    ("--gpus", {"default": None, "help": "mock GPU profile for kind/sim (name in fixtures/gpus or path)"}),
+    ("--gpus", {"default": None, "help": "mock GPU profile for kind/sim (name in drakit/gpus or path)"}),
     ("--report-dir", {"default": DEFAULT_REPORT_DIR, "help": "where report.json and report.md go"}),
     (
         "--claim-templates",

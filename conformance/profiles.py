@@ -8,9 +8,11 @@ vendor meant.
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,8 @@ from typing import Any
 import yaml
 
 from conformance.resources import drivers_dir
-from sim import quantity as q
-from sim.kubelet.launch import LaunchError, LaunchSpec
+from drakit import quantity as q
+from drakit.launch import LaunchError, LaunchSpec
 
 PROFILE_DIR = drivers_dir()
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -70,7 +72,7 @@ _INSTALL: _Spec = {
     # label selector of the driver's kubelet-plugin pods (restart and logs on kind/existing)
     "podSelector": (str, False, None),
 }
-# How to run the driver on the simulated cluster (sim/kubelet/launch.py is the contract it fills).
+# How to run the driver on the simulated cluster (drakit/launch.py is the contract it fills).
 _SIM: _Spec = {
     "command": (list, True, None),
     "args": (list, False, None),
@@ -551,3 +553,36 @@ def parse_profile(data: Any, source: str = "<inline>") -> DriverProfile:
         pod_image=data.get("pod", {}).get("image", "busybox:1.36"),
         source=source,
     )
+
+
+def resolve_sim_launch(
+    profile: DriverProfile, driver_command: str | None, nodes: Iterable[str], gpus: str | None
+) -> LaunchSpec:
+    """The profile's sim: section, with ${VARIABLES} from the environment and --sim-driver-command, as
+    the sim kubelet's launch spec; ProfileError names the field and the fix. The input check before a
+    run and the sim provider both call this, so they cannot disagree."""
+    if profile.sim is None:
+        raise ProfileError(
+            f"driver profile {profile.name!r} has no 'sim' section, so the sim cannot "
+            "run its driver; add sim.command (docs/driver-profiles.md) or use --cluster "
+            "kind or existing."
+        )
+    override = shlex.split(driver_command) if driver_command else None
+    fix = "give the driver's path with --sim-driver-command (make SIM_DRIVER_COMMAND=/path/to/driver)"
+    try:
+        if override:  # the command the user named is checked first: the rest is the profile's
+            LaunchSpec.from_dict({"name": profile.driver, "command": override}).executable(
+                "--sim-driver-command", fix=fix
+            )
+        spec = profile.sim.resolve(profile.driver, os.environ, override)
+        spec.check_nodes(nodes)
+        spec.executable("--sim-driver-command" if override else "sim.command", fix=fix)
+    except (ProfileError, LaunchError) as exc:
+        raise ProfileError(f"driver profile {profile.name}: {exc}") from None
+    if gpus and "gpus" not in spec.placeholders():
+        raise ProfileError(
+            f"--gpus {gpus} has no effect on driver profile {profile.name}: its sim "
+            "section does not use {gpus} (the driver finds its own hardware); drop "
+            "--gpus (make GPUS=)."
+        )
+    return spec

@@ -28,7 +28,7 @@ import yaml
 
 from conformance.config import CLUSTERS, DEFAULT_MOCK_GPUS, RunConfig
 from conformance.options import OPTIONS, SHARED_OPTIONS
-from conformance.profiles import DriverProfile, ProfileError, load_profile, yaml_problem
+from conformance.profiles import DriverProfile, ProfileError, load_profile, resolve_sim_launch, yaml_problem
 from conformance.templates import (
     SCHEMA_VERSIONS,
     ClaimTemplate,
@@ -36,6 +36,10 @@ from conformance.templates import (
     load_templates,
     schema_version,
 )
+from drakit.gates import DEFAULT_VERSION, SUPPORTED_VERSIONS, parse_feature_gates
+from drakit.gpuprofiles import InventoryError, parse_gpus
+from drakit.gpuprofiles import load_profile as load_gpu_profile
+from drakit.nodedirs import NodeDirs
 
 EXIT_BAD_INPUT = 4
 REACH_TIMEOUT = 10.0
@@ -106,8 +110,6 @@ def check(opts: RunConfig | Mapping[str, Any], *, engine_answers: Callable[[], b
     if provider == "existing":
         schema = schema_version(server_version)
     elif provider == "sim":
-        from sim.config import DEFAULT_VERSION
-
         schema = schema_version(kube_version or DEFAULT_VERSION)
     else:
         schema = SCHEMA_VERSIONS[-1]
@@ -201,8 +203,6 @@ def _check_nodes(text: str) -> tuple[str, ...]:
 def _check_socket_room(driver: str, nodes: tuple[str, ...]) -> None:
     """The sim's state dir will be TMPDIR/gsc-XXXXXXXX/sim-state: its driver sockets must fit in a unix
     socket path, which a deep TMPDIR (CI runners, pytest's tmp_path) can overflow."""
-    from sim.kubelet.nodedirs import NodeDirs
-
     state_dir = Path(tempfile.gettempdir()) / "gsc-XXXXXXXX" / "sim-state"
     for node in nodes:
         try:
@@ -216,8 +216,6 @@ def _check_socket_room(driver: str, nodes: tuple[str, ...]) -> None:
 
 
 def _check_gates(text: str) -> dict[str, bool]:
-    from sim.config import parse_feature_gates
-
     try:
         return parse_feature_gates(text)
     except ValueError as exc:
@@ -226,8 +224,6 @@ def _check_gates(text: str) -> dict[str, bool]:
 
 
 def _check_kube_version(version: str | None) -> None:
-    from sim.config import SUPPORTED_VERSIONS
-
     if version is not None and version not in SUPPORTED_VERSIONS:
         raise BadInput(
             f"--sim-kube-version {version!r} is not emulated; use one of {', '.join(SUPPORTED_VERSIONS)}."
@@ -238,12 +234,9 @@ def _check_sim_launch(
     profile: DriverProfile, driver_command: str | None, nodes: tuple[str, ...], gpus: str | None
 ) -> None:
     """The profile's sim: section resolves into a runnable launch spec (the provider's own check)."""
-    from conformance.providers.base import ProviderError
-    from conformance.providers.sim import resolve_launch
-
     try:
-        resolve_launch(profile, driver_command, nodes, gpus)
-    except ProviderError as exc:
+        resolve_sim_launch(profile, driver_command, nodes, gpus)
+    except ProfileError as exc:
         raise BadInput(str(exc)) from None
 
 
@@ -269,14 +262,9 @@ def check_gpu_profiles(spec: str | None, nodes: tuple[str, ...]) -> None:
     crash-looping the driver."""
     if spec is None:
         return
-    from driver.inventory import InventoryError
-    from driver.inventory.mock import load_profile as load_gpu_profile
-
     if spec == "nvml":
         return
     if nodes:
-        from sim.kubelet.fleet import parse_gpus
-
         try:
             mapping = parse_gpus(spec, list(nodes))
         except ValueError as exc:
@@ -291,7 +279,7 @@ def check_gpu_profiles(spec: str | None, nodes: tuple[str, ...]) -> None:
         except InventoryError as exc:
             raise BadInput(
                 f"--gpus: {' '.join(str(exc).split())}; fix the GPU profile or pass one of "
-                "fixtures/gpus (rtx3090x2, mixed, h100x8, odd16380)."
+                "drakit/gpus (rtx3090x2, mixed, h100x8, odd16380)."
             ) from None
 
 

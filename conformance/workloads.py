@@ -22,7 +22,7 @@ from conformance.inventory import Gpu
 from conformance.kube import Kube, condition, items, raw
 from conformance.observe import FinalSignal, State, WaitTimeout, hold, wait_for, wait_for_all
 from conformance.podfate import Cause, cause_of, pod_events
-from sim.quantity import capacity_key as q_key
+from drakit.quantity import capacity_key as q_key
 
 if TYPE_CHECKING:
     from conformance.session import Suite

@@ -4,12 +4,12 @@ function, so every rule about which results count and how devices are named is i
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from drakit.draclient import ClaimRef
+from drakit.quantity import QuantityError, parse_bytes
 from driver import cdi
 from driver.inventory import GpuInfo
-from driver.quantities import QuantityError, parse_bytes
 
 CONFIG_KIND = "GpuConfig"
 _SHARE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
@@ -17,16 +17,6 @@ _SHARE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 
 class ClaimError(Exception):
     """This claim cannot be prepared; the message names the claim and what is wrong with it."""
-
-
-@dataclass(frozen=True)
-class ClaimRef:
-    namespace: str
-    uid: str
-    name: str
-
-    def __str__(self) -> str:
-        return f"ResourceClaim {self.namespace}/{self.name} (uid {self.uid})"
 
 
 def config_api_version(driver_name: str) -> str:

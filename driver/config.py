@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from driver.quantities import QuantityError, parse_bytes
+from drakit.quantity import QuantityError, parse_bytes
 
 DEFAULT_DRIVER_NAME = "gpu.sharing.example.dev"
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add("--node-name", "name of this node; also the pool name (required)")
     add("--kubeconfig", "kubeconfig path; in-cluster config when omitted")
-    add("--gpus", "'nvml' for real GPUs, or a mock profile (path or name in fixtures/gpus) (default nvml)")
+    add("--gpus", "'nvml' for real GPUs, or a mock profile (path or name in drakit/gpus) (default nvml)")
     add("--driver-name", f"driver name, a DNS subdomain (default {DEFAULT_DRIVER_NAME})")
     add("--sharing", "on|off: publish allowMultipleAllocations (default on)")
     add("--memory-policy", "none|range: requestPolicy on the memory capacity (default range)")

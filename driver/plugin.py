@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from driver.api import (
+from drakit.api import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,

@@ -13,9 +13,9 @@ from typing import Any
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from drakit.quantity import QuantityError, parse_bytes
 from driver.inventory import GpuInfo
 from driver.kube import body
-from driver.quantities import QuantityError, parse_bytes
 from driver.slices import PublishSettings, build_slices
 
 log = logging.getLogger(__name__)

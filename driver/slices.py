@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from drakit.quantity import format_bytes
 from driver.inventory import GpuInfo
-from driver.quantities import format_bytes
 
 MAX_DEVICES_PER_SLICE = 128  # ResourceSliceMaxDevices; our devices use no taints or counters
 STANDARD_DOMAIN = "resource.kubernetes.io"

@@ -1,4 +1,8 @@
-"""Helpers for tests of the driver (used by tests/test_driver_*.py and benchmarks/bench_driver.py)."""
+"""Helpers for tests of the driver (used by tests/test_driver_*.py and benchmarks/bench_driver.py).
+
+The sim-backed ones (an API server on loopback, waiting for a socket file) are in sim/testing.py: the
+driver never imports the sim.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from driver.api import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc
+from drakit import draclient
+from drakit.draclient import ClaimRef
 
 DRIVER = "gpu.sharing.example.dev"
 
@@ -92,103 +95,30 @@ def result(
     return r
 
 
-def _claim(pb: Any, claim: dict[str, Any]) -> Any:
+def _ref(claim: dict[str, Any]) -> ClaimRef:
     meta = claim["metadata"]
-    return pb.Claim(namespace=meta["namespace"], uid=meta["uid"], name=meta["name"])
+    return ClaimRef(namespace=meta["namespace"], uid=meta["uid"], name=meta["name"])
 
 
 class DRAClient:
-    """A kubelet-side client built from the same protos, over a real unix socket."""
+    """The kubelet-side client (drakit's, the one the sim kubelet uses) over a real unix socket, taking
+    claims as JSON objects and answering with the raw gRPC responses, v1 or v1beta1."""
 
     def __init__(self, socket: Path) -> None:
-        self.channel = grpc.insecure_channel(f"unix://{socket}")
-        self.v1 = dra_v1_pb2_grpc.DRAPluginStub(self.channel)
-        self.v1beta1 = dra_v1beta1_pb2_grpc.DRAPluginStub(self.channel)
+        self._clients = {
+            version: draclient.DRAClient(DRIVER, str(socket), f"{version}.DRAPlugin")
+            for version in ("v1", "v1beta1")
+        }
 
     def prepare(self, claims: list[dict[str, Any]], version: str = "v1", timeout: float = 10) -> Any:
-        pb, stub = (dra_v1_pb2, self.v1) if version == "v1" else (dra_v1beta1_pb2, self.v1beta1)
-        request = pb.NodePrepareResourcesRequest(claims=[_claim(pb, c) for c in claims])
-        return stub.NodePrepareResources(request, timeout=timeout)
+        return self._clients[version].prepare_response([_ref(c) for c in claims], timeout)
 
     def unprepare(self, claims: list[dict[str, Any]], version: str = "v1", timeout: float = 10) -> Any:
-        pb, stub = (dra_v1_pb2, self.v1) if version == "v1" else (dra_v1beta1_pb2, self.v1beta1)
-        request = pb.NodeUnprepareResourcesRequest(claims=[_claim(pb, c) for c in claims])
-        return stub.NodeUnprepareResources(request, timeout=timeout)
+        return self._clients[version].unprepare_response([_ref(c) for c in claims], timeout)
 
     def close(self) -> None:
-        self.channel.close()
-
-
-SLICES = "resourceslices.resource.k8s.io"
-CLAIMS = "resourceclaims.resource.k8s.io"
-
-
-class SimApi:
-    """The simulated API server (sim.apiserver Store + HTTP) on loopback, with a kubeconfig file."""
-
-    def __init__(self, root: Path, kube_version: str = "1.36", gates: dict[str, bool] | None = None) -> None:
-        from sim.apiserver.server import ApiServer
-        from sim.apiserver.store import Store
-        from sim.config import SimConfig
-
-        self.store = Store(SimConfig(kube_version=kube_version, feature_gates=gates or {}))
-        self.server = ApiServer(self.store)
-        self.server.start()
-        from sim.cluster import write_kubeconfig
-
-        self.kubeconfig = write_kubeconfig(
-            root / "kubeconfig", self.server.url, self.server.token, self.server.ca_pem
-        )
-
-    def add_claim(self, claim: dict[str, Any]) -> dict[str, Any]:
-        """Create `claim` and write its status (allocation) the way the scheduler does; returns the stored
-        claim, whose uid the API server assigned."""
-        status = claim.get("status")
-        spec_only = {k: v for k, v in claim.items() if k != "status"}
-        spec_only["metadata"] = {k: v for k, v in claim["metadata"].items() if k != "uid"}
-        stored = self.store.create(CLAIMS, spec_only, namespace=claim["metadata"]["namespace"])
-        if status:
-            stored["status"] = status
-            stored = self.store.update(CLAIMS, stored, subresource="status")
-        return stored
-
-    def slices(self, driver: str = DRIVER) -> list[dict[str, Any]]:
-        items, _ = self.store.list(SLICES, field_selector=f"spec.driver={driver}")
-        return sorted(items, key=lambda o: o["metadata"]["name"])
-
-    def wait_for_slices(self, want: Any, timeout: float = 10.0, what: str = "slices") -> list[dict[str, Any]]:
-        """Wait (on the store's watch, bounded) until want(slices) is true; returns the slices."""
-        import time
-
-        watch = self.store.watch([SLICES])
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                current = self.slices()
-                if want(current):
-                    return current
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(
-                        f"timed out after {timeout}s waiting for {what}; slices now: "
-                        f"{[(o['metadata']['name'], o['spec']['pool']) for o in current]}"
-                    )
-                watch.get(timeout=left)
-        finally:
-            watch.close()
-
-    def close(self) -> None:
-        self.server.stop()
-
-
-@contextlib.contextmanager
-def sim_api(kube_version: str = "1.36", gates: dict[str, bool] | None = None) -> Iterator[SimApi]:
-    with short_tmp_dir("simapi") as root:
-        api = SimApi(root, kube_version, gates)
-        try:
-            yield api
-        finally:
-            api.close()
+        for client in self._clients.values():
+            client.close()
 
 
 class DriverProcess:
@@ -270,23 +200,6 @@ class DriverProcess:
         import signal
 
         self.stop(signal.SIGKILL if exc[0] is not None else None)
-
-
-def wait_for_file(directory: Path, name: str, timeout: float = 20.0, what: str = "") -> Path:
-    """Wait (inotify, bounded) until `directory/name` exists."""
-    import threading
-
-    from sim.kubelet.inotify import DirectoryWatcher
-
-    directory.mkdir(parents=True, exist_ok=True)
-    seen = threading.Event()
-    watcher = DirectoryWatcher(directory, lambda n, created: created and n == name and seen.set()).start()
-    try:
-        if not seen.wait(timeout):
-            raise AssertionError(f"{directory / name} did not appear within {timeout}s ({what})")
-    finally:
-        watcher.stop()
-    return directory / name
 
 
 def free_port() -> int:

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
     if args.exit_with_fd is not None:
-        from .lifetime import exit_when_fd_closes
+        from drakit.lifetime import exit_when_fd_closes
 
         def parent_gone() -> None:
             orphaned.set()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from drakit.quantity import MissingCapacity, Quantity, consumed_capacity, to_json
 from sim.allocator_constraints import build_constraints
 from sim.allocator_counters import CounterLedger, consumes
 from sim.allocator_pools import Pool, device_visible, gather_pools
@@ -31,7 +32,6 @@ from sim.cel import (
     device_key,
     device_variable,
 )
-from sim.quantity import MissingCapacity, Quantity, consumed_capacity, to_json
 
 MAX_RESULTS = 32
 CANNOT_ALLOCATE = "cannot allocate all claims"

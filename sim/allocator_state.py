@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from sim.quantity import Quantity
+from drakit.quantity import Quantity
 
 # The same few quantity strings recur in every slice and result; Quantity is immutable.
 parse_quantity_cached = functools.lru_cache(maxsize=8192)(Quantity.parse)

@@ -12,17 +12,16 @@ stop() stops them in reverse order, then the server. Components get the cluster 
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import yaml
+from drakit.kubeconfig import write_kubeconfig
+from drakit.timeutil import now_rfc3339
 
 from .apiserver.server import ApiServer
-from .apiserver.store import DEFAULT_HISTORY, LogProvider, Store, now_rfc3339
+from .apiserver.store import DEFAULT_HISTORY, LogProvider, Store
 from .config import SimConfig
 
 log = logging.getLogger("sim.cluster")
@@ -82,37 +81,6 @@ def node_object(name: str, config: SimConfig) -> dict[str, Any]:
             },
         },
     }
-
-
-def kubeconfig_text(url: str, token: str, ca_pem: bytes) -> str:
-    """The sim's kubeconfig: its URL, the certificate it serves and the bearer token every request must
-    carry."""
-    cluster = {"server": url, "certificate-authority-data": base64.b64encode(ca_pem).decode()}
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "sim", "cluster": cluster}],
-        "users": [{"name": "sim", "user": {"token": token}}],
-        "contexts": [{"name": "sim", "context": {"cluster": "sim", "user": "sim", "namespace": "default"}}],
-        "current-context": "sim",
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str, ca_pem: bytes) -> Path:
-    """Atomic write, so a reader that sees the file sees a whole kubeconfig; mode 0600 (mkstemp's), as
-    the token in it is all a caller needs to run commands through the sim."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kubeconfig-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(kubeconfig_text(url, token, ca_pem))
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
 
 
 class Cluster:

@@ -20,16 +20,14 @@ import time
 import weakref
 from typing import Any
 
+from drakit.names import CLAIMS, TEMPLATES
+from drakit.timeutil import now_rfc3339
 from sim.apiserver.errors import ApiError
-from sim.apiserver.store import Store, now_rfc3339
+from sim.apiserver.store import Store
 
 log = logging.getLogger(__name__)
 
 PODS = "pods"
-CLAIMS = "resourceclaims.resource.k8s.io"
-TEMPLATES = "resourceclaimtemplates.resource.k8s.io"
-SLICES = "resourceslices.resource.k8s.io"
-CLASSES = "deviceclasses.resource.k8s.io"
 NODES = "nodes"
 NAMESPACES = "namespaces"
 EVENTS = "events"

@@ -17,19 +17,18 @@ import time
 from collections import deque
 from typing import Any
 
+from drakit.names import CLAIMS, CLASSES, SLICES
+from drakit.timeutil import now_rfc3339
 from sim.allocator import AllocatorError, Features, SelectorCache, allocate, claim_ref, pool_devices
 from sim.allocator_pools import gather_pools, node_selector_matches
 from sim.allocator_state import AllocatedState
 from sim.apiserver.errors import ApiError
-from sim.apiserver.store import Store, now_rfc3339
+from sim.apiserver.store import Store
 from sim.controller import (
-    CLAIMS,
-    CLASSES,
     DELETE_PROTECTION,
     NAMESPACES,
     NODES,
     PODS,
-    SLICES,
     Key,
     WatchLoop,
     key_of,

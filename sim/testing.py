@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess as sp
 import sys
@@ -24,9 +25,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .apiserver.store import DEFAULT_HISTORY
+from drakit.kubeconfig import write_kubeconfig
+from drakit.launch import REFERENCE_DRIVER_NAME
+from drakit.names import CLAIMS, SLICES
+
+from .apiserver.server import ApiServer
+from .apiserver.store import DEFAULT_HISTORY, Store
 from .cluster import Cluster
 from .config import DEFAULT_VERSION, SimConfig
+from .kubelet.inotify import DirectoryWatcher
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,3 +203,82 @@ def _run_subprocess(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         reader.join(timeout=10)
+
+
+class SimApi:
+    """The simulated API server (sim.apiserver Store + HTTP) on loopback, with a kubeconfig file: what the
+    driver's tests run the driver against (tests/test_driver_*.py)."""
+
+    def __init__(self, root: Path, kube_version: str = "1.36", gates: dict[str, bool] | None = None) -> None:
+        self.store = Store(SimConfig(kube_version=kube_version, feature_gates=gates or {}))
+        self.server = ApiServer(self.store)
+        self.server.start()
+        self.kubeconfig = write_kubeconfig(
+            root / "kubeconfig", self.server.url, self.server.token, self.server.ca_pem
+        )
+
+    def add_claim(self, claim: dict[str, Any]) -> dict[str, Any]:
+        """Create `claim` and write its status (allocation) the way the scheduler does; returns the stored
+        claim, whose uid the API server assigned."""
+        status = claim.get("status")
+        spec_only = {k: v for k, v in claim.items() if k != "status"}
+        spec_only["metadata"] = {k: v for k, v in claim["metadata"].items() if k != "uid"}
+        stored = self.store.create(CLAIMS, spec_only, namespace=claim["metadata"]["namespace"])
+        if status:
+            stored["status"] = status
+            stored = self.store.update(CLAIMS, stored, subresource="status")
+        return stored
+
+    def slices(self, driver: str = REFERENCE_DRIVER_NAME) -> list[dict[str, Any]]:
+        items, _ = self.store.list(SLICES, field_selector=f"spec.driver={driver}")
+        return sorted(items, key=lambda o: o["metadata"]["name"])
+
+    def wait_for_slices(self, want: Any, timeout: float = 10.0, what: str = "slices") -> list[dict[str, Any]]:
+        """Wait (on the store's watch, bounded) until want(slices) is true; returns the slices."""
+        watch = self.store.watch([SLICES])
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                current = self.slices()
+                if want(current):
+                    return current
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"timed out after {timeout}s waiting for {what}; slices now: "
+                        f"{[(o['metadata']['name'], o['spec']['pool']) for o in current]}"
+                    )
+                watch.get(timeout=left)
+        finally:
+            watch.close()
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+@contextmanager
+def sim_api(kube_version: str = "1.36", gates: dict[str, bool] | None = None) -> Iterator[SimApi]:
+    # A short path under /tmp: the driver's unix sockets go next to the kubeconfig, and pytest's
+    # tmp_path can pass the 107-byte socket path limit.
+    root = Path(tempfile.mkdtemp(prefix="simapi", dir="/tmp"))
+    try:
+        api = SimApi(root, kube_version, gates)
+        try:
+            yield api
+        finally:
+            api.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wait_for_file(directory: Path, name: str, timeout: float = 20.0, what: str = "") -> Path:
+    """Wait (inotify, bounded) until `directory/name` exists."""
+    directory.mkdir(parents=True, exist_ok=True)
+    seen = threading.Event()
+    watcher = DirectoryWatcher(directory, lambda n, created: created and n == name and seen.set()).start()
+    try:
+        if not seen.wait(timeout):
+            raise AssertionError(f"{directory / name} did not appear within {timeout}s ({what})")
+    finally:
+        watcher.stop()
+    return directory / name

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from drakit.quantity import Quantity
 from sim.allocator import MAX_RESULTS, AllocatorError, Features, Outcome, allocate
 from sim.allocator_state import AllocatedState, device_id
-from sim.quantity import Quantity
 
 DRIVER = "gpu.example.com"
 NODE = {"metadata": {"name": "node-1", "labels": {"rack": "r1"}}}

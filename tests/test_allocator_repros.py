@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
+from drakit.quantity import Quantity
 from sim.allocator import CANNOT_ALLOCATE, AllocatorError, Features, allocate
 from sim.allocator_state import AllocatedState
-from sim.quantity import Quantity
 
 REPROS = Path(__file__).parent / "fixtures" / "allocator-repros"
 FILES = sorted(REPROS.glob("R*.yaml"))

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import urllib3
 
+from drakit.kubeconfig import write_kubeconfig
 from sim.apiserver.http_limits import Limits
 from sim.apiserver.server import ApiServer
 from sim.apiserver.store import Store
-from sim.cluster import write_kubeconfig
 from sim.config import SimConfig
 from sim.testing import kubeconfig_credentials
 

@@ -26,7 +26,7 @@ from conformance import validate
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = yaml.safe_load((REPO / "conformance/data/drivers/reference.yaml").read_text())
 SEED_CLAIM = yaml.safe_load((REPO / "conformance/data/claims/gpu-6gi-any.yaml").read_text())
-RTX = yaml.safe_load((REPO / "fixtures/gpus/rtx3090x2.yaml").read_text())
+RTX = yaml.safe_load((REPO / "drakit/gpus/rtx3090x2.yaml").read_text())
 
 
 def profile(change: Callable[[dict[str, Any]], None]) -> Callable[[Path], list[str]]:

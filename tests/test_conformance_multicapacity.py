@@ -22,7 +22,7 @@ from conformance.capacity import (
 from conformance.inventory import Gpu, capacities_by_device
 from conformance.preflight import PreflightResult, share_request_problem
 from conformance.profiles import PROFILE_DIR, ProfileError, load_profile, parse_profile
-from sim import quantity as q
+from drakit import quantity as q
 
 REPO = Path(__file__).resolve().parents[1]
 

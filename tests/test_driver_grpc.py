@@ -15,13 +15,14 @@ from typing import Any
 import grpc
 import pytest
 
-from driver.api import pluginregistration_pb2, pluginregistration_pb2_grpc
+from drakit.api import pluginregistration_pb2, pluginregistration_pb2_grpc
 from driver.inventory import load_inventory
 from driver.kube import ClaimLister, ClaimReader, api_client
 from driver.metrics import Metrics
 from driver.plugin import KubeletPlugin
 from driver.state import DeviceState
-from driver.testing import DRIVER, DRAClient, SimApi, allocated_claim, result, short_tmp_dir, sim_api
+from driver.testing import DRIVER, DRAClient, allocated_claim, result, short_tmp_dir
+from sim.testing import SimApi, sim_api
 
 
 class Plugin:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from drakit.gpuprofiles import PROFILE_DIR, load_profile, mock_uuid
 from driver.inventory import InventoryError, load_inventory
-from driver.inventory.mock import PROFILE_DIR, load_profile, mock_uuid
 from driver.inventory.nvml import discover, normalise_pci_bus_id
 
 GiB = 1 << 30

@@ -14,20 +14,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from driver.api import dra_v1_pb2, dra_v1_pb2_grpc, pluginregistration_pb2, pluginregistration_pb2_grpc
-from driver.testing import (
-    CLAIMS,
-    DRIVER,
-    DRAClient,
-    DriverProcess,
-    SimApi,
-    allocated_claim,
-    free_port,
-    result,
-    short_tmp_dir,
-    sim_api,
-    wait_for_file,
-)
+from drakit.api import dra_v1_pb2, dra_v1_pb2_grpc, pluginregistration_pb2, pluginregistration_pb2_grpc
+from drakit.names import CLAIMS
+from driver.testing import DRIVER, DRAClient, DriverProcess, allocated_claim, free_port, result, short_tmp_dir
+from sim.testing import SimApi, sim_api, wait_for_file
 
 GiB = 1 << 30
 

@@ -9,11 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from driver.inventory.mock import load_profile
+from drakit.gpuprofiles import load_profile
+from drakit.names import SLICES
 from driver.kube import api_client
 from driver.publisher import DroppedFieldsError, SlicePublisher
 from driver.slices import PublishSettings, build_slices
-from driver.testing import DRIVER, SLICES, SimApi, sim_api
+from driver.testing import DRIVER
+from sim.testing import SimApi, sim_api
 
 MiB = 1 << 20
 SETTINGS = PublishSettings("node-1", DRIVER, True, "range", MiB, MiB)

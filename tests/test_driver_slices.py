@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from drakit.gpuprofiles import load_profile
+from drakit.quantity import parse_bytes
 from driver.inventory import load_inventory
-from driver.inventory.mock import load_profile
-from driver.quantities import parse_bytes
 from driver.slices import MAX_DEVICES_PER_SLICE, PublishSettings, SlicePolicyError, build_slices, semver
 
 MiB = 1 << 20

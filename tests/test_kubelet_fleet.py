@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.kubelet.fleet import parse_gpus
+from drakit.gpuprofiles import parse_gpus
 
 
 def test_one_profile_for_every_node_or_one_per_node():
@@ -17,7 +17,7 @@ def test_one_profile_for_every_node_or_one_per_node():
 def test_relative_profile_paths_become_absolute_because_drivers_run_from_the_repo(monkeypatch, tmp_path):
     # A valid profile: parse_gpus also parses it, with the driver's parser.
     (tmp_path / "mine.yaml").write_text(
-        (Path(__file__).resolve().parents[1] / "fixtures/gpus/rtx3090x2.yaml").read_text()
+        (Path(__file__).resolve().parents[1] / "drakit/gpus/rtx3090x2.yaml").read_text()
     )
     monkeypatch.chdir(tmp_path)
     assert parse_gpus("mine.yaml", ["n"]) == {"n": str(tmp_path / "mine.yaml")}

@@ -1,4 +1,4 @@
-"""The driver launch contract (sim/kubelet/launch.py): any command, the node's paths as env and as
+"""The driver launch contract (drakit/launch.py): any command, the node's paths as env and as
 placeholders, nothing of the reference driver's added; bad specs are refused naming the field."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conformance.profiles import load_profile
+from drakit.launch import LaunchError, LaunchSpec, reference_spec
 from sim.kubelet.fleet import add_kubelets
 from sim.kubelet.kubelet import DriverStartError
-from sim.kubelet.launch import LaunchError, LaunchSpec, reference_spec
 from sim.testing import running_sim
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from sim.kubelet.draclient import ClaimRef, DRACallError, pick_service
-from sim.kubelet.nodedirs import NodeDirs
+from drakit.draclient import ClaimRef, DRACallError, pick_service
+from drakit.nodedirs import NodeDirs
 from sim.kubelet.registration import PluginManager
 from sim.kubelet.testing import FakePlugin
 
@@ -118,7 +118,7 @@ def test_removed_registration_socket_deregisters_and_reports_unreachable(node_di
 
 def test_dead_driver_gives_an_unavailable_rpc_error(node_dirs):
     p = plugin(node_dirs).start()
-    from sim.kubelet.draclient import DRAClient
+    from drakit.draclient import DRAClient
 
     client = DRAClient(p.name, str(p.endpoint), "v1.DRAPlugin")
     try:

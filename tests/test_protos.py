@@ -6,17 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from driver.api import dra_v1_pb2, dra_v1beta1_pb2, pluginregistration_pb2
+from drakit.api import dra_v1_pb2, dra_v1beta1_pb2, pluginregistration_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ["dra_v1.proto", "dra_v1beta1.proto", "pluginregistration.proto"]
 
 
 def test_committed_stubs_match_regenerated_ones(tmp_path: Path) -> None:
-    api = tmp_path / "driver" / "api"
+    api = tmp_path / "drakit" / "api"
     api.mkdir(parents=True)
     for proto in PROTOS:
-        shutil.copy(ROOT / "driver" / "api" / proto, api / proto)
+        shutil.copy(ROOT / "drakit" / "api" / proto, api / proto)
     subprocess.run(
         [
             sys.executable,
@@ -26,7 +26,7 @@ def test_committed_stubs_match_regenerated_ones(tmp_path: Path) -> None:
             "--python_out=.",
             "--pyi_out=.",
             "--grpc_python_out=.",
-            *[f"driver/api/{p}" for p in PROTOS],
+            *[f"drakit/api/{p}" for p in PROTOS],
         ],
         cwd=tmp_path,
         check=True,
@@ -35,8 +35,8 @@ def test_committed_stubs_match_regenerated_ones(tmp_path: Path) -> None:
     assert generated, "protoc produced nothing"
     for name in generated:
         fresh = (api / name).read_text()
-        committed = (ROOT / "driver" / "api" / name).read_text()
-        assert fresh == committed, f"driver/api/{name} is stale: run `make protos` and commit"
+        committed = (ROOT / "drakit" / "api" / name).read_text()
+        assert fresh == committed, f"drakit/api/{name} is stale: run `make protos` and commit"
 
 
 def test_service_paths_match_the_kubelet() -> None:

@@ -1,10 +1,10 @@
-"""sim/quantity.py: parsing and formatting like apimachinery, DRA rounding and policy checks."""
+"""drakit/quantity.py: parsing and formatting like apimachinery, DRA rounding and policy checks."""
 
 from __future__ import annotations
 
 import pytest
 
-from sim.quantity import (
+from drakit.quantity import (
     MissingCapacity,
     Quantity,
     QuantityError,

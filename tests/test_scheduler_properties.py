@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_allocator_builders import device, device_class, slice_
 
+from drakit.quantity import Quantity
 from sim.allocator import Features, allocate
 from sim.allocator_state import AllocatedState, device_id
 from sim.apiserver.store import Store
 from sim.controller import ClaimController
-from sim.quantity import Quantity
 from sim.scheduler import Scheduler
 
 CLAIMS = "resourceclaims.resource.k8s.io"

@@ -29,7 +29,7 @@ DOCKERFILE = CONTAINER / "Dockerfile"
 DOCKERIGNORE = CONTAINER / "Dockerfile.dockerignore"
 REQUIREMENTS = CONTAINER / "requirements.txt"
 STANDINS = Path(__file__).resolve().parent / "standins"
-FIRST_PARTY = {"driver", "sim", "conformance"}
+FIRST_PARTY = {"driver", "drakit", "sim", "conformance", "localkube"}
 
 
 def dockerfile_instructions() -> list[list[str]]:
@@ -99,10 +99,17 @@ def test_every_copy_source_exists_and_survives_dockerignore() -> None:
     assert "deployments/container/requirements.txt" in context_files()
 
 
+def test_the_image_holds_only_the_driver_and_drakit() -> None:
+    # The layering contract (docs/architecture.md): the driver builds on drakit alone, so nothing of the
+    # sim or the suite may ride along in its image.
+    tops = {Path(rel).parts[0] for rel, _ in context_files().items() if not rel.startswith("deployments/")}
+    assert tops == {"driver", "drakit"}, tops
+
+
 def test_dockerignore_keeps_bytecode_and_unrelated_files_out() -> None:
     assert excluded("driver/__pycache__/config.cpython-311.pyc")
     assert excluded("tests/test_static_image.py") and excluded(".venv/bin/python")
-    assert not excluded("driver/config.py") and not excluded("fixtures/gpus/rtx3090x2.yaml")
+    assert not excluded("driver/config.py") and not excluded("drakit/gpus/rtx3090x2.yaml")
 
 
 def _imports(path: Path) -> set[str]:
@@ -121,7 +128,7 @@ def driver_imports() -> tuple[set[str], set[str]]:
     """(first-party modules, third-party top-level packages) reachable from `python -m driver`."""
     seen: set[str] = set()
     third: set[str] = set()
-    todo = ["driver.__main__", "driver.inventory.nvml", "driver.inventory.mock"]
+    todo = ["driver.__main__", "driver.inventory.nvml", "drakit.gpuprofiles"]
     while todo:
         module = todo.pop()
         if module in seen:
@@ -206,7 +213,7 @@ def test_copied_files_alone_import_the_driver_and_find_mock_profiles(tmp_path: P
         "from driver.inventory import load_inventory\n"
         "assert load_inventory('rtx3090x2', 'node-a').gpus\n"
         "import driver.__main__, driver.inventory.nvml\n"
-        "for name in ('driver', 'sim', 'conformance'):\n"
+        "for name in ('driver', 'drakit', 'sim', 'conformance'):\n"
         "    mod = sys.modules.get(name)\n"
         "    assert mod is None or mod.__file__.startswith(sys.path[0]), (name, mod and mod.__file__)\n"
         "print('ok')\n"

@@ -2,7 +2,7 @@
 
 The profile's ``sim:`` section says how to run the driver (command, args, env, per-node env); it is
 resolved here (${VARIABLES} from the environment, --sim-driver-command) into the sim kubelet's launch
-contract (sim/kubelet/launch.py) and handed to the sim as ``--driver-spec``. Everything that can be
+contract (drakit/launch.py) and handed to the sim as ``--driver-spec``. Everything that can be
 checked before the sim starts is (variables, nodes, the command); a driver that exits before it
 registers stops the run before any scenario, quoting its last output.
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from conformance.profiles import DriverProfile, ProfileError
+from conformance.profiles import DriverProfile, ProfileError, resolve_sim_launch
 from conformance.providers.base import (
     ClusterHandle,
     DriverDeployment,
@@ -36,8 +36,8 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
-from sim.kubelet.launch import EXITED_MARK, PUBLISHED_EXIT_MARK, REGISTERED_MARK, LaunchError, LaunchSpec
-from sim.lifetime import parent_pipe
+from drakit.launch import EXITED_MARK, PUBLISHED_EXIT_MARK, REGISTERED_MARK, LaunchSpec
+from drakit.lifetime import parent_pipe
 
 START_TIMEOUT = 60.0
 # How long start() waits for every node's driver to register (or to exit, which stops the run unless it
@@ -342,34 +342,12 @@ class SimProvider(Provider):
 def resolve_launch(
     profile: DriverProfile, driver_command: str | None, nodes: Iterable[str], gpus: str | None
 ) -> LaunchSpec:
-    """The profile's sim: section, with ${VARIABLES} from the environment and --sim-driver-command, as
-    the sim kubelet's launch spec; ProviderError names the field and the fix. The input check before a
-    run and the provider itself both call this, so they cannot disagree."""
-    if profile.sim is None:
-        raise ProviderError(
-            f"driver profile {profile.name!r} has no 'sim' section, so the sim cannot "
-            "run its driver; add sim.command (docs/driver-profiles.md) or use --cluster "
-            "kind or existing."
-        )
-    override = shlex.split(driver_command) if driver_command else None
-    fix = "give the driver's path with --sim-driver-command (make SIM_DRIVER_COMMAND=/path/to/driver)"
+    """``resolve_sim_launch`` (conformance/profiles.py, which the input check calls too) as this
+    provider's error."""
     try:
-        if override:  # the command the user named is checked first: the rest is the profile's
-            LaunchSpec.from_dict({"name": profile.driver, "command": override}).executable(
-                "--sim-driver-command", fix=fix
-            )
-        spec = profile.sim.resolve(profile.driver, os.environ, override)
-        spec.check_nodes(nodes)
-        spec.executable("--sim-driver-command" if override else "sim.command", fix=fix)
-    except (ProfileError, LaunchError) as exc:
-        raise ProviderError(f"driver profile {profile.name}: {exc}") from None
-    if gpus and "gpus" not in spec.placeholders():
-        raise ProviderError(
-            f"--gpus {gpus} has no effect on driver profile {profile.name}: its sim "
-            "section does not use {gpus} (the driver finds its own hardware); drop "
-            "--gpus (make GPUS=)."
-        )
-    return spec
+        return resolve_sim_launch(profile, driver_command, nodes, gpus)
+    except ProfileError as exc:
+        raise ProviderError(str(exc)) from None
 
 
 def processes_using(directory: Path) -> list[int]:

@@ -4,30 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The GPU record and its error are shared with the sim and the suite (mock profiles): drakit owns them.
+from drakit.gpuprofiles import GpuInfo, InventoryError
 
-class InventoryError(RuntimeError):
-    """The GPUs could not be discovered; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    """One full GPU as the driver publishes it. Versions are kept as reported (normalised at publish)."""
-
-    index: int
-    uuid: str
-    product_name: str
-    brand: str
-    architecture: str
-    memory_bytes: int
-    cuda_compute_capability: str
-    driver_version: str
-    cuda_driver_version: str
-    pci_bus_id: str
-    minor: int
-
-    @property
-    def device_name(self) -> str:
-        return f"gpu-{self.index}"
+__all__ = ["GpuInfo", "Inventory", "InventoryError", "load_inventory"]
 
 
 @dataclass(frozen=True)
@@ -45,11 +25,11 @@ class Inventory:
 
 
 def load_inventory(gpus: str, node_name: str) -> Inventory:
-    """`gpus` is "nvml" or a mock profile (a path, or a name in fixtures/gpus/)."""
+    """`gpus` is "nvml" or a mock profile (a path, or a name in drakit/gpus/)."""
     if gpus == "nvml":
         from driver.inventory.nvml import discover
 
         return Inventory(gpus=tuple(discover()), source="nvml")
-    from driver.inventory.mock import load_profile
+    from drakit.gpuprofiles import load_profile
 
     return Inventory(gpus=tuple(load_profile(gpus, node_name)), source="mock")

@@ -6,7 +6,7 @@ import logging
 from types import ModuleType
 from typing import Any
 
-from driver.inventory import GpuInfo, InventoryError
+from drakit.gpuprofiles import GpuInfo, InventoryError
 
 log = logging.getLogger(__name__)
 

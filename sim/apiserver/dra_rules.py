@@ -2,7 +2,7 @@
 (pkg/apis/resource/validation and the registry strategies). Gate dropping lives in dra_gates.py.
 
 Written from the team's dra-facts.md §1.3, §1.5, §2.1 and §3.1. Quantities are parsed by
-sim/quantity.py, the one home for quantity maths.
+drakit/quantity.py, the one home for quantity maths.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import re
 from decimal import Decimal
 from typing import Any
 
+from drakit.quantity import parse_quantity
+
 from ..cel import validate_selector
 from ..config import SimConfig
-from ..quantity import parse_quantity
 from .errors import field_cause
 from .resources import ResourceType
 

@@ -28,7 +28,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ..quantity import QuantityError, canonical
+from drakit.quantity import QuantityError, canonical
+
 from .errors import ApiError, bad_request
 
 MAGIC = b"k8s\x00"

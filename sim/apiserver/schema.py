@@ -307,7 +307,10 @@ class _Planner:
 
 
 def _canonicalize(value: Any, plan: _Plan, path: list[Any], bad: list[tuple[list[Any], Any, str]]) -> Any:
-    from ..quantity import QuantityError, canonical  # sim/quantity.py: the one home for quantity maths
+    from drakit.quantity import (  # drakit/quantity.py: the one home for quantity maths
+        QuantityError,
+        canonical,
+    )
 
     if plan is None or value is None:
         return value

@@ -18,10 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from drakit.timeutil import now_rfc3339
+
 from ..config import SimConfig
 from . import strategy
 from .errors import ApiError, already_exists, bad_request, conflict, field_cause, invalid, not_found
-from .objects import clone, now_rfc3339
+from .objects import clone
 from .patch import (
     APPLY,
     JSON_PATCH,
@@ -483,7 +485,7 @@ class Store:
         strategy.prepare_create(rt, obj, self.config)
         warnings = self.schemas.validate(rt, obj, unknown_fields=field_validation)
         canonicalize_quantities(self.schemas, rt, obj)
-        causes = strategy.validate(rt, obj, None, self)
+        causes = strategy.validate(rt, obj, None, self.config)
         if causes:
             raise invalid(rt.kind, name, rt.group, causes)
         meta["uid"] = str(uuid.uuid4())
@@ -552,7 +554,7 @@ class Store:
         strategy.prepare_update(rt, new, old, self.config, subresource)
         warnings = self.schemas.validate(rt, new, unknown_fields=field_validation)
         canonicalize_quantities(self.schemas, rt, new)
-        causes = strategy.validate(rt, new, old, self)
+        causes = strategy.validate(rt, new, old, self.config)
         if causes:
             raise invalid(rt.kind, meta["name"], rt.group, causes)
         if old.get("metadata", {}).get("deletionTimestamp"):

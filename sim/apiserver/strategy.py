@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config import SimConfig
 from . import dra_gates, dra_rules
 from .errors import field_cause
 from .resources import ResourceType
-
-if TYPE_CHECKING:
-    from .store import Store
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -197,11 +194,13 @@ def _validate_meta(rt: ResourceType, obj: dict[str, Any]) -> list[dict[str, str]
 
 
 def validate(
-    rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, store: Store
+    rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None, config: SimConfig
 ) -> list[dict[str, str]]:
+    # Only the config (the gates, the version): taking the whole Store made strategy and store import
+    # each other.
     causes = _validate_meta(rt, obj)
     if rt.name == "pods" and old is not None:
         causes += _pod_spec_update(obj.get("spec") or {}, old.get("spec") or {})
     if rt.group == _RESOURCE_GROUP:
-        causes += dra_rules.validate(rt, obj, old, store.config)
+        causes += dra_rules.validate(rt, obj, old, config)
     return causes

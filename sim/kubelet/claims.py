@@ -7,13 +7,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from drakit.draclient import ClaimRef, DRACallError, PreparedDevice
+from drakit.names import CLAIMS
 from sim.kubelet.containers import ContainerConfigError
-from sim.kubelet.draclient import ClaimRef, DRACallError, PreparedDevice
 from sim.kubelet.registration import PluginManager
 
 log = logging.getLogger(__name__)
-
-CLAIMS = "resourceclaims.resource.k8s.io"
 
 
 class PrepareError(Exception):

@@ -5,14 +5,11 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from datetime import UTC, datetime
 from typing import Any
 
+from drakit.timeutil import now_rfc3339
+
 log = logging.getLogger(__name__)
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EventRecorder:

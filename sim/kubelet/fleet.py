@@ -1,7 +1,7 @@
 """The nodes' kubelets as one cluster component, built from the ``sim`` command-line flags.
 
 fleet = add_kubelets(cluster, gpus="rtx3090x2", state_dir=None)   # one reference driver per node
-fleet = add_kubelets(cluster, launch=LaunchSpec.from_dict({...}))  # any driver (sim/kubelet/launch.py)
+fleet = add_kubelets(cluster, launch=LaunchSpec.from_dict({...}))  # any driver (drakit/launch.py)
 cluster.kubelets["node-1"].kill_driver()                           # the driver is restarted
 """
 
@@ -18,11 +18,8 @@ from typing import Any
 
 import yaml
 
-from driver.inventory import InventoryError
-from driver.inventory.mock import PROFILE_DIR, load_profile, resolve_profile
-from sim.apiserver.errors import ApiError
-from sim.kubelet.kubelet import DEFAULT_SLICE_WIPE_DELAY_S, DriverStartError, Kubelet
-from sim.kubelet.launch import (
+from drakit.gpuprofiles import parse_gpus
+from drakit.launch import (
     EXITED_MARK,
     PUBLISHED_EXIT_MARK,
     REGISTERED_MARK,
@@ -31,46 +28,11 @@ from sim.kubelet.launch import (
     node_values,
     reference_spec,
 )
-from sim.kubelet.nodedirs import NodeDirs
+from drakit.nodedirs import NodeDirs
+from sim.apiserver.errors import ApiError
+from sim.kubelet.kubelet import DEFAULT_SLICE_WIPE_DELAY_S, DriverStartError, Kubelet
 
 log = logging.getLogger(__name__)
-
-
-def parse_gpus(text: str, nodes: list[str]) -> dict[str, str]:
-    """``PROFILE`` for every node, or ``node-1=PROFILE,node-2=PROFILE`` per node."""
-    text = text.strip()
-    if not text:
-        raise ValueError("--gpus is empty; give a profile (e.g. rtx3090x2) or node-1=PROFILE,node-2=PROFILE")
-    if not nodes:
-        raise ValueError("--gpus needs nodes to run drivers on; add --nodes node-1[,node-2...]")
-    if "=" not in text:
-        return {n: _profile_arg(text) for n in nodes}
-    out: dict[str, str] = {}
-    for item in (i.strip() for i in text.split(",")):
-        node, sep, profile = item.partition("=")
-        if not sep or not node or not profile:
-            raise ValueError(f"--gpus entry {item!r} must look like NODE=PROFILE")
-        if node not in nodes:
-            raise ValueError(f"--gpus names node {node!r}, which is not in --nodes ({','.join(nodes)})")
-        if node in out:
-            raise ValueError(f"--gpus names node {node!r} twice")
-        out[node] = _profile_arg(profile)
-    return out
-
-
-def _profile_arg(profile: str) -> str:
-    """Check the profile exists before any driver starts; relative paths become absolute, because the
-    drivers run from the repository root."""
-    if profile == "nvml":
-        return profile
-    try:
-        path = resolve_profile(profile)
-        # Parsed here by the driver's own parser: a broken file is named now instead of crash-looping
-        # every driver.
-        load_profile(str(path), "node")
-    except InventoryError as e:
-        raise ValueError(f"--gpus: {' '.join(str(e).split())}") from e
-    return profile if path.parent == PROFILE_DIR and not Path(profile).exists() else str(path.resolve())
 
 
 class KubeletFleet:

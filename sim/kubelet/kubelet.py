@@ -9,20 +9,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from drakit.launch import NodeLaunch
+from drakit.names import SLICES
+from drakit.nodedirs import NodeDirs
 from sim.apiserver.errors import ApiError
 from sim.kubelet.cdi import Registry
 from sim.kubelet.claims import ClaimCache
 from sim.kubelet.driverproc import DriverSupervisor
 from sim.kubelet.events import EventRecorder
-from sim.kubelet.launch import NodeLaunch
 from sim.kubelet.mountns import host_unavailable_reason
-from sim.kubelet.nodedirs import NodeDirs
 from sim.kubelet.podworker import PodWorker
 from sim.kubelet.registration import PluginManager
 
 log = logging.getLogger(__name__)
 
-SLICES = "resourceslices.resource.k8s.io"
 DEFAULT_DRIVER_NAME = "gpu.sharing.example.dev"
 DEFAULT_SLICE_WIPE_DELAY_S = 30.0  # the kubelet's defaultWipingDelay
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -9,10 +9,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sim.kubelet.cdi import CDIError
-from sim.kubelet.claims import PodClaim, PrepareError, container_cdi_ids, pod_claims
+from drakit.nodedirs import NodeDirs
+from drakit.timeutil import now_rfc3339
+from sim.kubelet.cdi import CDIError, Registry
+from sim.kubelet.claims import ClaimCache, PodClaim, PrepareError, container_cdi_ids, pod_claims
 from sim.kubelet.containers import (
     ContainerConfigError,
     ProcessReaper,
@@ -23,11 +25,8 @@ from sim.kubelet.containers import (
     resolve_argv,
     start_process,
 )
-from sim.kubelet.events import now_rfc3339
+from sim.kubelet.events import EventRecorder
 from sim.kubelet.podstatus import ContainerState, conditions, pod_phase, qos_class
-
-if TYPE_CHECKING:
-    from sim.kubelet.kubelet import Kubelet
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,32 @@ CRASH_BACKOFF_MAX_S = 300.0
 DEFAULT_GRACE_S = 30
 
 
+class PodHost(Protocol):
+    """What a pod worker uses of its kubelet (sim/kubelet/kubelet.py's Kubelet is one). A protocol rather
+    than the Kubelet class, because kubelet.py imports this module to make workers: importing it back,
+    even for types only, made the two modules a circle."""
+
+    store: Any
+    node_name: str
+    dirs: NodeDirs
+    events: EventRecorder
+    claims: ClaimCache
+    cdi: Registry
+    isolation_reason: str | None
+    crash_backoff_s: float
+    shutdown_grace_s: float
+
+    def worker_done(self, worker: PodWorker) -> None: ...
+
+    def patch_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None: ...
+
+    def final_delete(self, pod: dict[str, Any]) -> None: ...
+
+    def lookup_config(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+
 class PodWorker:
-    def __init__(self, kubelet: Kubelet, pod: dict[str, Any]):
+    def __init__(self, kubelet: PodHost, pod: dict[str, Any]):
         self.kubelet = kubelet
         self.pod = pod
         meta = pod["metadata"]

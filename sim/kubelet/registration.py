@@ -18,8 +18,8 @@ from pathlib import Path
 
 import grpc
 
-from driver.api import pluginregistration_pb2, pluginregistration_pb2_grpc
-from sim.kubelet.draclient import SUPPORTED_SERVICES, DRACallError, DRAClient, pick_service
+from drakit.api import pluginregistration_pb2, pluginregistration_pb2_grpc
+from drakit.draclient import SUPPORTED_SERVICES, DRACallError, DRAClient, pick_service
 from sim.kubelet.inotify import DirectoryWatcher
 
 log = logging.getLogger(__name__)

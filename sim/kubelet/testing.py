@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from driver.api import (
+from drakit.api import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
     dra_v1beta1_pb2,

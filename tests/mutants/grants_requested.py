@@ -5,8 +5,8 @@ import sys
 
 import driver.claims
 import driver.state
+from drakit.quantity import parse_bytes
 from driver.__main__ import main
-from driver.quantities import parse_bytes
 
 _original_plan = driver.claims.plan_claim
 

@@ -1,7 +1,8 @@
 """The one home for Kubernetes quantity and DRA capacity maths.
 
-Used by the API server (validation), the allocator (rounding, policy, fit) and the conformance
-suite's capacity model. Parsing is `kubernetes.utils.parse_quantity`; everything else follows
+Used by the API server (validation), the allocator (rounding, policy, fit), the conformance
+suite's capacity model, and the driver and the GPU profiles (whole bytes: ``parse_bytes``,
+``format_bytes``). Parsing is `kubernetes.utils.parse_quantity`; everything else follows
 apimachinery's `resource.Quantity` and the DRA allocator's `consumable_capacity.go` as restated in
 allocator-rules.md section 3.
 """
@@ -325,3 +326,19 @@ def capacity_key(name: str, driver: str) -> str:
 
 def to_json(consumed: Mapping[str, Quantity]) -> dict[str, str]:
     return {name: str(q) for name, q in consumed.items()}
+
+
+def parse_bytes(value: str | int, what: str) -> int:
+    """Parse `value` (e.g. "24Gi", "1Mi", 4096) into an integer number of bytes; errors name `what`.
+    GPU memory is whole, non-negative bytes, a stricter rule than a quantity's."""
+    q = parse_quantity(value, field=what)
+    if q.value != q.value.to_integral_value():
+        raise QuantityError(f"{what}: {value!r} is not a whole number of bytes")
+    if q.value < 0:
+        raise QuantityError(f"{what}: {value!r} must not be negative")
+    return int(q.value)
+
+
+def format_bytes(n: int) -> str:
+    """Bytes as Kubernetes prints a BinarySI quantity: 25769803776 -> "24Gi", 17175674880 -> "16380Mi"."""
+    return format_quantity(Decimal(n), BINARY_SI)

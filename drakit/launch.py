@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sim.kubelet.nodedirs import NodeDirs
+from drakit.nodedirs import NodeDirs
 
 # Placeholder -> what it stands for (docs/architecture.md, "Driver launch contract").
 PLACEHOLDERS: dict[str, str] = {

@@ -1,17 +1,22 @@
-"""Mock GPUs from a profile in fixtures/gpus/*.yaml, with UUIDs stable per (node name, index)."""
+"""Mock GPU profiles (``drakit/gpus/*.yaml``): the one lookup and parser, with UUIDs stable per (node
+name, index). The reference driver's mock inventory, the sim's ``--gpus`` flag and the suite's input
+check all read a profile through here, so they cannot disagree about what a profile holds."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from driver.inventory import GpuInfo, InventoryError
-from driver.quantities import QuantityError, parse_bytes
+from drakit.quantity import QuantityError, parse_bytes
 
-PROFILE_DIR = Path(__file__).resolve().parents[2] / "fixtures" / "gpus"
+# Package data. setuptools installs packages as directories (never zipped), so this is a real
+# directory: its files are handed to driver processes by path.
+PROFILE_DIR = Path(str(resources.files("drakit") / "gpus"))
 # Fixed namespace so the same node and index give the same UUID on every run and every machine.
 _UUID_NAMESPACE = uuid.UUID("6f1c2a52-8d0e-4c5b-9d65-3f0a7b2e9c41")
 
@@ -24,6 +29,31 @@ _GPU_KEYS = {
     "architecture": True,
     "cudaComputeCapability": True,
 }
+
+
+class InventoryError(RuntimeError):
+    """The GPUs could not be discovered; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """One full GPU as the driver publishes it. Versions are kept as reported (normalised at publish)."""
+
+    index: int
+    uuid: str
+    product_name: str
+    brand: str
+    architecture: str
+    memory_bytes: int
+    cuda_compute_capability: str
+    driver_version: str
+    cuda_driver_version: str
+    pci_bus_id: str
+    minor: int
+
+    @property
+    def device_name(self) -> str:
+        return f"gpu-{self.index}"
 
 
 def resolve_profile(profile: str) -> Path:
@@ -110,3 +140,40 @@ def load_profile(profile: str, node_name: str) -> list[GpuInfo]:
     except yaml.YAMLError as err:
         raise InventoryError(f"GPU profile {path}: not valid YAML: {err}") from err
     return parse_profile(data, node_name, f"GPU profile {path}")
+
+
+def parse_gpus(text: str, nodes: list[str]) -> dict[str, str]:
+    """``PROFILE`` for every node, or ``node-1=PROFILE,node-2=PROFILE`` per node."""
+    text = text.strip()
+    if not text:
+        raise ValueError("--gpus is empty; give a profile (e.g. rtx3090x2) or node-1=PROFILE,node-2=PROFILE")
+    if not nodes:
+        raise ValueError("--gpus needs nodes to run drivers on; add --nodes node-1[,node-2...]")
+    if "=" not in text:
+        return {n: _profile_arg(text) for n in nodes}
+    out: dict[str, str] = {}
+    for item in (i.strip() for i in text.split(",")):
+        node, sep, profile = item.partition("=")
+        if not sep or not node or not profile:
+            raise ValueError(f"--gpus entry {item!r} must look like NODE=PROFILE")
+        if node not in nodes:
+            raise ValueError(f"--gpus names node {node!r}, which is not in --nodes ({','.join(nodes)})")
+        if node in out:
+            raise ValueError(f"--gpus names node {node!r} twice")
+        out[node] = _profile_arg(profile)
+    return out
+
+
+def _profile_arg(profile: str) -> str:
+    """Check the profile exists before any driver starts; relative paths become absolute, because the
+    drivers run from the repository root."""
+    if profile == "nvml":
+        return profile
+    try:
+        path = resolve_profile(profile)
+        # Parsed here by the parser the driver uses: a broken file is named now instead of crash-looping
+        # every driver.
+        load_profile(str(path), "node")
+    except InventoryError as e:
+        raise ValueError(f"--gpus: {' '.join(str(e).split())}") from e
+    return profile if path.parent == PROFILE_DIR and not Path(profile).exists() else str(path.resolve())

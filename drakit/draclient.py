@@ -1,13 +1,19 @@
-"""Kubelet side of the DRA node service: one client per registered driver, v1 or v1beta1."""
+"""Kubelet side of the DRA node service: one client per registered driver, v1 or v1beta1.
+
+The sim kubelet calls ``prepare``/``unprepare`` (errors as the kubelet reports them); the driver's own
+tests call ``prepare_response``/``unprepare_response`` to see the raw gRPC answer. ``ClaimRef`` is what
+both sides of the service name a claim by.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
-from driver.api import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc
+from drakit.api import dra_v1_pb2, dra_v1_pb2_grpc, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc
 
 # The kubelet's default per-call timeout (defaultClientCallTimeout), dra-facts.md section 6.1.
 CALL_TIMEOUT_S = 45.0
@@ -24,6 +30,9 @@ class ClaimRef:
     namespace: str
     uid: str
     name: str
+
+    def __str__(self) -> str:
+        return f"ResourceClaim {self.namespace}/{self.name} (uid {self.uid})"
 
 
 @dataclass(frozen=True)
@@ -71,15 +80,24 @@ class DRAClient:
                 f"DRA driver {self.driver_name}: no connection to {self.endpoint} within {timeout:.0f}s"
             ) from e
 
-    def _claims(self, claims: list[ClaimRef]) -> list:
+    def _claims(self, claims: list[ClaimRef]) -> list[Any]:
         return [self._pb2.Claim(namespace=c.namespace, uid=c.uid, name=c.name) for c in claims]
+
+    def prepare_response(self, claims: list[ClaimRef], timeout: float = CALL_TIMEOUT_S) -> Any:
+        """The driver's NodePrepareResourcesResponse as is; gRPC errors are raised unchanged."""
+        request = self._pb2.NodePrepareResourcesRequest(claims=self._claims(claims))
+        return self._stub.NodePrepareResources(request, timeout=timeout)
+
+    def unprepare_response(self, claims: list[ClaimRef], timeout: float = CALL_TIMEOUT_S) -> Any:
+        """The driver's NodeUnprepareResourcesResponse as is; gRPC errors are raised unchanged."""
+        request = self._pb2.NodeUnprepareResourcesRequest(claims=self._claims(claims))
+        return self._stub.NodeUnprepareResources(request, timeout=timeout)
 
     def prepare(
         self, claims: list[ClaimRef], timeout: float = CALL_TIMEOUT_S
     ) -> dict[str, ClaimPrepareResult]:
-        request = self._pb2.NodePrepareResourcesRequest(claims=self._claims(claims))
         try:
-            response = self._stub.NodePrepareResources(request, timeout=timeout)
+            response = self.prepare_response(claims, timeout)
         except grpc.RpcError as e:
             raise DRACallError(_rpc_error_text(e)) from e
         except ValueError as e:  # the channel was closed because the driver deregistered meanwhile
@@ -103,9 +121,8 @@ class DRAClient:
 
     def unprepare(self, claims: list[ClaimRef], timeout: float = CALL_TIMEOUT_S) -> dict[str, str]:
         """Per claim UID, the driver's error text ("" when it succeeded)."""
-        request = self._pb2.NodeUnprepareResourcesRequest(claims=self._claims(claims))
         try:
-            response = self._stub.NodeUnprepareResources(request, timeout=timeout)
+            response = self.unprepare_response(claims, timeout)
         except grpc.RpcError as e:
             raise DRACallError(_rpc_error_text(e)) from e
         except ValueError as e:
