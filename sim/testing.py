@@ -15,7 +15,6 @@ import queue
 import shutil
 import signal
 import subprocess as sp
-import sys
 import tempfile
 import threading
 import time
@@ -34,8 +33,9 @@ from .apiserver.store import DEFAULT_HISTORY, Store
 from .cluster import Cluster
 from .config import DEFAULT_VERSION, SimConfig
 from .kubelet.inotify import DirectoryWatcher
+from .launcher import SOURCE_ROOT, serving_url, sim_command
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = SOURCE_ROOT  # the name tests import
 
 
 @dataclass
@@ -143,22 +143,9 @@ def running_sim(
 def _run_subprocess(
     kubeconfig: Path, nodes: Any, kube_version: str, feature_gates: str, extra_args: Any, timeout: float
 ) -> Iterator[SimHandle]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "sim",
-        "--kubeconfig",
-        str(kubeconfig),
-        "--port",
-        "0",
-        "--kube-version",
-        kube_version,
-    ]
-    if nodes:
-        cmd += ["--nodes", ",".join(nodes)]
-    if feature_gates:
-        cmd += ["--feature-gates", feature_gates]
-    cmd += list(extra_args)
+    cmd = sim_command(
+        kubeconfig, nodes, feature_gates=feature_gates, kube_version=kube_version, extra_args=extra_args
+    )
     proc = sp.Popen(cmd, cwd=REPO_ROOT, stdout=sp.PIPE, stderr=sp.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []
     cond = threading.Condition()
@@ -170,8 +157,9 @@ def _run_subprocess(
         for line in proc.stdout:
             with cond:
                 lines.append(line.rstrip("\n"))
-                if line.startswith("sim: serving "):
-                    url_box.put(line.split("sim: serving ", 1)[1].strip())
+                url = serving_url(line)
+                if url is not None:
+                    url_box.put(url)
                 cond.notify_all()
         with cond:
             finished.set()

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from conformance.config import DEFAULT_MOCK_GPUS
 from conformance.profiles import DriverProfile, ProfileError, resolve_sim_launch
 from conformance.providers.base import (
     ClusterHandle,
@@ -38,6 +39,7 @@ from conformance.providers.base import (
 )
 from drakit.launch import EXITED_MARK, PUBLISHED_EXIT_MARK, REGISTERED_MARK, LaunchSpec
 from drakit.lifetime import parent_pipe
+from sim.launcher import SERVING_MARK, SOURCE_ROOT, sim_command
 
 START_TIMEOUT = 60.0
 # How long start() waits for every node's driver to register (or to exit, which stops the run unless it
@@ -45,7 +47,6 @@ START_TIMEOUT = 60.0
 # slices.
 REGISTER_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
-SERVING_MARK = "sim: serving"
 
 
 class SimProvider(Provider):
@@ -77,31 +78,17 @@ class SimProvider(Provider):
     def command(self) -> list[str]:
         cfg = self.config
         assert self.launch is not None
-        cmd = [
-            sys.executable,
-            "-m",
-            "sim",
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--port",
-            "0",
-            "--nodes",
-            ",".join(cfg.nodes),
-            "--state-dir",
-            str(self.state_dir),
-            "--driver-spec",
-            str(self.spec_path),
-        ]
-        if "gpus" in self.launch.placeholders():
-            cmd += ["--gpus", cfg.gpus or "rtx3090x2"]
-        if cfg.feature_gates:
-            gates = ",".join(f"{k}={str(v).lower()}" for k, v in cfg.feature_gates.items())
-            cmd += ["--feature-gates", gates]
-        if cfg.kube_version:
-            cmd += ["--kube-version", cfg.kube_version]
-        if cfg.slice_wipe_delay is not None:
-            cmd += ["--slice-wipe-delay", str(cfg.slice_wipe_delay)]
-        return cmd
+        gates = ",".join(f"{k}={str(v).lower()}" for k, v in cfg.feature_gates.items())
+        return sim_command(
+            self.kubeconfig,
+            cfg.nodes,
+            state_dir=self.state_dir,
+            driver_spec=self.spec_path,
+            gpus=(cfg.gpus or DEFAULT_MOCK_GPUS) if "gpus" in self.launch.placeholders() else None,
+            feature_gates=gates,
+            kube_version=cfg.kube_version,
+            slice_wipe_delay=cfg.slice_wipe_delay,
+        )
 
     def start(self) -> ClusterHandle:
         self.launch = self.launch_spec()
@@ -124,7 +111,7 @@ class SimProvider(Provider):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                cwd=_repo_root(),
+                cwd=SOURCE_ROOT,
                 pass_fds=pass_fds,
             )
         finally:
@@ -364,10 +351,6 @@ def processes_using(directory: Path) -> list[int]:
             if cwd == root or cwd.startswith(root + "/") or any(root in a for a in (*argv, *env)):
                 found.append(int(entry.name))
     return found
-
-
-def _repo_root() -> str:
-    return str(Path(__file__).resolve().parents[2])
 
 
 def _cmdline(pid: int) -> list[str]:
