@@ -22,8 +22,9 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
+import urllib3
 import yaml
 
 from conformance.config import CLUSTERS, DEFAULT_MOCK_GPUS, RunConfig
@@ -247,20 +248,13 @@ def _check_kube_version(version: str | None) -> None:
 
 def _check_local_release(version: str | None) -> str:
     """The release --cluster local runs, and that its binaries were built (make kube-bin)."""
-    from localkube import versions
+    from conformance.providers.base import ProviderError
+    from conformance.providers.local import check_release
 
     try:
-        release = versions.resolve(version)
-    except versions.VersionError as exc:
-        raise BadInput(f"{exc}.") from None
-    missing = versions.missing_binaries(release)
-    if missing:
-        raise BadInput(
-            f"--cluster local needs the Kubernetes v{release} binaries, and {versions.bin_dir(release)} "
-            f"lacks {', '.join(missing)}; build them once with: make kube-bin "
-            f"KUBE_VERSION={versions.minor_of(release)} (needs Go and the Go module proxy)."
-        )
-    return release
+        return check_release(version)
+    except ProviderError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _check_sim_launch(
@@ -377,7 +371,11 @@ def check_kubeconfig(path: Path) -> str:
         ) from None
     api.configuration.retries = 0
     try:
-        resp = client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT, _preload_content=False)
+        # With _preload_content=False the client returns the raw urllib3 response, not a VersionInfo.
+        resp = cast(
+            urllib3.BaseHTTPResponse,
+            client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT, _preload_content=False),
+        )
         version = yaml.safe_load(resp.data or b"{}") or {}
         return str(version.get("gitVersion") or "") if isinstance(version, dict) else ""
     except ApiException as exc:

@@ -24,6 +24,23 @@ from localkube.controlplane import ControlPlane, ControlPlaneError
 from sim.launcher import sim_command
 
 
+def check_release(version: str | None) -> str:
+    """The pinned release ``--kube-version`` names, once its binaries are built; InputError (exit 4) says
+    which releases exist or how to build this one."""
+    try:
+        release = versions.resolve(version)
+    except versions.VersionError as exc:
+        raise InputError(f"{exc}.") from None
+    missing = versions.missing_binaries(release)
+    if missing:
+        raise InputError(
+            f"--cluster local needs the Kubernetes v{release} binaries, and {versions.bin_dir(release)} "
+            f"lacks {', '.join(missing)}; build them once with: make kube-bin "
+            f"KUBE_VERSION={versions.minor_of(release)} (needs Go and the Go module proxy)."
+        )
+    return release
+
+
 class LocalProvider(SimProvider):
     name = "local"
     simulated = True  # the nodes are: not a conformance claim yet
