@@ -154,8 +154,16 @@ def _error(status: int, body: bytes) -> ApiError:
 class RemoteWatch:
     """One HTTP watch stream read by a thread into a queue; get() -> Event | None (the stream ended)."""
 
-    def __init__(self, conn: http.client.HTTPSConnection, resp: http.client.HTTPResponse, resource: str):
-        self._conn, self._resp, self.resource = conn, resp, resource
+    def __init__(
+        self,
+        conn: http.client.HTTPSConnection,
+        sock: socket.socket,
+        resp: http.client.HTTPResponse,
+        resource: str,
+    ):
+        # The socket itself, kept from before the request: http.client drops conn.sock once a response
+        # that will close is read, and close() must still be able to end a read blocked in it.
+        self._conn, self._sock, self._resp, self.resource = conn, sock, resp, resource
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self.closed = False
         self._thread = threading.Thread(target=self._read, name=f"watch:{resource}", daemon=True)
@@ -189,8 +197,7 @@ class RemoteWatch:
     def close(self) -> None:
         self.closed = True
         with contextlib.suppress(OSError):
-            if self._conn.sock is not None:
-                self._conn.sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_RDWR)
         self._conn.close()
 
 
@@ -285,6 +292,9 @@ class RemoteStore:
         if field_selector:
             q["fieldSelector"] = field_selector
         conn = self.connection.open(timeout=None)
+        conn.connect()
+        sock = conn.sock
+        assert sock is not None
         headers = {"Accept": "application/json", "User-Agent": f"sim-kubelet/{self.node or 'nodes'}"}
         if self.connection.token:
             headers["Authorization"] = f"Bearer {self.connection.token}"
@@ -296,7 +306,7 @@ class RemoteStore:
             raw = resp.read(MAX_BODY)
             conn.close()
             raise _error(resp.status, raw)
-        return RemoteWatch(conn, resp, resource)
+        return RemoteWatch(conn, sock, resp, resource)
 
     def history(self, resource: str, since: int, field_selector: str | None = None) -> list[Event]:
         """Events after ``since``: a watch from there that the server ends after a second."""
