@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import re
 import shutil
@@ -161,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sim: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # A sim that hangs can be asked where (SIGABRT prints every thread's stack to stderr before it dies).
+    faulthandler.enable()
     stop = threading.Event()
     orphaned = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -11,6 +11,7 @@ import base64
 import datetime
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -81,7 +82,12 @@ def start_nodes(kubeconfig: Path, state: Path, *extra: str) -> subprocess.Popen[
 
 def stop(proc: subprocess.Popen[str]) -> str:
     proc.terminate()
-    out, _ = proc.communicate(timeout=30)
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack, for the failure message
+        out, _ = proc.communicate(timeout=30)
+        raise AssertionError(f"the nodes-only sim did not stop in 30s of SIGTERM:\n{out[-6000:]}") from None
     return out
 
 
