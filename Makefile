@@ -46,6 +46,8 @@ setup: $(STAMP) cel
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # PYTEST_ARGS is split by Python's shlex, never by /bin/sh.
 test: export PYTEST_ARGS := $(PYTEST_ARGS)
@@ -76,4 +78,4 @@ chart: $(STAMP)
 	$(BIN)/python deployments/helm/package_chart.py --destination dist
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache reports .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache reports .hypothesis

@@ -24,7 +24,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -130,7 +130,7 @@ class ConformanceRun:
     _tearing_down = False
 
     # ---- start-up -------------------------------------------------------------------------------
-    def fail_early(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+    def fail_early(self, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
         self.error = message
         self.exit_code = code
         # From here pytest unwinds to the teardown; a signal now must not replace this exit with an
@@ -170,8 +170,10 @@ class ConformanceRun:
         except (ImportError, AttributeError) as exc:
             self.fail_early(f"the {name} provider is not available ({exc}); use --cluster sim or existing.")
         try:
-            self.provider = provider_cls(config)
-            handle = self.provider.start()
+            # A local name too: self.provider is None until here, and the steps below need one.
+            provider: Provider = provider_cls(config)
+            self.provider = provider
+            handle = provider.start()
         except DriverInputError as exc:
             self.fail_early(str(exc))
         except ProviderError as exc:
@@ -219,11 +221,11 @@ class ConformanceRun:
             except TemplateError as exc:
                 self.fail_early(str(exc))
         try:
-            deployment = self.provider.deploy_driver()
+            deployment = provider.deploy_driver()
         except ProviderError as exc:
             self.fail_early(str(exc))
         self.meta.update(driver_image=deployment.image, driver_version=deployment.version)
-        driver_nodes = self.provider.driver_nodes() or (() if name == "existing" else handle.nodes)
+        driver_nodes = provider.driver_nodes() or (() if name == "existing" else handle.nodes)
         self.meta["driver_nodes"] = list(driver_nodes)
         preflight = run_preflight(
             kube,
@@ -247,7 +249,7 @@ class ConformanceRun:
         self.meta["gate"] = preflight.gate_detail
         self.suite = Suite(
             profile=self.profile,
-            provider=self.provider,
+            provider=provider,
             handle=handle,
             deployment=deployment,
             kube=kube,

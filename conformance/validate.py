@@ -22,8 +22,9 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
+import urllib3
 import yaml
 
 from conformance.config import CLUSTERS, DEFAULT_MOCK_GPUS, RunConfig
@@ -344,7 +345,11 @@ def check_kubeconfig(path: Path) -> str:
         ) from None
     api.configuration.retries = 0
     try:
-        resp = client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT, _preload_content=False)
+        # With _preload_content=False the client returns the raw urllib3 response, not a VersionInfo.
+        resp = cast(
+            urllib3.BaseHTTPResponse,
+            client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT, _preload_content=False),
+        )
         version = yaml.safe_load(resp.data or b"{}") or {}
         return str(version.get("gitVersion") or "") if isinstance(version, dict) else ""
     except ApiException as exc:
