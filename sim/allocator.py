@@ -120,34 +120,35 @@ class DeviceRef:
         "counters",
         "device",
         "id",
-        "id_text",
         "index",
-        "key",
         "multi",
         "pool",
         "slice",
     )
 
-    def __init__(
-        self, pool: Pool, slice_: Mapping[str, Any], device: Mapping[str, Any], key: tuple, index: int
-    ) -> None:
+    def __init__(self, pool: Pool, slice_: Mapping[str, Any], device: Mapping[str, Any], index: int) -> None:
         self.pool = pool
         self.slice = slice_
         self.device = device
         self.id: DeviceID = (pool.driver, pool.name, device.get("name", ""))
-        self.id_text = "/".join(self.id)
-        self.key = key  # the device's content for caches: (slice uid, resourceVersion, position)
-        self.capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
-        self.cap_values = {
-            k: parse_quantity_cached(v.get("value", "0")).value for k, v in self.capacity.items()
-        }
+        capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
+        self.capacity = capacity
+        self.cap_values = (
+            {k: parse_quantity_cached(v.get("value", "0")).value for k, v in capacity.items()}
+            if capacity
+            else {}
+        )
         self.cap_sig: str | None = None  # content key of `capacity`, made when first needed
         # content keys of the CEL `device` variable, without and with DRAConsumableCapacity; made when
         # first needed (a DeviceRef lives as long as its slice version: content does not change)
         self.cel_keys: list[tuple | None] = [None, None]
         self.multi = bool(device.get("allowMultipleAllocations"))
-        self.counters = consumes(device)
+        self.counters = consumes(device) if device.get("consumesCounters") else []
         self.index = index  # position in the node's device list
+
+    @property
+    def id_text(self) -> str:
+        return "/".join(self.id)  # only error texts need it
 
 
 # A selector's outcome on one device: True/False, or the runtime error's text. Errors are kept as text
@@ -233,12 +234,11 @@ def pool_devices(pools: list[Pool], node: Mapping[str, Any]) -> list[DeviceRef]:
     for pool in pools:
         for s in pool.slices:
             spec = s.get("spec") or {}
-            md = s.get("metadata") or {}
-            for i, d in enumerate(spec.get("devices") or []):
-                if not device_visible(spec, d, node):
+            per_device = spec.get("perDeviceNodeSelection")
+            for d in spec.get("devices") or []:
+                if per_device and not device_visible(spec, d, node):
                     continue
-                key = (md.get("uid") or md.get("name"), md.get("resourceVersion"), i)
-                out.append(DeviceRef(pool, s, d, key, len(out)))
+                out.append(DeviceRef(pool, s, d, len(out)))
     return out
 
 
@@ -332,6 +332,9 @@ class _Search:
         self.allocating_devices: dict[DeviceID, set[int]] = {}  # exclusive device -> claim indices
         self.allocating_capacity: dict[DeviceID, dict[str, Decimal]] = {}
         self.counters = CounterLedger(state.is_allocated)
+        # (class name, the request's own selector expressions) -> device index -> selectable: requests
+        # that select alike share one map. Only outcomes are kept; a CEL error ends the whole call.
+        self.match_maps: dict[tuple, dict[int, bool]] = {}
 
     # -- selectors (upstream isSelectable / selectorsMatch) --
     def _selectors_match(
@@ -584,6 +587,8 @@ def _prepare_request(
             f'deviceclass.resource.k8s.io "{class_name}" not found'
         )
     req = _Request(ci, name, parent, spec, cls, has_admin and bool(spec.get("adminAccess")))
+    own = tuple((sel.get("cel") or {}).get("expression", "") for sel in spec.get("selectors") or [])
+    req.match = search.match_maps.setdefault((class_name, own), {})
     cap = spec.get("capacity")
     if cap is not None and search.cc and cap.get("requests") is not None:
         req.capacity_requests = {k: parse_quantity_cached(v) for k, v in cap["requests"].items()}
