@@ -18,14 +18,18 @@ KUBECONFIG_PATH ?=
 # the variables a profile's sim section reads (NVIDIA_DRIVER_ROOT, MOCK_NVML_CONFIG_DIR, ...) reach it
 # from make's command line through the environment.
 SIM_DRIVER_COMMAND ?=
+# local: the Kubernetes release (1.34 to 1.37; default 1.36) that make kube-bin builds and CLUSTER=local runs.
+KUBE_VERSION ?=
 REPORT_DIR ?= reports
 CONFORMANCE_ARGS ?=
 
-.PHONY: help setup cel test lint unit conformance bench protos image chart clean
+.PHONY: help setup cel test lint unit conformance bench protos image chart clean kube-bin test-local compare-local
 
 help:
 	@echo "make conformance   run the GPU-sharing conformance suite (CLUSTER=auto|kind|existing|sim)"
 	@echo "make test          lint + the project's own tests (builds .venv first)"
+	@echo "make kube-bin      build etcd + the Kubernetes control plane for CLUSTER=local (KUBE_VERSION=1.36)"
+	@echo "make test-local    the suite on a real control plane (CLUSTER=local) against sim's verdicts"
 	@echo "make bench         run the benchmarks (prints figures)"
 	@echo "make image         build the reference driver image (see deployments/container)"
 	@echo "make chart         lint and package the reference driver's Helm chart into dist/"
@@ -46,11 +50,32 @@ setup: $(STAMP) cel
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # PYTEST_ARGS is split by Python's shlex, never by /bin/sh.
 test: export PYTEST_ARGS := $(PYTEST_ARGS)
 test: lint cel
 	$(call q,$(BIN)/python) -c 'import os, shlex, sys, pytest; sys.exit(pytest.main(["-q", *shlex.split(os.environ["PYTEST_ARGS"])]))'
+
+# Real Kubernetes binaries for CLUSTER=local: built once per release from the Go module proxy into
+# ~/.cache/gpu-share-conformance/kube/v<release>/bin, then reused (exit 4 with the fix when Go or the
+# proxy is missing).
+kube-bin: $(STAMP)
+	$(call q,$(BIN)/python) -m localkube.build $(if $(KUBE_VERSION),--kube-version=$(KUBE_VERSION))
+
+# The suite on --cluster local (reference driver and the mutants that matter most), same verdicts as sim.
+test-local: export GSC_TEST_LOCAL := 1
+test-local: export KUBE_VERSION := $(KUBE_VERSION)
+test-local: kube-bin cel
+	$(call q,$(BIN)/python) -m pytest -q -p no:randomly tests/local tests/test_localkube.py tests/test_kubelet_remote.py
+
+# The sim's scheduler and claim-controller tests against upstream's real control plane: each failure is a
+# place where the sim decides differently (a report, not part of make test or CI).
+compare-local: export GSC_CONTROL_PLANE := local
+compare-local: export KUBE_VERSION := $(KUBE_VERSION)
+compare-local: kube-bin cel
+	$(call q,$(BIN)/python) -m pytest -q -rfEs -p no:randomly tests/test_scheduler_behaviour.py tests/test_controller_claims.py
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
@@ -65,6 +90,7 @@ conformance: export CONFORMANCE_GPUS := $(GPUS)
 conformance: export CONFORMANCE_KUBECONFIG := $(KUBECONFIG_PATH)
 conformance: export CONFORMANCE_REPORT_DIR := $(REPORT_DIR)
 conformance: export CONFORMANCE_SIM_DRIVER_COMMAND := $(SIM_DRIVER_COMMAND)
+conformance: export CONFORMANCE_KUBE_VERSION := $(KUBE_VERSION)
 conformance: export CONFORMANCE_ARGS := $(CONFORMANCE_ARGS)
 conformance: $(STAMP) cel
 	$(call q,$(BIN)/python) -m conformance
@@ -76,4 +102,4 @@ chart: $(STAMP)
 	$(BIN)/python deployments/helm/package_chart.py --destination dist
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache reports .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .import_linter_cache reports .hypothesis

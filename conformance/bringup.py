@@ -24,7 +24,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -35,7 +35,7 @@ from conformance.config import DEFAULT_MOCK_GPUS, RunConfig
 from conformance.inventory import by_node, capacities_by_device
 from conformance.kube import Kube, api_message, raw
 from conformance.preflight import FatalPreflight, check_dra_api, run_preflight, share_request_problem
-from conformance.providers.base import DriverInputError, Provider, ProviderConfig, ProviderError
+from conformance.providers.base import InputError, Provider, ProviderConfig, ProviderError
 from conformance.session import Suite
 from conformance.templates import TemplateError, load_templates, schema_version
 from conformance.validate import Inputs
@@ -45,6 +45,7 @@ from drakit.gpuprofiles import InventoryError, resolve_profile
 # --cluster -> the provider class ("module:Class"), imported only when chosen (kind's needs an extra).
 PROVIDERS = {
     "sim": "conformance.providers.sim:SimProvider",
+    "local": "conformance.providers.local:LocalProvider",
     "kind": "conformance.providers.kind:KindProvider",
     "existing": "conformance.providers.existing:ExistingProvider",
 }
@@ -130,7 +131,7 @@ class ConformanceRun:
     _tearing_down = False
 
     # ---- start-up -------------------------------------------------------------------------------
-    def fail_early(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+    def fail_early(self, message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
         self.error = message
         self.exit_code = code
         # From here pytest unwinds to the teardown; a signal now must not replace this exit with an
@@ -147,7 +148,8 @@ class ConformanceRun:
         inputs = self.inputs
         name = inputs.provider
         kubeconfig = inputs.kubeconfig
-        simulated = name == "sim"
+        # local: the sim's nodes under upstream's control plane, which decides as fast as the sim's.
+        simulated = name in ("sim", "local")
         wait_timeout = self.options.wait_timeout_for(simulated)
         settle = self.options.settle_seconds_for(simulated)
         self.work_dir = Path(tempfile.mkdtemp(prefix="gsc-"))
@@ -170,9 +172,11 @@ class ConformanceRun:
         except (ImportError, AttributeError) as exc:
             self.fail_early(f"the {name} provider is not available ({exc}); use --cluster sim or existing.")
         try:
-            self.provider = provider_cls(config)
-            handle = self.provider.start()
-        except DriverInputError as exc:
+            # A local name too: self.provider is None until here, and the steps below need one.
+            provider: Provider = provider_cls(config)
+            self.provider = provider
+            handle = provider.start()
+        except InputError as exc:  # the driver or the cluster's binaries cannot run: bad input
             self.fail_early(str(exc))
         except ProviderError as exc:
             # Inputs were checked already: a cluster that does not come up is not the driver's fault,
@@ -182,11 +186,12 @@ class ConformanceRun:
             why = (
                 " (auto: no container engine answered, so no kind)" if self.options.cluster == "auto" else ""
             )
-            self._loud(report_mod.SIMULATED_BANNER + why)
+            self._loud((handle.banner or report_mod.SIMULATED_BANNER) + why)
         self.meta.update(
             provider=handle.provider,
             kubernetes_version=handle.kubernetes_version,
             simulated=handle.simulated,
+            banner=handle.banner,
             kubeconfig=str(handle.kubeconfig),
             nodes=list(handle.nodes),
             cluster_details=handle.details,
@@ -219,11 +224,11 @@ class ConformanceRun:
             except TemplateError as exc:
                 self.fail_early(str(exc))
         try:
-            deployment = self.provider.deploy_driver()
+            deployment = provider.deploy_driver()
         except ProviderError as exc:
             self.fail_early(str(exc))
         self.meta.update(driver_image=deployment.image, driver_version=deployment.version)
-        driver_nodes = self.provider.driver_nodes() or (() if name == "existing" else handle.nodes)
+        driver_nodes = provider.driver_nodes() or (() if name == "existing" else handle.nodes)
         self.meta["driver_nodes"] = list(driver_nodes)
         preflight = run_preflight(
             kube,
@@ -247,7 +252,7 @@ class ConformanceRun:
         self.meta["gate"] = preflight.gate_detail
         self.suite = Suite(
             profile=self.profile,
-            provider=self.provider,
+            provider=provider,
             handle=handle,
             deployment=deployment,
             kube=kube,

@@ -2,7 +2,7 @@
 
 Expectations in the scenarios come from here and from what the driver published (value and
 requestPolicy), never from hard-coded sizes: 6Gi on a 24Gi card giving 4 sharers is a consequence.
-The maths itself lives in ``sim.quantity`` (the one home for quantity and capacity maths); this
+The maths itself lives in ``drakit.quantity`` (the one home for quantity and capacity maths); this
 module adapts a published device to it. A device may publish several consumable capacities (memory and
 compute, say): ``DeviceCapacities`` covers all of them, because a request consumes from every one,
 asked for or not, and the capacity that runs out first decides how many sharers fit.

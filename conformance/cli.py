@@ -34,6 +34,7 @@ ENV_OPTIONS = (
     ("CONFORMANCE_KUBECONFIG", "--kubeconfig"),
     ("CONFORMANCE_REPORT_DIR", "--report-dir"),
     ("CONFORMANCE_SIM_DRIVER_COMMAND", "--sim-driver-command"),
+    ("CONFORMANCE_KUBE_VERSION", "--kube-version"),
 )
 
 

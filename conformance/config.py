@@ -27,7 +27,7 @@ from conformance.resources import claims_dir
 
 # Where a run can go. ``auto`` picks existing (a --kubeconfig was given), else kind (a container engine
 # answers), else sim. A new cluster choice is added here and gets a provider in conformance/plugin.py.
-CLUSTERS: tuple[str, ...] = ("auto", "kind", "existing", "sim")
+CLUSTERS: tuple[str, ...] = ("auto", "kind", "existing", "sim", "local")
 DEFAULT_CLUSTER = "auto"
 # The project's reference driver (conformance/data/drivers/reference.yaml).
 DEFAULT_DRIVER_PROFILE = "reference"
@@ -75,6 +75,8 @@ class RunConfig:
     sim_driver_command: str | None = None  # sim: the driver's command instead of the profile's
     sim_feature_gates: str = ""  # sim: apiserver/scheduler feature gates (Name=bool,...)
     sim_kube_version: str | None = None  # sim: the Kubernetes version to emulate; None: the sim's default
+    # local: the Kubernetes release to run (1.34 to 1.37); None: localkube.versions.DEFAULT_MINOR (1.36)
+    kube_version: str | None = None
     keep_cluster: bool = False  # leave the cluster (and the sim) running after the run
     kubeconfig: str | None = None  # existing: the cluster to test; kind: where to write its kubeconfig
 
@@ -115,7 +117,7 @@ class RunConfig:
 
     def mock_gpus_for(self, provider: str) -> str | None:
         """The mock GPU profile the run's GPUs come from: --gpus, else the default on sim."""
-        return self.gpus or (DEFAULT_MOCK_GPUS if provider == "sim" else None)
+        return self.gpus or (DEFAULT_MOCK_GPUS if provider in ("sim", "local") else None)
 
     def args(self) -> list[str]:
         """The suite's command-line flags that give this configuration (only those that differ from the

@@ -29,7 +29,8 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         {
             "choices": CLUSTERS,
             "default": DEFAULT_CLUSTER,
-            "help": "where to run: kind, an existing cluster (--kubeconfig), sim, or auto (existing "
+            "help": "where to run: kind, an existing cluster (--kubeconfig), sim, local (a real control "
+            "plane from local processes, the sim's nodes; make kube-bin first), or auto (existing "
             "when --kubeconfig is given, kind when a container engine answers, else sim)",
         },
     ),
@@ -81,7 +82,7 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--allow-busy-gpus",
         {"action": "store_true", "help": "existing: run even if GPUs under test already hold allocations"},
     ),
-    ("--nodes", {"default": DEFAULT_SIM_NODES, "help": "sim: node names (comma separated)"}),
+    ("--nodes", {"default": DEFAULT_SIM_NODES, "help": "sim, local: node names (comma separated)"}),
     (
         "--sim-driver-command",
         {
@@ -93,9 +94,20 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ),
     (
         "--sim-feature-gates",
-        {"default": "", "help": "sim: apiserver/scheduler feature gates, e.g. DRAConsumableCapacity=false"},
+        {
+            "default": "",
+            "help": "sim, local: apiserver/scheduler feature gates, e.g. DRAConsumableCapacity=false",
+        },
     ),
     ("--sim-kube-version", {"default": None, "help": "sim: Kubernetes version to emulate"}),
+    (
+        "--kube-version",
+        {
+            "default": None,
+            "help": "local: Kubernetes release to run, 1.34 to 1.37 (default 1.36; make kube-bin "
+            "KUBE_VERSION=... builds it)",
+        },
+    ),
 )
 
 # pytest-kind registers these with the same meaning; the plugin shares them instead of adding its own.

@@ -270,7 +270,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     tr = terminalreporter
     tr.section("GPU-sharing conformance")
     if run.meta.get("simulated"):
-        tr.write_line(report_mod.SIMULATED_BANNER, red=True, bold=True)
+        tr.write_line(run.meta.get("banner") or report_mod.SIMULATED_BANNER, red=True, bold=True)
     if run.error:
         tr.write_line(f"stopped early: {run.error}", red=True, bold=True)
     for reason in run.incomplete_reasons():

@@ -147,7 +147,9 @@ def cause_of(pod: dict[str, Any] | None, events: list[dict[str, Any]]) -> Cause 
             return found
     if prepare:
         return prepare_cause(prepare[-1].get("message") or "")
-    sched = next((c for c in status.get("conditions") or () if c.get("type") == "PodScheduled"), {})
+    sched: dict[str, Any] = next(
+        (c for c in status.get("conditions") or () if c.get("type") == "PodScheduled"), {}
+    )
     if sched.get("status") == "False":
         return Cause(
             False,

@@ -77,7 +77,7 @@ def check_dra_api(kube: Kube) -> None:
 
 def probe_consumable_capacity(kube: Kube) -> tuple[bool | None, str]:
     """Dry-run a ResourceSlice using the gated fields and see whether the server keeps them."""
-    probe = {
+    probe: dict[str, Any] = {
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceSlice",
         "metadata": {"name": "gpu-share-conformance-gate-probe"},

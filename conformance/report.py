@@ -99,7 +99,7 @@ def build(
     (interrupted, timed out, the suite failed)."""
     report: dict[str, Any] = {
         "simulated": bool(meta.get("simulated")),
-        "banner": SIMULATED_BANNER if meta.get("simulated") else "",
+        "banner": (meta.get("banner") or SIMULATED_BANNER) if meta.get("simulated") else "",
         **meta,
         "capabilities": verdicts(checks),
         "rejections": [asdict(r) if hasattr(r, "__dataclass_fields__") else r for r in rejections],

@@ -22,8 +22,9 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
+import urllib3
 import yaml
 
 from conformance.config import CLUSTERS, DEFAULT_MOCK_GPUS, RunConfig
@@ -99,25 +100,40 @@ def check(opts: RunConfig | Mapping[str, Any], *, engine_answers: Callable[[], b
                 "--cluster existing needs --kubeconfig PATH; pass the kubeconfig of the cluster to test."
             )
         server_version = check_kubeconfig(Path(kubeconfig))
-    if provider == "sim":
+    sim_nodes = provider in ("sim", "local")  # local runs the sim's nodes under a real control plane
+    if provider == "local":
+        if kube_version is not None:
+            raise BadInput(
+                "--sim-kube-version is the sim's emulated version; with --cluster local use --kube-version."
+            )
+        kube_version = _check_local_release(o.get("kube_version"))
+    elif o.get("kube_version") is not None:
+        raise BadInput(
+            f"--kube-version is for --cluster local (the release it runs); with --cluster {provider} "
+            "drop it (sim: --sim-kube-version)."
+        )
+    if sim_nodes:
         nodes = _check_nodes(o.get("nodes") or "")
         gates = _check_gates(o.get("sim_feature_gates") or "")
-        _check_kube_version(kube_version)
+        if provider == "sim":
+            _check_kube_version(kube_version)
         _check_driver_command(o.get("sim_driver_command"))
         _check_sim_launch(profile, o.get("sim_driver_command"), nodes, o.get("gpus"))
-    if provider in ("sim", "kind"):
+    if provider in ("sim", "local", "kind"):
         check_gpu_profiles(cfg.mock_gpus_for(provider), nodes)
     if provider == "existing":
         schema = schema_version(server_version)
     elif provider == "sim":
         schema = schema_version(kube_version or DEFAULT_VERSION)
+    elif provider == "local":
+        schema = schema_version(f"v{kube_version}")
     else:
         schema = SCHEMA_VERSIONS[-1]
     try:
         templates = load_templates(cfg.claim_templates, schema)
     except TemplateError as exc:
         raise BadInput(str(exc)) from None
-    if provider == "sim":
+    if sim_nodes:
         _check_socket_room(profile.driver, nodes)
     return Inputs(
         provider=provider,
@@ -228,6 +244,17 @@ def _check_kube_version(version: str | None) -> None:
         raise BadInput(
             f"--sim-kube-version {version!r} is not emulated; use one of {', '.join(SUPPORTED_VERSIONS)}."
         )
+
+
+def _check_local_release(version: str | None) -> str:
+    """The release --cluster local runs, and that its binaries were built (make kube-bin)."""
+    from conformance.providers.base import ProviderError
+    from conformance.providers.local import check_release
+
+    try:
+        return check_release(version)
+    except ProviderError as exc:
+        raise BadInput(str(exc)) from None
 
 
 def _check_sim_launch(
@@ -344,7 +371,11 @@ def check_kubeconfig(path: Path) -> str:
         ) from None
     api.configuration.retries = 0
     try:
-        resp = client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT, _preload_content=False)
+        # With _preload_content=False the client returns the raw urllib3 response, not a VersionInfo.
+        resp = cast(
+            urllib3.BaseHTTPResponse,
+            client.VersionApi(api).get_code(_request_timeout=REACH_TIMEOUT, _preload_content=False),
+        )
         version = yaml.safe_load(resp.data or b"{}") or {}
         return str(version.get("gitVersion") or "") if isinstance(version, dict) else ""
     except ApiException as exc:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from conformance.capacity import Requests, format_bytes, parse
 from conformance.inventory import Gpu
 from conformance.kube import Kube, condition, items, raw
-from conformance.observe import FinalSignal, State, WaitTimeout, hold, wait_for, wait_for_all
+from conformance.observe import FinalSignal, Source, State, WaitTimeout, hold, wait_for, wait_for_all
 from conformance.podfate import Cause, cause_of, pod_events
 from drakit.quantity import capacity_key as q_key
 
@@ -221,7 +221,7 @@ class Scenario:
         """Wait until every pod runs. A final cause (the driver refused to prepare, the container could
         not be created or exited, the pod is gone) ends the wait at once with PodWillNotRun."""
         wanted = {p.key: p for p in pods}
-        sources = {"pods": (self._list_pods, {"label_selector": self._selector()})}
+        sources: dict[str, Source] = {"pods": (self._list_pods, {"label_selector": self._selector()})}
         for ns in sorted({p.namespace for p in pods}):
             sources[f"events {ns}"] = (
                 self.kube.core.list_namespaced_event,
@@ -230,7 +230,7 @@ class Scenario:
 
         last: dict[str, Cause | None] = {}  # why each pod not yet Running is not, as last seen
 
-        def check(states: dict[str, State]) -> Any:
+        def check(states: Mapping[str, State]) -> Any:
             seen = states["pods"]
             events = {k: e for name, st in states.items() if name != "pods" for k, e in st.items()}
             last.clear()
@@ -242,7 +242,7 @@ class Scenario:
                 return final
             return None if last else dict(seen)
 
-        def describe(states: dict[str, State]) -> str:
+        def describe(states: Mapping[str, State]) -> str:
             seen = states["pods"]
             return "; ".join(
                 f"{k}: {pod_summary(seen[k]) if k in seen else 'absent'}" for k in sorted(wanted)
@@ -435,12 +435,16 @@ class Scenario:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                resp = self.kube.core.read_namespaced_pod_log(
-                    pod.name,
-                    pod.namespace,
-                    follow=True,
-                    _preload_content=False,
-                    _request_timeout=(10, max(1.0, remaining)),
+                # With _preload_content=False the client returns the raw urllib3 response, not a str.
+                resp = cast(
+                    urllib3.BaseHTTPResponse,
+                    self.kube.core.read_namespaced_pod_log(
+                        pod.name,
+                        pod.namespace,
+                        follow=True,
+                        _preload_content=False,
+                        _request_timeout=(10, max(1.0, remaining)),
+                    ),
                 )
                 text = ""
                 try:

@@ -199,14 +199,20 @@ class SlicePublisher:
         if existing is None:
             return body(
                 self.resource.create_resource_slice(
-                    want, _preload_content=False, _request_timeout=self.timeout
+                    # The client's signature asks for a V1ResourceSlice; it sends a dict body as is.
+                    want,  # type: ignore[arg-type]
+                    _preload_content=False,
+                    _request_timeout=self.timeout,
                 )
             )
         update = copy.deepcopy(want)
         update["metadata"]["resourceVersion"] = existing["metadata"]["resourceVersion"]
         return body(
             self.resource.replace_resource_slice(
-                want["metadata"]["name"], update, _preload_content=False, _request_timeout=self.timeout
+                want["metadata"]["name"],
+                update,  # type: ignore[arg-type]  # a dict body, sent as is (see above)
+                _preload_content=False,
+                _request_timeout=self.timeout,
             )
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import re
 import shutil
@@ -11,7 +12,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .cluster import Cluster
 from .config import DEFAULT_VERSION, SUPPORTED_VERSIONS, SimConfig
@@ -30,7 +31,29 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m sim", description="Simulated Kubernetes cluster for DRA tests")
-    p.add_argument("--kubeconfig", required=True, help="where to write the kubeconfig once the API serves")
+    p.add_argument(
+        "--kubeconfig",
+        default=None,
+        help="where to write the kubeconfig once the API serves (required unless --apiserver-kubeconfig)",
+    )
+    # Nodes only (sim/kubelet/remote.py): the kubelets and drivers against an API server we did not start.
+    p.add_argument(
+        "--apiserver-kubeconfig",
+        default=None,
+        help="run only the nodes, as clients of the API server this kubeconfig names (no in-process "
+        "API server, scheduler or claim controller); the drivers get this kubeconfig",
+    )
+    p.add_argument(
+        "--node-kubeconfig-dir",
+        default=None,
+        help="with --apiserver-kubeconfig: DIR/<node>.kubeconfig is each kubelet's own identity",
+    )
+    p.add_argument(
+        "--kubelet-tls",
+        default=None,
+        help="with --apiserver-kubeconfig: CERT,KEY,CLIENT_CA of the kubelet API that serves container "
+        "logs to the API server (mutual TLS)",
+    )
     p.add_argument("--nodes", default="", help="comma-separated node names, e.g. node-1,node-2")
     p.add_argument("--feature-gates", default="", help="K=V,... overrides of the emulated version's defaults")
     p.add_argument("--kube-version", default=DEFAULT_VERSION, choices=SUPPORTED_VERSIONS)
@@ -113,6 +136,22 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--log-level {args.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port {args.port} is not a TCP port; use 0 (any free port) to 65535")
+        remote = args.apiserver_kubeconfig is not None
+        if not remote and not args.kubeconfig:
+            raise ValueError("--kubeconfig is required (or --apiserver-kubeconfig to run only nodes)")
+        if not remote and (args.node_kubeconfig_dir or args.kubelet_tls):
+            raise ValueError("--node-kubeconfig-dir and --kubelet-tls need --apiserver-kubeconfig")
+        if remote and (args.port or args.feature_gates or args.kube_version != DEFAULT_VERSION):
+            raise ValueError(
+                "--port, --feature-gates and --kube-version are the in-process API server's; the API "
+                "server --apiserver-kubeconfig names has its own"
+            )
+        kubelet_tls = None
+        if args.kubelet_tls:
+            parts = [Path(x) for x in args.kubelet_tls.split(",")]
+            if len(parts) != 3 or not all(x.is_file() for x in parts):
+                raise ValueError("--kubelet-tls wants CERT,KEY,CLIENT_CA: three existing files")
+            kubelet_tls = (parts[0], parts[1], parts[2])
         if args.orphan_cleanup and args.exit_with_fd is None:
             raise ValueError("--orphan-cleanup needs --exit-with-fd")
         if args.state_dir and Path(args.state_dir).exists() and not Path(args.state_dir).is_dir():
@@ -123,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sim: {e}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # A sim that hangs can be asked where (SIGABRT prints every thread's stack to stderr before it dies).
+    faulthandler.enable()
     stop = threading.Event()
     orphaned = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -135,18 +176,34 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
 
         exit_when_fd_closes(args.exit_with_fd, parent_gone)
-    try:
-        cluster = Cluster(config, nodes=nodes, port=args.port)
-    except OSError as e:  # the port is taken: say so before anything else starts
-        print(
-            f"sim: cannot start the API server on 127.0.0.1:{args.port}: {e}; pick a free --port or 0",
-            file=sys.stderr,
-        )
-        return 1
-    # Components are wired here, e.g.: cluster.add(Scheduler(cluster))
-    from .scheduler import add_control_plane
+    cluster: Any
+    if remote:
+        from .kubelet.remote import KubeconfigError
+        from .kubelet.remotecluster import RemoteCluster
 
-    add_control_plane(cluster)  # claim controller + scheduler (issue 3)
+        try:
+            cluster = RemoteCluster(
+                Path(args.apiserver_kubeconfig),
+                nodes,
+                node_kubeconfig_dir=Path(args.node_kubeconfig_dir) if args.node_kubeconfig_dir else None,
+                kubelet_tls=kubelet_tls,
+            )
+        except (KubeconfigError, OSError) as e:
+            print(f"sim: {e}", file=sys.stderr)
+            return 2
+    else:
+        try:
+            cluster = Cluster(config, nodes=nodes, port=args.port)
+        except OSError as e:  # the port is taken: say so before anything else starts
+            print(
+                f"sim: cannot start the API server on 127.0.0.1:{args.port}: {e}; pick a free --port or 0",
+                file=sys.stderr,
+            )
+            return 1
+        # Components are wired here, e.g.: cluster.add(Scheduler(cluster))
+        from .scheduler import add_control_plane
+
+        add_control_plane(cluster)  # claim controller + scheduler (issue 3)
     fleet = None
     if args.gpus or args.driver_spec or args.driver_command or args.driver_arg:
         from .kubelet.fleet import add_kubelets, load_spec
@@ -168,15 +225,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.orphan_cleanup:
             shutil.rmtree(args.orphan_cleanup, ignore_errors=True)
         return 0
+    from .apiserver.errors import ApiError
+
     try:
         cluster.start()
-    except OSError as e:
-        print(f"sim: cannot start the API server: {e}", file=sys.stderr)
+    except (OSError, ApiError) as e:
+        what = f"reach the API server {cluster.url}" if remote else "start the API server"
+        print(f"sim: cannot {what}: {e}", file=sys.stderr)
         return 1
     try:
-        cluster.write_kubeconfig(args.kubeconfig)
+        if args.kubeconfig:
+            cluster.write_kubeconfig(args.kubeconfig)
         with contextlib.suppress(BrokenPipeError):  # the parent died while we started: stop below
-            print(f"sim: serving {cluster.url}", flush=True)
+            print(f"sim: serving {'nodes of ' if remote else ''}{cluster.url}", flush=True)
         if fleet is not None:
             fleet.report_driver_starts(_say)
         stop.wait()

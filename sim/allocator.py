@@ -11,7 +11,6 @@ limit with its backtracking signal.
 
 from __future__ import annotations
 
-import json
 import sys
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,7 +23,15 @@ from sim.allocator_constraints import build_constraints
 from sim.allocator_counters import CounterLedger, consumes
 from sim.allocator_pools import Pool, device_visible, gather_pools
 from sim.allocator_state import AllocatedState, DeviceID, parse_quantity_cached
-from sim.cel import CelCompileError, CelError, compile_selector, device_variable
+from sim.cel import (
+    CelCompileError,
+    CelError,
+    CelRuntimeError,
+    DeviceInput,
+    compile_selector,
+    device_key,
+    device_variable,
+)
 
 MAX_RESULTS = 32
 CANNOT_ALLOCATE = "cannot allocate all claims"
@@ -109,69 +116,112 @@ class DeviceRef:
         "cap_sig",
         "cap_values",
         "capacity",
+        "cel_keys",
         "counters",
         "device",
         "id",
-        "id_text",
         "index",
-        "key",
         "multi",
         "pool",
         "slice",
     )
 
-    def __init__(
-        self, pool: Pool, slice_: Mapping[str, Any], device: Mapping[str, Any], key: tuple, index: int
-    ) -> None:
+    def __init__(self, pool: Pool, slice_: Mapping[str, Any], device: Mapping[str, Any], index: int) -> None:
         self.pool = pool
         self.slice = slice_
         self.device = device
         self.id: DeviceID = (pool.driver, pool.name, device.get("name", ""))
-        self.id_text = "/".join(self.id)
-        self.key = key  # the device's content for caches: (slice uid, resourceVersion, position)
-        self.capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
-        self.cap_values = {
-            k: parse_quantity_cached(v.get("value", "0")).value for k, v in self.capacity.items()
-        }
+        capacity: Mapping[str, Mapping[str, Any]] = device.get("capacity") or {}  # exact keys (R2)
+        self.capacity = capacity
+        self.cap_values = (
+            {k: parse_quantity_cached(v.get("value", "0")).value for k, v in capacity.items()}
+            if capacity
+            else {}
+        )
         self.cap_sig: str | None = None  # content key of `capacity`, made when first needed
+        # content keys of the CEL `device` variable, without and with DRAConsumableCapacity; made when
+        # first needed (a DeviceRef lives as long as its slice version: content does not change)
+        self.cel_keys: list[tuple | None] = [None, None]
         self.multi = bool(device.get("allowMultipleAllocations"))
-        self.counters = consumes(device)
+        self.counters = consumes(device) if device.get("consumesCounters") else []
         self.index = index  # position in the node's device list
+
+    @property
+    def id_text(self) -> str:
+        return "/".join(self.id)  # only error texts need it
+
+
+# A selector's outcome on one device: True/False, or the runtime error's text. Errors are kept as text
+# and raised afresh each time: re-raising one cached exception object would grow its traceback (and keep
+# every search's frames alive) with each call.
+_Evaluated = bool | str
+_RESULTS_MAX = 16384
+_VARS_MAX = 4096  # each holds a decoded device in the Go library
+
+# Shared by every call in the process and keyed by content (`sim.cel.device_key`): the same devices come
+# back call after call (every scheduling cycle reads the same slices), and neither a decoded device nor
+# a selector's outcome depends on anything but the expression and that content.
+_SHARED_VARS: dict[tuple, DeviceInput | str] = {}  # decoded `device` variable, or why it cannot be
+_SHARED_RESULTS: dict[tuple, _Evaluated] = {}
+
+
+def clear_shared_cache() -> None:
+    """Forget every decoded device and selector outcome (benchmarks measure a first sight so)."""
+    _SHARED_VARS.clear()
+    _SHARED_RESULTS.clear()
 
 
 class SelectorCache:
-    """Caches `device` CEL variables and selector results per device content.
+    """Caches `device` CEL variables and selector outcomes per device content.
 
-    Keys include the slice's uid and resourceVersion, so a changed slice is re-evaluated; callers may
-    `clear()` when they drop slices to bound memory.
+    Keys are the expression and what the `device` variable is made of (driver, attributes, capacity,
+    allowMultipleAllocations, the DRAConsumableCapacity gate), never a slice's name or version, so a
+    republished device with other attributes is decoded and evaluated again. Decoded devices are always
+    the process-wide ones; outcomes are too by default, while `shared=False` keeps them per cache
+    (upstream's Allocate evaluates every selector afresh per call: the benchmark measures that so).
     """
 
-    def __init__(self) -> None:
-        self._vars: dict[tuple, Any] = {}
-        self._results: dict[tuple, bool | CelError] = {}
+    def __init__(self, shared: bool = True) -> None:
+        self._results: dict[tuple, _Evaluated] = _SHARED_RESULTS if shared else {}
 
     def clear(self) -> None:
-        self._vars.clear()
+        """Drop this cache's outcomes and the decoded devices (bounds memory after slices go away)."""
         self._results.clear()
+        _SHARED_VARS.clear()
 
     def matches(self, expression: str, dev: DeviceRef, consumable_capacity: bool) -> bool:
         """True/False, or raises CelError (compile or runtime)."""
-        rkey = (expression, dev.key, consumable_capacity)
-        hit = self._results.get(rkey)
+        ckey = dev.cel_keys[consumable_capacity]
+        if ckey is None:
+            ckey = dev.cel_keys[consumable_capacity] = device_key(dev.id[0], dev.device, consumable_capacity)
+        results = self._results
+        rkey = (expression, ckey)
+        hit = results.get(rkey)
         if hit is None:
-            try:
-                program = compile_selector(expression)
-                vkey = (dev.key, consumable_capacity)
-                var = self._vars.get(vkey)
-                if var is None:
-                    var = self._vars[vkey] = device_variable(dev.id[0], dev.device, consumable_capacity)
-                hit = program.matches(var)
-            except CelError as exc:
-                hit = exc
-            self._results[rkey] = hit
+            # A compile error is not a property of the device: compile_selector caches and raises it.
+            program = compile_selector(expression)
+            var = _SHARED_VARS.get(ckey)
+            if var is None:
+                try:
+                    var = device_variable(dev.id[0], dev.device, consumable_capacity)
+                except CelRuntimeError as exc:
+                    var = str(exc)
+                if len(_SHARED_VARS) >= _VARS_MAX:
+                    _SHARED_VARS.clear()
+                _SHARED_VARS[ckey] = var
+            if isinstance(var, str):
+                hit = var
+            else:
+                try:
+                    hit = program.matches(var)
+                except CelRuntimeError as exc:
+                    hit = str(exc)
+            if len(results) >= _RESULTS_MAX:
+                results.clear()
+            results[rkey] = hit
         if hit is True or hit is False:
             return hit
-        raise hit
+        raise CelRuntimeError(hit)
 
 
 def pool_devices(pools: list[Pool], node: Mapping[str, Any]) -> list[DeviceRef]:
@@ -184,12 +234,11 @@ def pool_devices(pools: list[Pool], node: Mapping[str, Any]) -> list[DeviceRef]:
     for pool in pools:
         for s in pool.slices:
             spec = s.get("spec") or {}
-            md = s.get("metadata") or {}
-            for i, d in enumerate(spec.get("devices") or []):
-                if not device_visible(spec, d, node):
+            per_device = spec.get("perDeviceNodeSelection")
+            for d in spec.get("devices") or []:
+                if per_device and not device_visible(spec, d, node):
                     continue
-                key = (md.get("uid") or md.get("name"), md.get("resourceVersion"), i)
-                out.append(DeviceRef(pool, s, d, key, len(out)))
+                out.append(DeviceRef(pool, s, d, len(out)))
     return out
 
 
@@ -283,6 +332,9 @@ class _Search:
         self.allocating_devices: dict[DeviceID, set[int]] = {}  # exclusive device -> claim indices
         self.allocating_capacity: dict[DeviceID, dict[str, Decimal]] = {}
         self.counters = CounterLedger(state.is_allocated)
+        # (class name, the request's own selector expressions) -> device index -> selectable: requests
+        # that select alike share one map. Only outcomes are kept; a CEL error ends the whole call.
+        self.match_maps: dict[tuple, dict[int, bool]] = {}
 
     # -- selectors (upstream isSelectable / selectorsMatch) --
     def _selectors_match(
@@ -327,7 +379,9 @@ class _Search:
         if dev.index in req.consumed:
             return req.consumed[dev.index]
         if dev.cap_sig is None:
-            dev.cap_sig = json.dumps(dev.capacity, sort_keys=True) if dev.capacity else ""
+            # repr of the parsed JSON tells apart every capacity that could consume differently; two
+            # key orders of one mapping only cost a second computation
+            dev.cap_sig = repr(dev.capacity) if dev.capacity else ""
         hit = req.consumed[dev.index] = _consumption(
             req.capacity_requests, req.asks_sig, dev.capacity, dev.cap_sig
         )
@@ -533,6 +587,8 @@ def _prepare_request(
             f'deviceclass.resource.k8s.io "{class_name}" not found'
         )
     req = _Request(ci, name, parent, spec, cls, has_admin and bool(spec.get("adminAccess")))
+    own = tuple((sel.get("cel") or {}).get("expression", "") for sel in spec.get("selectors") or [])
+    req.match = search.match_maps.setdefault((class_name, own), {})
     cap = spec.get("capacity")
     if cap is not None and search.cc and cap.get("requests") is not None:
         req.capacity_requests = {k: parse_quantity_cached(v) for k, v in cap["requests"].items()}

@@ -191,6 +191,7 @@ def gather_pools(
     everything_known = slices if all_slices is None else list(all_slices)
     node_name = (node.get("metadata") or {}).get("name")
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    generations: dict[tuple[str, str], int] = {}  # of each group's slices
     for s in slices:
         spec = _spec(s)
         slice_node = spec.get("nodeName")
@@ -203,16 +204,19 @@ def gather_pools(
                 continue
         elif not _targets_node(spec, node, partitionable):
             continue
-        key = _pool_key(s)
+        pool = spec.get("pool") or {}
+        key = (spec.get("driver", ""), pool.get("name", ""))
+        gen = int(pool.get("generation") or 0)
         group = groups.get(key)
-        if group is None or _generation(s) > _generation(group[0]):
+        if group is None or gen > generations[key]:
             groups[key] = [s]
-        elif _generation(s) == _generation(group[0]):
+            generations[key] = gen
+        elif gen == generations[key]:
             group.append(s)
     result = []
     for key in sorted(groups):
         group = groups[key]
-        gen = _generation(group[0])
+        gen = generations[key]
         want = _slice_count(group[0])
         everything: list[Mapping[str, Any]] | None = None
         if len(group) != want:

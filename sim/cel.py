@@ -144,6 +144,17 @@ class DeviceInput:
         weakref.finalize(self, _library().dra_cel_release, handle)
 
 
+def device_key(driver: str, device: Mapping[str, Any], consumable_capacity: bool = True) -> tuple:
+    """A content key for what `device_variable` reads of a device: equal keys give the same variable.
+
+    Built from the repr of the parsed JSON (dicts, lists, str, int, float, bool, None), which tells
+    apart every value that could evaluate differently (1, 1.0, True and "1" all differ); two orders of
+    one mapping give two keys, which costs a second evaluation, never a wrong result.
+    """
+    multi = device.get("allowMultipleAllocations") if consumable_capacity else None
+    return (driver, repr(device.get("attributes")), repr(device.get("capacity")), multi)
+
+
 def device_variable(driver: str, device: Mapping[str, Any], consumable_capacity: bool = True) -> DeviceInput:
     """The `device` CEL variable for one ResourceSlice device (v1 layout).
 

@@ -110,6 +110,10 @@ class Cluster:
         """The bearer token of this cluster's API (also in every kubeconfig it writes)."""
         return self.server.token
 
+    def store_for(self, node: str) -> Store:
+        """The store a node's kubelet uses (the in-process one for every node)."""
+        return self.store
+
     def add(self, component: C) -> C:
         self.components.append(component)
         if self._serving:

@@ -256,6 +256,14 @@ CATALOGUE: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         ("must be true or false",),
     ),
     "kube version not emulated": (flags("--cluster=sim", "--sim-kube-version=1.20"), ("not emulated",)),
+    "local release not built by the provider": (
+        flags("--cluster=local", "--kube-version=1.33"),
+        ("--kube-version '1.33' is not one the local provider builds",),
+    ),
+    "local release given to sim": (
+        flags("--cluster=sim", "--kube-version=1.36"),
+        ("--kube-version is for --cluster local",),
+    ),
     "driver command missing": (
         flags("--cluster=sim", "--sim-driver-command=/nonexistent/driver"),
         ("the driver command /nonexistent/driver (--sim-driver-command) does not exist",),

@@ -1,10 +1,19 @@
-"""Helpers for scheduler/controller tests over HTTP (no tests here)."""
+"""Helpers for scheduler/controller tests over HTTP (no tests here).
+
+With ``GSC_CONTROL_PLANE=local`` (``make compare-local``) the same tests run against a real control plane
+(``localkube``: upstream's kube-apiserver, kube-controller-manager and kube-scheduler) instead of the
+sim's, so the tests that fail there are exactly where the sim's scheduler and claim controller differ.
+"""
 
 from __future__ import annotations
 
+import os
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kubernetes import client, watch
@@ -81,9 +90,67 @@ class Sim:
 
     def quiesce(self, timeout: float = WAIT_S) -> None:
         """Both control-plane threads parked with nothing queued (twice in a row: they feed each other)."""
+        if self.controller is None:
+            # Upstream's scheduler and controllers give no idle signal: a settle window as long as the
+            # suite's on a real cluster stands in for one (comparison runs only).
+            time.sleep(REAL_SETTLE_S)
+            return
         for _ in range(3):
             self.controller.wait_idle(timeout)
             self.scheduler.wait_idle(timeout)
+
+
+REAL_SETTLE_S = 5.0
+
+
+@dataclass
+class _RealHandle:
+    kubeconfig: Path
+
+    def client(self) -> client.ApiClient:
+        from kubernetes import config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        return client.ApiClient(cfg)
+
+    @property
+    def store(self) -> Any:
+        import pytest
+
+        pytest.skip("reads the sim's in-process store: nothing to compare on a real control plane")
+
+
+@contextmanager
+def _real_control_plane(nodes: tuple[str, ...], feature_gates: str) -> Iterator[Sim]:
+    """Upstream's control plane with ``nodes`` registered Ready (Node objects and Leases kept fresh by
+    the sim kubelet's heartbeat, no kubelets: these tests only schedule)."""
+    from localkube import versions
+    from localkube.controlplane import ControlPlane
+    from sim.config import parse_feature_gates
+    from sim.kubelet.remote import Connection, RemoteStore
+
+    release = versions.resolve(os.environ.get("KUBE_VERSION") or None)
+    with tempfile.TemporaryDirectory(prefix="gsc-cp-") as tmp:
+        cp = ControlPlane(release, Path(tmp), feature_gates=parse_feature_gates(feature_gates))
+        endpoints = cp.start()
+        stores = []
+        try:
+            for n in nodes:
+                store = RemoteStore(Connection.from_kubeconfig(endpoints.admin_kubeconfig), n)
+                store.server_version = f"v{release}"
+                store.register_kubelet(n)
+                stores.append(store)
+            handle = _RealHandle(endpoints.admin_kubeconfig)
+            api = handle.client()
+            try:
+                yield Sim(handle, api, client.CoreV1Api(api), client.ResourceV1Api(api), None, None)
+            finally:
+                api.close()
+        finally:
+            for store in stores:
+                store.unregister_kubelet(store.node or "")
+            cp.stop()
 
 
 @contextmanager
@@ -93,6 +160,10 @@ def control_plane_sim(
     kube_version: str = "1.36",
     backoff: float = 0.05,
 ) -> Iterator[Sim]:
+    if os.environ.get("GSC_CONTROL_PLANE") == "local":
+        with _real_control_plane(nodes, feature_gates) as real:
+            yield real
+        return
     parts: dict[str, Any] = {}
 
     def configure(cluster: Any) -> None:

@@ -32,7 +32,12 @@ class ProviderError(RuntimeError):
     """A provider could not do what was asked; the message is one sentence: what and how to fix it."""
 
 
-class DriverInputError(ProviderError):
+class InputError(ProviderError):
+    """What the user gave or has cannot run (bad input, exit 4), not an incomplete run: e.g. the local
+    provider's binaries that do not start, or a release it cannot build."""
+
+
+class DriverInputError(InputError):
     """What the user gave cannot run: the driver the profile (or --sim-driver-command) names exited before
     it registered, having published nothing. Bad input (exit 4), not an incomplete run."""
 
@@ -59,12 +64,15 @@ class ProviderConfig:
 class ClusterHandle:
     """What ``start`` returns: enough to talk to the cluster and to label the report."""
 
-    provider: str  # "sim", "kind", "existing"
+    provider: str  # "sim", "local", "kind", "existing"
     kubeconfig: Path
     kubernetes_version: str  # as served by /version, e.g. "v1.36.1"
     simulated: bool  # True only for sim: the report is headed SIMULATED
     nodes: tuple[str, ...]  # nodes expected to run the driver under test
     details: dict[str, str] = field(default_factory=dict)  # free-form, shown in the report
+    # The report's banner for a simulated run when the provider knows better than the generic one (local:
+    # a real control plane, simulated nodes).
+    banner: str = ""
 
 
 @dataclass(frozen=True)

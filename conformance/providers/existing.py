@@ -69,7 +69,7 @@ class ExistingProvider(Provider):
             pods = self._driver_pods(None)
         except (ProviderError, ApiException):
             return ()
-        return tuple(sorted({(p.get("spec") or {}).get("nodeName") for p in pods} - {None, ""}))
+        return tuple(sorted({n for p in pods if (n := (p.get("spec") or {}).get("nodeName"))}))
 
     def deploy_driver(self) -> DriverDeployment:
         inst = self.config.profile.install

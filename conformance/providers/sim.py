@@ -218,18 +218,16 @@ class SimProvider(Provider):
         api = config.new_client_from_config(config_file=str(self.kubeconfig))
         try:
             resource = client.ResourceV1Api(api)
-            names = {c.metadata.name for c in resource.list_device_class().items}
+            names = {c.metadata.name for c in resource.list_device_class().items if c.metadata}
             if profile.device_class not in names:
-                resource.create_device_class(
-                    {
-                        "apiVersion": "resource.k8s.io/v1",
-                        "kind": "DeviceClass",
-                        "metadata": {"name": profile.device_class},
-                        "spec": {
-                            "selectors": [{"cel": {"expression": f'device.driver == "{profile.driver}"'}}]
-                        },
-                    }
-                )
+                device_class = {
+                    "apiVersion": "resource.k8s.io/v1",
+                    "kind": "DeviceClass",
+                    "metadata": {"name": profile.device_class},
+                    "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{profile.driver}"'}}]},
+                }
+                # The client's signature asks for a V1DeviceClass; it sends a dict body as is.
+                resource.create_device_class(device_class)  # type: ignore[arg-type]
         finally:
             api.close()
 

@@ -74,8 +74,8 @@ def test_request_policy_is_valid_and_as_claimed(suite: Suite) -> None:
 
 
 def test_published_memory_matches_the_gpu(suite: Suite) -> None:
-    known = [(g, suite.real_memory(g)) for g in suite.preflight.gpus if g.capacity is not None]
-    known = [(g, m) for g, m in known if m is not None]
+    memories = [(g, suite.real_memory(g)) for g in suite.preflight.gpus if g.capacity is not None]
+    known = [(g, m) for g, m in memories if m is not None]
     if not known:
         pytest.skip("the GPUs' real memory is not known to the suite (no mock GPU profile for these models)")
     wrong = [

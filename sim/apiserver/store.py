@@ -177,6 +177,17 @@ class Store:
             self._watches.add(w)
         return w
 
+    def history(self, resource: str, since: int, field_selector: str | None = None) -> list[Event]:
+        """The events after ``since`` that are still in the history (410 Expired when it is gone)."""
+        w = self.watch([resource], since, field_selector=field_selector)
+        try:
+            out = []
+            while (ev := w.get(timeout=0)) is not None:
+                out.append(ev)
+            return out
+        finally:
+            w.close()
+
     # ---- kubelet hooks ----
 
     def register_kubelet(self, node_name: str) -> None:

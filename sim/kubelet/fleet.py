@@ -74,7 +74,7 @@ class KubeletFleet:
                     )
                     driver = self.launch.render(values, node)
                 k = Kubelet(
-                    self.cluster.store,
+                    self.cluster.store_for(node),
                     node,
                     self.state_dir,
                     driver=driver,

@@ -289,20 +289,12 @@ class Kubelet:
         if self.driver_config is None:
             return False
         try:
-            w = self.store.watch(
-                [SLICES],
-                since=self._driver_start_rv,
-                field_selector=self._slice_selector(self.driver_config.driver_name),
+            events = self.store.history(
+                SLICES, self._driver_start_rv, self._slice_selector(self.driver_config.driver_name)
             )
         except ApiError:
             return True  # the history is gone: it cannot be told, so what the driver left is judged
-        try:
-            while (ev := w.get(timeout=0)) is not None:
-                if ev.type == "ADDED":
-                    return True
-            return False
-        finally:
-            w.close()
+        return any(ev.type == "ADDED" for ev in events)
 
     def _wipe_slices(self, driver: str | None) -> None:
         slices, _ = self.store.list(SLICES, field_selector=self._slice_selector(driver))

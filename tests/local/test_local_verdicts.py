@@ -1,0 +1,80 @@
+"""The suite's verdicts on a real control plane (``--cluster local``) are the ones it gives on sim:
+the reference driver passes every capability, and the mutants that matter most fail the capability they
+break, for the same reason. Prints the wall time of each run on both."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sim-side tables live in tests/
+from test_suite_bites import MUTANTS, run_suite
+
+# sharing off, prepare refuses a second claim, the container told other than what was consumed
+MOST = (
+    "no-allow-multiple-allocations",
+    "prepare-refuses-second-claim",
+    "container-told-the-unrounded-request",
+)
+LOCAL_TIMEOUT = 420
+
+
+def _outcomes(report: dict) -> dict[str, tuple[str, ...]]:
+    return {
+        cap: tuple(sorted(f"{c['test']}={c['outcome']}" for c in v["checks"]))
+        for cap, v in report["capabilities"].items()
+    }
+
+
+def test_reference_driver_gets_the_same_verdicts_on_local_as_on_sim(
+    tmp_path: Path, local_release: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--nodes=node-1,node-2", "--gpus=mixed")
+    sim, _, sim_wall = run_suite(tmp_path / "sim", *args, timeout=180)
+    local, out, wall = run_suite(
+        tmp_path / "local", "--cluster=local", f"--kube-version={local_release}", *args, timeout=LOCAL_TIMEOUT
+    )
+    assert local["provider"] == "local", out[-3000:]
+    assert local["kubernetes_version"] == f"v{local_release}"
+    assert local["banner"].startswith(f"control plane: real Kubernetes v{local_release}; nodes: simulated")
+    verdicts = {c: v["verdict"] for c, v in local["capabilities"].items()}
+    assert verdicts == {c: v["verdict"] for c, v in sim["capabilities"].items()}, out[-3000:]
+    assert _outcomes(local) == _outcomes(sim), out[-3000:]
+    assert local["verdict"] == "pass", out[-3000:]
+    with capsys.disabled():
+        print(
+            f"\nreference driver, whole suite: sim {sim_wall:.1f}s, local v{local_release} {wall:.1f}s wall"
+        )
+
+
+CHOSEN = [m for m in MUTANTS if m[0] in MOST]
+
+
+@pytest.mark.parametrize(
+    ("args", "capability", "reason"), [m[1:] for m in CHOSEN], ids=[m[0] for m in CHOSEN]
+)
+def test_mutant_fails_on_local_as_on_sim(
+    tmp_path: Path,
+    local_release: str,
+    args: list[str],
+    capability: str,
+    reason: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    report, output, wall = run_suite(
+        tmp_path,
+        "--cluster=local",
+        f"--kube-version={local_release}",
+        "--nodes=node-1",
+        *args,
+        timeout=LOCAL_TIMEOUT,
+    )
+    verdict = report["capabilities"].get(capability)
+    assert verdict is not None, f"capability {capability} did not run:\n{output[-3000:]}"
+    assert verdict["verdict"] == "fail", f"{capability} was {verdict['verdict']}:\n{output[-3000:]}"
+    assert any(r in verdict["reason"] for r in reason.split("|")), verdict["reason"]
+    assert report["verdict"] == "fail" and report["provider"] == "local"
+    with capsys.disabled():
+        print(f"\n{capability} mutant on local: {wall:.1f}s wall")
