@@ -166,6 +166,7 @@ class RemoteWatch:
         self._conn, self._sock, self._resp, self.resource = conn, sock, resp, resource
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self.closed = False
+        self.ended = False  # the stream is over (server timeout, error, close): list again to go on
         self._thread = threading.Thread(target=self._read, name=f"watch:{resource}", daemon=True)
         self._thread.start()
 
@@ -186,6 +187,7 @@ class RemoteWatch:
             if not self.closed:
                 log.info("watch of %s ended: %s", self.resource, e)
         finally:
+            self.ended = True
             self._queue.put(None)
 
     def get(self, timeout: float | None = None) -> Event | None:

@@ -28,7 +28,6 @@ from kubernetes import client
 from localkube.pki import LOOPBACK_SANS, CertificateAuthority
 from sim.apiserver.errors import ApiError
 from sim.kubelet.remote import Connection, KubeconfigError, KubeletApi
-from sim.scheduler import add_control_plane
 from sim.testing import running_sim
 from tests.support.pod_watch import PodWatch
 
@@ -93,7 +92,8 @@ def stop(proc: subprocess.Popen[str]) -> str:
 
 def test_remote_nodes_register_publish_and_run_a_sharer_through_the_api_server_only() -> None:
     state = Path(tempfile.mkdtemp(prefix="rn-", dir="/tmp"))  # short: unix socket paths live under it
-    with running_sim(nodes=[], configure=add_control_plane) as sim:
+    # The API server in its own process, as kube-apiserver is: nothing the test process does slows it.
+    with running_sim(nodes=[], subprocess=True) as sim:
         nodes = start_nodes(sim.kubeconfig, state)
         api = sim.client()
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,6 +122,45 @@ class _RealHandle:
         pytest.skip("reads the sim's in-process store: nothing to compare on a real control plane")
 
 
+def _wait_untainted(admin: Any, nodes: tuple[str, ...], timeout: float = 60) -> None:
+    """Until the node lifecycle controller has seen each node Ready and lifted its not-ready taint (the
+    sim's nodes are schedulable at once; upstream's only after that)."""
+    deadline = time.monotonic() + timeout
+    for n in nodes:
+        while admin.get("nodes", n).get("spec", {}).get("taints"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node {n} still tainted after {timeout:.0f}s: {admin.get('nodes', n)}")
+            time.sleep(0.2)
+
+
+def _finish_deletions(admin: Any, stop: threading.Event) -> None:
+    """What the kubelet does for a deleted pod on its node (these nodes have none): the final delete
+    once deletionTimestamp is set, so deleting a pod releases its claims as on the sim."""
+    from sim.apiserver.errors import ApiError
+
+    while not stop.is_set():
+        pods, rv = admin.list("pods")
+        for pod in pods:
+            _finish(admin, pod, ApiError)
+        w = admin.watch("pods", rv, timeout_s=30)
+        try:
+            while not stop.is_set() and not w.ended:
+                ev = w.get(timeout=1.0)
+                if ev is not None and ev.type != "DELETED":
+                    _finish(admin, ev.object, ApiError)
+        finally:
+            w.close()
+
+
+def _finish(admin: Any, pod: dict[str, Any], api_error: type[Exception]) -> None:
+    meta = pod["metadata"]
+    if meta.get("deletionTimestamp") and pod.get("spec", {}).get("nodeName"):
+        try:
+            admin.delete("pods", meta["name"], namespace=meta["namespace"], grace_period_seconds=0)
+        except api_error:
+            pass
+
+
 @contextmanager
 def _real_control_plane(nodes: tuple[str, ...], feature_gates: str) -> Iterator[Sim]:
     """Upstream's control plane with ``nodes`` registered Ready (Node objects and Leases kept fresh by
@@ -141,6 +181,11 @@ def _real_control_plane(nodes: tuple[str, ...], feature_gates: str) -> Iterator[
                 store.server_version = f"v{release}"
                 store.register_kubelet(n)
                 stores.append(store)
+            admin = RemoteStore(Connection.from_kubeconfig(endpoints.admin_kubeconfig))
+            _wait_untainted(admin, nodes)
+            stop = threading.Event()
+            finisher = threading.Thread(target=_finish_deletions, args=(admin, stop), daemon=True)
+            finisher.start()
             handle = _RealHandle(endpoints.admin_kubeconfig)
             api = handle.client()
             try:
@@ -148,6 +193,7 @@ def _real_control_plane(nodes: tuple[str, ...], feature_gates: str) -> Iterator[
             finally:
                 api.close()
         finally:
+            stop.set()
             for store in stores:
                 store.unregister_kubelet(store.node or "")
             cp.stop()
