@@ -191,11 +191,14 @@ class ConformanceRun:
             provider=handle.provider,
             kubernetes_version=handle.kubernetes_version,
             simulated=handle.simulated,
-            banner=handle.banner,
             kubeconfig=str(handle.kubeconfig),
             nodes=list(handle.nodes),
             cluster_details=handle.details,
         )
+        if handle.banner:
+            # Only a provider's own banner (local) goes into the meta: an empty one there would override
+            # the generic SIMULATED banner report.build() gives every other simulated run.
+            self.meta["banner"] = handle.banner
         kube = Kube.from_kubeconfig(handle.kubeconfig)
         try:
             version = raw(kube.version.get_code)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from conformance.report import SIMULATED_BANNER
+
 REPO = Path(__file__).resolve().parents[2]
 # What the copy leaves out: build outputs and caches of this checkout, which must not reach the wheel.
 _NOT_SOURCE = shutil.ignore_patterns(
@@ -125,6 +127,7 @@ def test_the_installed_console_script_runs_the_suite_from_an_empty_directory(
     assert "Overall: PASS (exit code 0)" in out, out[-4000:]
     report = json.loads((empty / "reports" / "report.json").read_text())
     assert report["verdict"] == "pass"
+    assert report["simulated"] and report["banner"] == SIMULATED_BANNER
     assert (empty / "reports" / "report.md").is_file()
     # Node ids read the same as from the checkout: the rootdir is the directory holding the package.
     checks = [c for cap in report["capabilities"].values() for c in cap["checks"]]
