@@ -68,14 +68,14 @@ kube-bin: $(STAMP)
 test-local: export GSC_TEST_LOCAL := 1
 test-local: export KUBE_VERSION := $(KUBE_VERSION)
 test-local: kube-bin cel
-	$(call q,$(BIN)/python) -m pytest -q -p no:randomly tests/local tests/test_localkube.py tests/test_kubelet_remote.py
+	$(call q,$(BIN)/python) -m pytest -q -p no:randomly tests/local tests/localkube/test_localkube.py tests/sim/test_kubelet_remote.py
 
 # The sim's scheduler and claim-controller tests against upstream's real control plane: each failure is a
 # place where the sim decides differently (a report, not part of make test or CI).
 compare-local: export GSC_CONTROL_PLANE := local
 compare-local: export KUBE_VERSION := $(KUBE_VERSION)
 compare-local: kube-bin cel
-	$(call q,$(BIN)/python) -m pytest -q -rfEs -p no:randomly tests/test_scheduler_behaviour.py tests/test_controller_claims.py
+	$(call q,$(BIN)/python) -m pytest -q -rfEs -p no:randomly tests/sim/test_scheduler_behaviour.py tests/sim/test_controller_claims.py
 
 protos: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \

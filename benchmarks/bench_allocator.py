@@ -1,6 +1,6 @@
 """Pure allocator speed (issue 13 part 4). Prints figures; asserts nothing.
 
-1. Per-scenario time over 1,000 random scenarios (tests/allocator_scenarios.py, seeds 0..999): one
+1. Per-scenario time over 1,000 random scenarios (tests/support/allocator_scenarios.py, seeds 0..999): one
    `allocate()` call from the slices, as upstream's Allocate runs (pools gathered, devices listed per
    call). Each scenario runs --repeat times and counts with the mean; the figure is the median over
    scenarios. Four ways, by what is cached across calls:
@@ -40,9 +40,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from allocator_scenarios import CLASSES, NODE, generate, uuids  # noqa: E402
 
 from sim.allocator import (  # noqa: E402
     AllocatorError,
@@ -53,6 +50,7 @@ from sim.allocator import (  # noqa: E402
 )
 from sim.allocator_pools import gather_pools  # noqa: E402
 from sim.allocator_state import AllocatedState  # noqa: E402
+from tests.support.allocator_scenarios import CLASSES, NODE, generate, uuids  # noqa: E402
 
 GO_MEDIAN_MS = 0.051
 GO_LARGE_MS = 11.0

@@ -1,6 +1,6 @@
 """Allocator invariants at scale (issue 13 part 3). Prints counts; asserts nothing.
 
-Runs the random scenarios of tests/allocator_scenarios.py (consumable capacity with request policies,
+Runs the random scenarios of tests/support/allocator_scenarios.py (consumable capacity with request policies,
 shared counters, matchAttribute/distinctAttribute, firstAvailable, allocationMode All, admin access,
 existing allocations made by the allocator) and checks every decision's invariants: never over
 capacity or counters, never an exclusive device twice, shareIDs distinct, request counts and the
@@ -20,9 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from allocator_scenarios import check, classify, generate, run  # noqa: E402
+from tests.support.allocator_scenarios import check, classify, generate, run  # noqa: E402
 
 
 def main() -> int:

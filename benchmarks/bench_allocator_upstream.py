@@ -2,7 +2,7 @@
 
 Builds benchmarks/upstream_allocator (a small Go program around k8s.io/dynamic-resource-allocation's
 structured allocator, v0.37.2 from the Go module proxy: the nearest published version to the issue's
-3d036712930c) and feeds it the random scenarios of tests/allocator_scenarios.py and the repros of
+3d036712930c) and feeds it the random scenarios of tests/support/allocator_scenarios.py and the repros of
 tests/fixtures/allocator-repros. Prints how many decisions agree (outcome, devices, shareIDs,
 consumedCapacity, exact error text), the first disagreements, and the per-scenario median time of both
 (state + one Allocate call; Go: median wall time of --repeat runs; sim: mean CPU time of --repeat runs,
@@ -37,14 +37,13 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
-from allocator_scenarios import CLASSES, NODE, generate, uuids  # noqa: E402
 from bench_allocator import POD_CLAIM, _large_cluster, large_case  # noqa: E402
 
 from drakit.quantity import canonical  # noqa: E402
 from sim.allocator import AllocatorError, Features, SelectorCache, allocate  # noqa: E402
 from sim.allocator_state import AllocatedState  # noqa: E402
+from tests.support.allocator_scenarios import CLASSES, NODE, generate, uuids  # noqa: E402
 
 GATES = ("DRAConsumableCapacity", "DRAPrioritizedList", "DRAAdminAccess", "DRAPartitionableDevices")
 REPROS = ROOT / "tests" / "fixtures" / "allocator-repros"

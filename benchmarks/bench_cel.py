@@ -16,11 +16,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from test_cel_probes import PROBES, verdict
 
 from sim.cel import compile_selector, device_variable
+from tests.sim.test_cel_probes import PROBES, verdict
 
 DEVICE = {
     "name": "gpu-0",

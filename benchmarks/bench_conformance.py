@@ -1,7 +1,7 @@
 """Figures for the conformance suite on sim: wall time of a full run (2 nodes x 2 mock GPUs, every
 scenario), time per capability, and each rejection's time from scheduler decision to verdict, for
 the reference driver (goal: under 15 s) and for the seed fork's stand-in, the mutant that refuses to
-prepare a second claim on a GPU (tests/mutants/refuse_second_claim.py; goal: its full verdict in under
+prepare a second claim on a GPU (tests/support/mutants/refuse_second_claim.py; goal: its full verdict in under
 60 s, 149 s before prepare refusals ended the waits at once).
 
     .venv/bin/python benchmarks/bench_conformance.py [--runs N] [--only reference|seed-fork] [pytest args]
@@ -56,7 +56,7 @@ def one_run(extra: list[str]) -> tuple[float, dict]:
 
 DRIVERS = {
     "reference": [],
-    "seed-fork": [f"--sim-driver-command={sys.executable} -m tests.mutants.refuse_second_claim"],
+    "seed-fork": [f"--sim-driver-command={sys.executable} -m tests.support.mutants.refuse_second_claim"],
 }
 
 

@@ -21,8 +21,15 @@ from drakit.gpuprofiles import load_profile
 from driver.kube import api_client
 from driver.publisher import SlicePublisher
 from driver.slices import PublishSettings
-from driver.testing import DRIVER, DRAClient, DriverProcess, allocated_claim, result, short_tmp_dir
 from sim.testing import sim_api, wait_for_file
+from tests.support.driver_harness import (
+    DRIVER,
+    DRAClient,
+    DriverProcess,
+    allocated_claim,
+    result,
+    short_tmp_dir,
+)
 
 
 def pct(samples: list[float], q: float) -> float:

@@ -1,8 +1,8 @@
-"""The interruption matrix: every point x signal x target of tests/interrupt_harness.py.
+"""The interruption matrix: every point x signal x target of tests/support/interrupt_harness.py.
 
 Prints one line per cell and the totals the issue asks for: leftovers (processes, work dirs, sockets)
 and false PASS reports, both goal 0. ``make test`` runs a few representative cells
-(tests/test_run_lifetime.py); this runs them all (32 cells, two at a time).
+(tests/conformance/test_run_lifetime.py); this runs them all (32 cells, two at a time).
 
     python benchmarks/bench_interruptions.py [--jobs 2]
 """
@@ -18,14 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
 
-from interrupt_harness import POINTS, SIGNALS, TARGETS  # noqa: E402
+from tests.support.interrupt_harness import POINTS, SIGNALS, TARGETS  # noqa: E402
 
 
 def cell(point: str, sig: str, target: str) -> dict:
     out = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "interrupt_harness.py"), point, sig, target],
+        [sys.executable, str(REPO / "tests" / "support" / "interrupt_harness.py"), point, sig, target],
         cwd=REPO,
         capture_output=True,
         text=True,

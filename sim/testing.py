@@ -195,7 +195,7 @@ def _run_subprocess(
 
 class SimApi:
     """The simulated API server (sim.apiserver Store + HTTP) on loopback, with a kubeconfig file: what the
-    driver's tests run the driver against (tests/test_driver_*.py)."""
+    driver's tests run the driver against (tests/driver/test_driver_*.py)."""
 
     def __init__(self, root: Path, kube_version: str = "1.36", gates: dict[str, bool] | None = None) -> None:
         self.store = Store(SimConfig(kube_version=kube_version, feature_gates=gates or {}))

@@ -1,37 +1,15 @@
-"""Shared fixtures. Keep each fixture small and documented; parts add theirs in their own section."""
+"""The project's own tests, grouped by the part they test; each group has its own conftest.
 
-from __future__ import annotations
+    tests/sim/          the simulated cluster: API server, scheduler and allocator, CEL, kubelets
+    tests/driver/       the reference driver
+    tests/conformance/  the suite itself: inputs, providers, report, that it catches broken drivers
+    tests/static/       files checked as they are: docs, chart, image, kind configs, workflows, the wheel
+    tests/support/      what tests share and never collected as tests: builders, doubles (fake plugin,
+                        recording stand-ins for docker/kind/helm, broken drivers in support/mutants)
+    tests/localkube/    the local control plane (localkube/): builds, versions, start-up
+    tests/local/        the suite on a real control plane (make test-local; skipped in make test)
+    tests/fixtures/, tests/profiles/   data
 
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
-
-from sim.apiserver import Store
-from sim.config import SimConfig
-from sim.testing import SimHandle, running_sim
-
-# ---- apiserver (issue 2) ----
-
-
-@pytest.fixture
-def store() -> Store:
-    """A fresh in-memory Store emulating the default Kubernetes version (1.36, DRAConsumableCapacity on)."""
-    return Store(SimConfig())
-
-
-@pytest.fixture
-def sim() -> Iterator[SimHandle]:
-    """A running in-process sim (API server on 127.0.0.1, nodes node-1 and node-2) and its kubeconfig."""
-    with running_sim(nodes=["node-1", "node-2"]) as handle:
-        yield handle
-
-
-@pytest.fixture
-def api_client(sim: SimHandle) -> Iterator[Any]:
-    """A kubernetes.client.ApiClient connected to the `sim` fixture's server."""
-    client = sim.client()
-    try:
-        yield client
-    finally:
-        client.close()
+``tests`` is a package imported from the repository root (``from tests.support.pod_watch import
+PodWatch``), never put on sys.path itself: tests/sim would then shadow the sim package.
+"""

@@ -1,6 +1,7 @@
 """The kind provider: a throwaway kind cluster with DRA consumable capacity and the driver under test.
 
-``make conformance CLUSTER=kind`` runs, in this order (tests/test_kind_provider.py pins the sequence):
+``make conformance CLUSTER=kind`` runs, in this order (tests/conformance/test_kind_provider.py pins the
+sequence):
 
 1. check the tools (docker with a running daemon, kind >= v0.30, helm, kubectl) and that no kind cluster of
    the same name exists, so a run never adopts or destroys a cluster it did not make;

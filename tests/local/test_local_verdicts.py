@@ -4,13 +4,11 @@ break, for the same reason. Prints the wall time of each run on both."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the sim-side tables live in tests/
-from test_suite_bites import MUTANTS, run_suite
+from tests.conformance.test_suite_bites import MUTANTS, run_suite
 
 # sharing off, prepare refuses a second claim, the container told other than what was consumed
 MOST = (
