@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drakit.kubeconfig import client_certificate_user, write_kubeconfig
 from localkube import versions
-from localkube.kubeconfig import write_kubeconfig
 from localkube.pki import APISERVER_SANS, LOOPBACK_SANS, CertificateAuthority, Pair
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,10 @@ class ControlPlane:
         }
         self.kubelet_serving = ca.issue("kubelet-serving", "sim-kubelet", sans=LOOPBACK_SANS, server=True)
 
-    def _kubeconfig(self, name: str, pair: Pair, user: str) -> Path:
+    def _kubeconfig(self, name: str, pair: Pair) -> Path:
         path = self.dir / f"{name}.kubeconfig"
-        write_kubeconfig(path, self.endpoints.apiserver, self.ca.cert_pem, pair, user)
+        creds = client_certificate_user(pair.cert.read_bytes(), pair.key.read_bytes())
+        write_kubeconfig(path, self.endpoints.apiserver, None, self.ca.cert_pem, "local", user=creds)
         return path
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class ControlPlane:
         try:
             self._start_etcd(ports)
             self._start_apiserver(ports)
-            self.endpoints.admin_kubeconfig = self._kubeconfig("admin", self.admin, "kubernetes-admin")
+            self.endpoints.admin_kubeconfig = self._kubeconfig("admin", self.admin)
             self._start_controllers()
         except BaseException:
             self.stop()
@@ -198,7 +199,7 @@ class ControlPlane:
         self.processes.clear()
 
     def node_kubeconfig(self, node: str) -> Path:
-        return self._kubeconfig(f"node-{node}", self.node_certs[node], f"system:node:{node}")
+        return self._kubeconfig(f"node-{node}", self.node_certs[node])
 
     # -- components ---------------------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> Process:
@@ -283,8 +284,8 @@ class ControlPlane:
 
     def _start_controllers(self) -> None:
         self.progress("localkube: starting kube-controller-manager and kube-scheduler")
-        kcm_cfg = self._kubeconfig("controller-manager", self.kcm, "system:kube-controller-manager")
-        sched_cfg = self._kubeconfig("scheduler", self.scheduler, "system:kube-scheduler")
+        kcm_cfg = self._kubeconfig("controller-manager", self.kcm)
+        sched_cfg = self._kubeconfig("scheduler", self.scheduler)
         kcm = self._spawn(
             "kube-controller-manager",
             [

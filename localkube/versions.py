@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_MINOR = "1.36"
+from drakit.gates import DEFAULT_VERSION, gate_defaults
+
+DEFAULT_MINOR = DEFAULT_VERSION
 # The newest patch of each minor that the Go module proxy serves (k8s.io/kubernetes) and that builds
 # with the staging modules of the same patch (k8s.io/api vX-1.Y.Z ...).
 PINNED = {"1.34": "1.34.4", "1.35": "1.35.4", "1.36": "1.36.3", "1.37": "1.37.2"}
 # etcd server each release is tested with upstream (its go.mod's etcd client).
 ETCD = {"1.34": "3.6.4", "1.35": "3.6.5", "1.36": "3.6.8", "1.37": "3.7.3"}
+NEEDED_GATES = ("DynamicResourceAllocation", "DRAConsumableCapacity")
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 BINARIES = ("etcd", *COMPONENTS)
 
@@ -38,8 +41,10 @@ def minor_of(release: str) -> str:
 
 
 def feature_gates(release: str) -> dict[str, bool]:
-    """Gates every component gets: consumable capacity is alpha (off) before 1.36."""
-    return {"DRAConsumableCapacity": True} if minor_of(release) in ("1.34", "1.35") else {}
+    """Gates every component gets: the ones DRA consumable capacity needs, where the release has them off
+    by default (alpha in 1.34 and 1.35; drakit.gates holds the defaults)."""
+    defaults = gate_defaults(minor_of(release))
+    return {g: True for g in NEEDED_GATES if not defaults[g]}
 
 
 def cache_root() -> Path:

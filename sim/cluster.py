@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from drakit.kubeconfig import write_kubeconfig
-from drakit.timeutil import now_rfc3339
 
 from .apiserver.server import ApiServer
 from .apiserver.store import DEFAULT_HISTORY, LogProvider, Store
 from .config import SimConfig
+from .kubelet.nodeobject import node_object
 
 log = logging.getLogger("sim.cluster")
 
@@ -34,53 +34,6 @@ class Component(Protocol):
 
 
 C = TypeVar("C", bound=Component)
-
-
-def node_object(name: str, config: SimConfig) -> dict[str, Any]:
-    now = now_rfc3339()
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-            },
-        },
-        "spec": {},
-        "status": {
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "KubeletReady",
-                    "message": "simulated node is ready",
-                    "lastHeartbeatTime": now,
-                    "lastTransitionTime": now,
-                }
-            ],
-            "addresses": [
-                {"type": "InternalIP", "address": "127.0.0.1"},
-                {"type": "Hostname", "address": name},
-            ],
-            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-            "nodeInfo": {
-                "architecture": "amd64",
-                "bootID": "",
-                "containerRuntimeVersion": "sim://1.0",
-                "kernelVersion": "",
-                "kubeProxyVersion": "",
-                "kubeletVersion": config.git_version,
-                "machineID": "",
-                "operatingSystem": "linux",
-                "osImage": "sim",
-                "systemUUID": "",
-            },
-        },
-    }
 
 
 class Cluster:
@@ -130,7 +83,7 @@ class Cluster:
         self._serving = True
         try:
             for name in self.nodes:
-                self.store.create("nodes", node_object(name, self.config))
+                self.store.create("nodes", node_object(name, self.config.git_version))
             for c in self.components:
                 c.start()
                 self._started.append(c)

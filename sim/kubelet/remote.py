@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from sim.apiserver.errors import ApiError
+from sim.kubelet.nodeobject import node_object
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +231,17 @@ class RemoteStore:
             path += f"/{sub}"
         return path
 
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": f"sim-kubelet/{self.node or 'nodes'}"}
+        if self.connection.token:
+            headers["Authorization"] = f"Bearer {self.connection.token}"
+        return headers
+
     def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
     ) -> dict[str, Any]:
         conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
-        headers = {"Accept": "application/json", "User-Agent": f"sim-kubelet/{self.node or 'nodes'}"}
-        if self.connection.token:
-            headers["Authorization"] = f"Bearer {self.connection.token}"
+        headers = self._headers()
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -297,12 +302,8 @@ class RemoteStore:
         conn.connect()
         sock = conn.sock
         assert sock is not None
-        headers = {"Accept": "application/json", "User-Agent": f"sim-kubelet/{self.node or 'nodes'}"}
-        if self.connection.token:
-            headers["Authorization"] = f"Bearer {self.connection.token}"
-        conn.request(
-            "GET", self._path(resource, None, namespace) + "?" + urllib.parse.urlencode(q), headers=headers
-        )
+        path = self._path(resource, None, namespace) + "?" + urllib.parse.urlencode(q)
+        conn.request("GET", path, headers=self._headers())
         resp = conn.getresponse()
         if resp.status >= 400:
             raw = resp.read(MAX_BODY)
@@ -381,10 +382,6 @@ def now_micro() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def now_seconds() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class NodeHeartbeat:
     """What a kubelet does for its Node: create it, post a Ready status, renew the node Lease."""
 
@@ -393,69 +390,19 @@ class NodeHeartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat:{node}", daemon=True)
 
-    def _node_object(self) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": self.node,
-                "labels": {
-                    "kubernetes.io/hostname": self.node,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                },
-            },
-            "spec": {},
-        }
+    def _node(self) -> dict[str, Any]:
+        return node_object(self.node, self.store.server_version or "v0.0.0-sim", self.store.kubelet_port)
 
-    def _status(self) -> dict[str, Any]:
-        now = now_seconds()
-
-        def cond(kind: str, status: str, reason: str, message: str) -> dict[str, str]:
-            return {
-                "type": kind,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastHeartbeatTime": now,
-                "lastTransitionTime": now,
-            }
-
-        return {
-            "conditions": [
-                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "simulated node"),
-                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "simulated node"),
-                cond("PIDPressure", "False", "KubeletHasSufficientPID", "simulated node"),
-                cond("Ready", "True", "KubeletReady", "simulated node is ready"),
-            ],
-            "addresses": [
-                {"type": "InternalIP", "address": "127.0.0.1"},
-                {"type": "Hostname", "address": self.node},
-            ],
-            "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-            "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.store.kubelet_port}},
-            "nodeInfo": {
-                "architecture": "amd64",
-                "bootID": "",
-                "containerRuntimeVersion": "sim://1.0",
-                "kernelVersion": "",
-                "kubeProxyVersion": "",
-                "kubeletVersion": self.store.server_version or "v0.0.0-sim",
-                "machineID": "",
-                "operatingSystem": "linux",
-                "osImage": "sim",
-                "systemUUID": "",
-            },
-        }
+    def _post_status(self) -> None:
+        self.store.patch("nodes", self.node, {"status": self._node()["status"]}, subresource="status")
 
     def register(self) -> None:
         try:
-            self.store.create("nodes", self._node_object())
+            self.store.create("nodes", {k: v for k, v in self._node().items() if k != "status"})
         except ApiError as e:
             if e.code != 409:
                 raise
-        self.store.patch("nodes", self.node, {"status": self._status()}, subresource="status")
+        self._post_status()
         self._renew()
         self._thread.start()
 
@@ -485,7 +432,7 @@ class NodeHeartbeat:
             try:
                 self._renew()
                 if time.monotonic() - last_status >= STATUS_EVERY_S:
-                    self.store.patch("nodes", self.node, {"status": self._status()}, subresource="status")
+                    self._post_status()
                     last_status = time.monotonic()
             except (ApiError, OSError, http.client.HTTPException) as e:
                 log.warning("heartbeat of node %s failed: %s", self.node, e)

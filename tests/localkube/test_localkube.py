@@ -37,6 +37,12 @@ def test_consumable_capacity_gate_is_turned_on_where_it_is_alpha() -> None:
     assert versions.feature_gates("1.36.3") == {}  # beta, on by default
 
 
+def test_every_supported_minor_has_a_pinned_release_and_etcd() -> None:
+    from drakit.gates import SUPPORTED_VERSIONS
+
+    assert tuple(versions.PINNED) == SUPPORTED_VERSIONS == tuple(versions.ETCD)
+
+
 def test_binaries_report_the_release_as_their_version() -> None:
     flags = _ldflags("1.36.3")
     assert "-X k8s.io/component-base/version.gitVersion=v1.36.3" in flags

@@ -19,6 +19,7 @@ from typing import Any
 
 from kubernetes import client, watch
 
+from sim.apiserver.errors import ApiError
 from sim.scheduler import add_control_plane
 from sim.testing import running_sim
 
@@ -136,28 +137,26 @@ def _wait_untainted(admin: Any, nodes: tuple[str, ...], timeout: float = 60) -> 
 def _finish_deletions(admin: Any, stop: threading.Event) -> None:
     """What the kubelet does for a deleted pod on its node (these nodes have none): the final delete
     once deletionTimestamp is set, so deleting a pod releases its claims as on the sim."""
-    from sim.apiserver.errors import ApiError
-
     while not stop.is_set():
         pods, rv = admin.list("pods")
         for pod in pods:
-            _finish(admin, pod, ApiError)
+            _finish(admin, pod)
         w = admin.watch("pods", rv, timeout_s=30)
         try:
             while not stop.is_set() and not w.ended:
                 ev = w.get(timeout=1.0)
                 if ev is not None and ev.type != "DELETED":
-                    _finish(admin, ev.object, ApiError)
+                    _finish(admin, ev.object)
         finally:
             w.close()
 
 
-def _finish(admin: Any, pod: dict[str, Any], api_error: type[Exception]) -> None:
+def _finish(admin: Any, pod: dict[str, Any]) -> None:
     meta = pod["metadata"]
     if meta.get("deletionTimestamp") and pod.get("spec", {}).get("nodeName"):
         try:
             admin.delete("pods", meta["name"], namespace=meta["namespace"], grace_period_seconds=0)
-        except api_error:
+        except ApiError:
             pass
 
 
