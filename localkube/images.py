@@ -575,6 +575,20 @@ def pod_image(out_dir: Path) -> tuple[str, Path]:
     return image.ref, image.tarball
 
 
+PAUSE_REPOSITORY = "localhost/gpu-share-conformance/pause"
+
+
+def pause_image(pause: Path, out_dir: Path) -> tuple[str, Path]:
+    """The pod sandbox's image: the pause process ``make kube-bin`` built (localkube/pause), alone. Tagged
+    with its content digest, so a rebuilt binary is a new image rather than a stale one under an old tag."""
+    if not os.access(pause, os.X_OK):
+        raise ImageError(f"the pause binary {pause} is missing; build it with make kube-bin")
+    tag = _content_digest(pause)[:12]
+    config = ImageConfig(entrypoint=["/pause"], env=())
+    image = write_image(f"{PAUSE_REPOSITORY}:{tag}", [[File("/pause", pause, 0o755)]], config, Path(out_dir))
+    return image.ref, image.tarball
+
+
 # ---------------------------------------------------------------------------------------- driver image
 
 

@@ -275,3 +275,23 @@ def test_the_driver_image_imports_the_driver_in_a_chroot_as_its_user(tmp_path: P
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "imported as 10001"
+
+
+def test_the_pause_image_is_tagged_with_its_binarys_digest(tmp_path: Path) -> None:
+    pause = tmp_path / "pause"
+    with pytest.raises(images.ImageError, match="build it with make kube-bin"):
+        images.pause_image(pause, tmp_path / "out")
+    pause.write_bytes(b"\x7fELF stand-in")
+    pause.chmod(0o755)
+    ref, tarball = images.pause_image(pause, tmp_path / "out")
+    assert (
+        ref == f"localhost/gpu-share-conformance/pause:{hashlib.sha256(pause.read_bytes()).hexdigest()[:12]}"
+    )
+    archive = _read_archive(tarball)
+    manifest = json.loads(_blob(archive, json.loads(archive["index.json"])["manifests"][0]["digest"]))
+    assert json.loads(_blob(archive, manifest["config"]["digest"]))["config"] == {
+        "Entrypoint": ["/pause"],
+        "Env": [],
+    }
+    pause.write_bytes(b"\x7fELF rebuilt")
+    assert images.pause_image(pause, tmp_path / "out")[0] != ref
