@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import dataclasses
 import importlib
 import shutil
 import signal
@@ -148,9 +149,12 @@ class ConformanceRun:
         inputs = self.inputs
         name = inputs.provider
         kubeconfig = inputs.kubeconfig
-        # local: the sim's nodes under upstream's control plane, which decides as fast as the sim's.
+        # local: upstream's control plane on this machine decides as fast as the sim's, so a wait for
+        # nothing to happen (settle) is as short; a wait for a pod to run is the sim's only where the
+        # nodes are the sim's (a real kubelet backs off, retries, pulls).
         simulated = name in ("sim", "local")
-        wait_timeout = self.options.wait_timeout_for(simulated)
+        simulated_nodes = name == "sim" or (name == "local" and inputs.node_kind != "real")
+        wait_timeout = self.options.wait_timeout_for(simulated_nodes)
         settle = self.options.settle_seconds_for(simulated)
         self.work_dir = Path(tempfile.mkdtemp(prefix="gsc-"))
         config = ProviderConfig(
@@ -164,6 +168,7 @@ class ConformanceRun:
             driver_command=inputs.driver_command,
             feature_gates=inputs.feature_gates,
             kube_version=inputs.kube_version,
+            node_kind=inputs.node_kind,
         )
         self.meta["provider"] = name
         try:
@@ -195,6 +200,12 @@ class ConformanceRun:
             nodes=list(handle.nodes),
             cluster_details=handle.details,
         )
+        if handle.description:
+            self.meta["cluster"] = handle.description
+        if handle.pod_image:
+            # The cluster pulls from no registry: its own image stands in for the profile's pod.image.
+            self.meta["pod_image"] = handle.pod_image
+            self.profile = dataclasses.replace(self.profile, pod_image=handle.pod_image)
         if handle.banner:
             # Only a provider's own banner (local) goes into the meta: an empty one there would override
             # the generic SIMULATED banner report.build() gives every other simulated run.

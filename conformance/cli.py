@@ -35,6 +35,7 @@ ENV_OPTIONS = (
     ("CONFORMANCE_REPORT_DIR", "--report-dir"),
     ("CONFORMANCE_SIM_DRIVER_COMMAND", "--sim-driver-command"),
     ("CONFORMANCE_KUBE_VERSION", "--kube-version"),
+    ("CONFORMANCE_NODES", "--nodes"),
 )
 
 

@@ -35,6 +35,8 @@ DEFAULT_DRIVER_PROFILE = "reference"
 DEFAULT_REPORT_DIR = "reports"
 # The sim's two nodes; kind makes its own (two workers), existing uses the cluster's.
 DEFAULT_SIM_NODES = "node-1,node-2"
+# --nodes words the local provider reads as the kind of node it runs (the names stay the default ones).
+NODE_KINDS = ("simulated", "real")
 # The mock GPU profile a sim (and kind with mock GPUs) uses when --gpus is not given: two RTX 3090s.
 DEFAULT_MOCK_GPUS = "rtx3090x2"
 # Each wait of a scenario (a pod to run, slices to appear) is bounded by this many seconds. The sim is
@@ -71,7 +73,7 @@ class RunConfig:
     settle_seconds: float | None = None  # None: DEFAULT_SETTLE_SECONDS, DEFAULT_SIM_SETTLE_SECONDS on sim
     run_timeout: float | None = None  # bound for the whole run; None: no bound
     allow_busy_gpus: bool = False  # existing: test only the idle GPUs instead of refusing to start
-    nodes: str = DEFAULT_SIM_NODES  # sim: node names, comma separated
+    nodes: str = DEFAULT_SIM_NODES  # sim: node names, comma separated; local: also "real" or "simulated"
     sim_driver_command: str | None = None  # sim: the driver's command instead of the profile's
     sim_feature_gates: str = ""  # sim: apiserver/scheduler feature gates (Name=bool,...)
     sim_kube_version: str | None = None  # sim: the Kubernetes version to emulate; None: the sim's default

@@ -82,7 +82,14 @@ OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--allow-busy-gpus",
         {"action": "store_true", "help": "existing: run even if GPUs under test already hold allocations"},
     ),
-    ("--nodes", {"default": DEFAULT_SIM_NODES, "help": "sim, local: node names (comma separated)"}),
+    (
+        "--nodes",
+        {
+            "default": DEFAULT_SIM_NODES,
+            "help": "sim, local: node names (comma separated); local: 'real' runs a kubelet and "
+            "containerd per node instead of the sim's kubelets (make kube-bin builds them)",
+        },
+    ),
     (
         "--sim-driver-command",
         {

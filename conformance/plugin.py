@@ -37,6 +37,18 @@ from conformance.workloads import Scenario
 _STATE = pytest.StashKey[ConformanceRun]()
 # What a check may raise to say the driver is wrong; anything else is an error of the suite itself.
 DRIVER_FAILURES: tuple[type[BaseException], ...] = (AssertionError, pytest.fail.Exception)
+# How pytest-timeout words its own expiry (a pytest.fail.Exception too). The suite's waits carry their own
+# bounds and say what they waited for; a check cut off by pytest's per-test bound has no verdict.
+PYTEST_TIMEOUT_PREFIX = "Timeout (>"
+
+
+def is_driver_failure(excinfo: pytest.ExceptionInfo[BaseException]) -> bool:
+    """Whether an exception out of a check says the driver is wrong (otherwise the suite broke)."""
+    if not excinfo.errisinstance(DRIVER_FAILURES):
+        return False
+    return not (
+        excinfo.errisinstance(pytest.fail.Exception) and str(excinfo.value).startswith(PYTEST_TIMEOUT_PREFIX)
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -174,7 +186,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if rep.failed and call.excinfo is not None and call.excinfo.errisinstance(AssertionError):
         # A failed check's message is its verdict: report it without the exception's type name.
         item.stash.setdefault(_CHECK_MESSAGE, str(call.excinfo.value).strip())
-    if rep.failed and call.excinfo is not None and not call.excinfo.errisinstance(DRIVER_FAILURES):
+    if rep.failed and call.excinfo is not None and not is_driver_failure(call.excinfo):
         # Not an assertion about the driver: the suite itself broke, so this check has no verdict.
         item.stash[_SUITE_ERROR] = f"suite error ({call.excinfo.typename}): {call.excinfo.exconly()[-1000:]}"
         rep.user_properties.append(("conformance_outcome", "error"))

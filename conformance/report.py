@@ -160,6 +160,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["| | |", "|---|---|"]
     for label, keyname in (
         ("Cluster provider", "provider"),
+        ("Cluster", "cluster"),
         ("Kubernetes", "kubernetes_version"),
         ("Driver profile", "driver_profile"),
         ("Driver", "driver_name"),

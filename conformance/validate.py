@@ -27,7 +27,7 @@ from typing import Any, NoReturn, cast
 import urllib3
 import yaml
 
-from conformance.config import CLUSTERS, DEFAULT_MOCK_GPUS, RunConfig
+from conformance.config import CLUSTERS, DEFAULT_MOCK_GPUS, DEFAULT_SIM_NODES, NODE_KINDS, RunConfig
 from conformance.options import OPTIONS, SHARED_OPTIONS
 from conformance.profiles import DriverProfile, ProfileError, load_profile, resolve_sim_launch, yaml_problem
 from conformance.templates import (
@@ -69,6 +69,7 @@ class Inputs:
     feature_gates: dict[str, bool] = field(default_factory=dict)
     kube_version: str | None = None
     driver_command: str | None = None
+    node_kind: str = "simulated"  # local: --nodes real gives "real"
     config: RunConfig = field(default_factory=RunConfig)  # the run configuration these were read from
 
 
@@ -112,8 +113,19 @@ def check(opts: RunConfig | Mapping[str, Any], *, engine_answers: Callable[[], b
             f"--kube-version is for --cluster local (the release it runs); with --cluster {provider} "
             "drop it (sim: --sim-kube-version)."
         )
+    node_kind = "simulated"
+    nodes_text = (o.get("nodes") or "").strip()
+    if nodes_text in NODE_KINDS:
+        if provider != "local":
+            raise BadInput(
+                f"--nodes {nodes_text} is for --cluster local (which kind of node it runs); with "
+                f"--cluster {provider} pass node names or drop --nodes."
+            )
+        node_kind, nodes_text = nodes_text, DEFAULT_SIM_NODES
+    if node_kind == "real":
+        _check_real_nodes(kube_version)
     if sim_nodes:
-        nodes = _check_nodes(o.get("nodes") or "")
+        nodes = _check_nodes(nodes_text)
         gates = _check_gates(o.get("sim_feature_gates") or "")
         if provider == "sim":
             _check_kube_version(kube_version)
@@ -147,6 +159,7 @@ def check(opts: RunConfig | Mapping[str, Any], *, engine_answers: Callable[[], b
         feature_gates=gates,
         kube_version=kube_version,
         driver_command=o.get("sim_driver_command"),
+        node_kind=node_kind,
         config=cfg,
     )
 
@@ -253,6 +266,17 @@ def _check_local_release(version: str | None) -> str:
 
     try:
         return check_release(version)
+    except ProviderError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _check_real_nodes(release: str | None) -> None:
+    """This machine can run real nodes (root, runc, CNI plugins, cgroups, the node binaries)."""
+    from conformance.providers.base import ProviderError
+    from conformance.providers.local import check_real_nodes
+
+    try:
+        check_real_nodes(release or "")
     except ProviderError as exc:
         raise BadInput(str(exc)) from None
 

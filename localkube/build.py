@@ -34,6 +34,7 @@ _STAGING = re.compile(r"^\s*(k8s\.io/[a-z0-9-]+)\s*=>\s*\./staging/", re.M)
 # Published staging modules the binaries never import; the proxy may not serve them at every patch.
 _UNPUBLISHED = {"k8s.io/sample-cli-plugin"}
 CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+KUBE_COMMANDS = (*CONTROL_PLANE, *versions.NODE_COMPONENTS)
 
 
 class BuildError(RuntimeError):
@@ -123,10 +124,22 @@ def _ldflags(release: str) -> str:
 
 def build(release: str, *, force: bool = False) -> Path:
     target = versions.bin_dir(release)
-    if not force and not versions.missing_binaries(release):
+    if not force and not versions.missing_binaries(release) and not versions.missing_node_binaries(release):
         _say(f"Kubernetes v{release} binaries already in {target} (reused)")
         return target
     go = _go()
+    if (
+        force
+        or versions.missing_binaries(release)
+        or any(b in versions.NODE_COMPONENTS for b in versions.missing_node_binaries(release))
+    ):
+        _build_kubernetes(go, release, target)
+    if force or versions.missing_node_binaries(release):
+        _build_node_runtime(go)
+    return target
+
+
+def _build_kubernetes(go: str, release: str, target: Path) -> None:
     root = versions.cache_root()
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -143,7 +156,7 @@ def build(release: str, *, force: bool = False) -> Path:
         f"module localkube\n\ngo 1.24.0\n\nrequire k8s.io/kubernetes v{release}\n\n"
         f"replace (\n{replaces}\n)\n",
     )
-    imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in CONTROL_PLANE)
+    imports = "\n".join(f'\t_ "k8s.io/kubernetes/cmd/{c}"' for c in KUBE_COMMANDS)
     _write(src / "tools.go", f"//go:build tools\n\npackage localkube\n\nimport (\n{imports}\n)\n")
     etcd_version = versions.ETCD[versions.minor_of(release)]
     etcd_src = root / f"src-etcd-v{etcd_version}"
@@ -163,9 +176,9 @@ def build(release: str, *, force: bool = False) -> Path:
     try:
         _run(
             [go, "build", "-trimpath", "-ldflags", _ldflags(release), "-o", str(staging) + "/"]
-            + [f"k8s.io/kubernetes/cmd/{c}" for c in CONTROL_PLANE],
+            + [f"k8s.io/kubernetes/cmd/{c}" for c in KUBE_COMMANDS],
             src,
-            "build kube-apiserver, kube-controller-manager, kube-scheduler",
+            f"build {', '.join(KUBE_COMMANDS)}",
             env,
         )
         _run(
@@ -175,12 +188,73 @@ def build(release: str, *, force: bool = False) -> Path:
             env,
         )
         target.mkdir(parents=True, exist_ok=True)
-        for b in ("etcd", *CONTROL_PLANE):
+        for b in ("etcd", *KUBE_COMMANDS):
             os.replace(staging / b, target / b)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _say(f"done in {time.monotonic() - t0:.0f}s: {target}")
-    return target
+
+
+def _build_node_runtime(go: str) -> None:
+    """containerd v2 (daemon, runc shim, ctr) and the pause process, for real nodes. The snapshotters that
+    need cgo or kernel features the nodes do not use are left out, so the build needs no C toolchain."""
+    target = versions.node_bin_dir()
+    root = target.parent
+    t0 = time.monotonic()
+    _say(
+        f"building containerd v{versions.CONTAINERD}, Helm v{versions.HELM} and the pause process "
+        f"into {target}"
+    )
+    src = root / "src-containerd"
+    module = "github.com/containerd/containerd/v2"
+    cmds = [f"{module}/cmd/{b}" for b in versions.CONTAINERD_BINARIES]
+    _write(src / "go.mod", f"module localnode\n\ngo 1.24.0\n\nrequire {module} v{versions.CONTAINERD}\n")
+    imports = "\n".join(f'\t_ "{c}"' for c in cmds)
+    _write(src / "tools.go", f"//go:build tools\n\npackage localnode\n\nimport (\n{imports}\n)\n")
+    helm_src = root / "src-helm"
+    helm_module = "helm.sh/helm/v3"
+    _write(helm_src / "go.mod", f"module localhelm\n\ngo 1.24.0\n\nrequire {helm_module} v{versions.HELM}\n")
+    _write(
+        helm_src / "tools.go", f'//go:build tools\n\npackage localhelm\n\nimport _ "{helm_module}/cmd/helm"\n'
+    )
+    pause_src = root / "src-pause"
+    _write(pause_src / "go.mod", "module pause\n\ngo 1.24.0\n")
+    _write(pause_src / "pause.go", (Path(__file__).parent / "pause" / "pause.go").read_text())
+    env = {"GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    _run([go, "mod", "tidy"], src, "resolve containerd modules", env)
+    _run([go, "mod", "tidy"], helm_src, "resolve Helm modules", env)
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".containerd-", dir=root))
+    try:
+        version_pkg = f"{module}/version"
+        ldflags = f"-s -w -X {version_pkg}.Version=v{versions.CONTAINERD} -X {version_pkg}.Revision=localkube"
+        tags = "no_btrfs no_devmapper no_zfs"
+        _run(
+            [go, "build", "-trimpath", "-tags", tags, "-ldflags", ldflags, "-o", str(staging) + "/", *cmds],
+            src,
+            f"build {', '.join(versions.CONTAINERD_BINARIES)}",
+            env,
+        )
+        helm_ldflags = f"-s -w -X {helm_module}/internal/version.version=v{versions.HELM}"
+        helm_cmd = f"{helm_module}/cmd/helm"
+        _run(
+            [go, "build", "-trimpath", "-ldflags", helm_ldflags, "-o", str(staging / "helm"), helm_cmd],
+            helm_src,
+            "build helm",
+            env,
+        )
+        _run(
+            [go, "build", "-trimpath", "-ldflags", "-s -w", "-o", str(staging / versions.PAUSE), "."],
+            pause_src,
+            "build pause",
+            env,
+        )
+        target.mkdir(parents=True, exist_ok=True)
+        for b in (*versions.CONTAINERD_BINARIES, versions.PAUSE, "helm"):
+            os.replace(staging / b, target / b)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _say(f"done in {time.monotonic() - t0:.0f}s: {target}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,7 @@ class Process:
     name: str
     argv: list[str]
     log_path: Path
+    env: dict[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -72,6 +73,7 @@ class Process:
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    env=self.env,
                 )
             except OSError as e:
                 raise ControlPlaneError(
@@ -125,8 +127,12 @@ class ControlPlane:
         nodes: tuple[str, ...] = (),
         progress: Callable[[str], None] = lambda _line: None,
         start_timeout: float = START_TIMEOUT_S,
+        address: str = "127.0.0.1",
     ) -> None:
         self.release = release
+        # Where the API server listens and what it advertises (the ``kubernetes`` Service's endpoint).
+        # Loopback unless pods must reach it (real nodes: an address on a bridge of the run's own).
+        self.address = address
         self.bin = versions.bin_dir(release)
         self.dir = work_dir
         self.gates = {**versions.feature_gates(release), **(feature_gates or {})}
@@ -143,7 +149,8 @@ class ControlPlane:
         ca = self.ca
         self.etcd_server = ca.issue("etcd-server", "etcd", sans=LOOPBACK_SANS, server=True, client=True)
         self.etcd_client = ca.issue("apiserver-etcd-client", "kube-apiserver-etcd-client", client=True)
-        self.apiserver_tls = ca.issue("apiserver", "kube-apiserver", sans=APISERVER_SANS, server=True)
+        sans = APISERVER_SANS if self.address in APISERVER_SANS else (*APISERVER_SANS, self.address)
+        self.apiserver_tls = ca.issue("apiserver", "kube-apiserver", sans=sans, server=True)
         self.kubelet_client = ca.issue(
             "apiserver-kubelet-client",
             "kube-apiserver-kubelet-client",
@@ -154,6 +161,8 @@ class ControlPlane:
         self.admin = ca.issue("admin", "kubernetes-admin", organizations=("system:masters",), client=True)
         self.kcm = ca.issue("controller-manager", "system:kube-controller-manager", client=True)
         self.scheduler = ca.issue("scheduler", "system:kube-scheduler", client=True)
+        # Bound to the bootstrap role system:node-proxier by name (RBAC's bootstrap policy).
+        self.kube_proxy = ca.issue("kube-proxy", "system:kube-proxy", client=True)
         # The simulated nodes: a kubelet identity each (Node authorizer, NodeRestriction) and one serving
         # certificate for the kubelet API (logs) they share on loopback.
         self.node_certs = {
@@ -182,11 +191,12 @@ class ControlPlane:
         ports = {k: free_port() for k in ("etcd", "etcd-peer", "apiserver")}
         self.endpoints.ports = ports
         self.endpoints.etcd = f"https://127.0.0.1:{ports['etcd']}"
-        self.endpoints.apiserver = f"https://127.0.0.1:{ports['apiserver']}"
+        self.endpoints.apiserver = f"https://{self.address}:{ports['apiserver']}"
         try:
             self._start_etcd(ports)
             self._start_apiserver(ports)
             self.endpoints.admin_kubeconfig = self._kubeconfig("admin", self.admin)
+            self._authorize_kubelet_client()
             self._start_controllers()
         except BaseException:
             self.stop()
@@ -197,6 +207,57 @@ class ControlPlane:
         for p in reversed(self.processes):
             p.stop()
         self.processes.clear()
+
+    def kubelet_serving_for(self, node: str, ip: str) -> Pair:
+        """A real kubelet's serving certificate: its node name and IP, which the API server dials."""
+        return self.ca.issue(
+            f"kubelet-{node}",
+            f"system:node:{node}",
+            organizations=("system:nodes",),
+            sans=(node, ip),
+            server=True,
+        )
+
+    def _authorize_kubelet_client(self) -> None:
+        """Let the API server's kubelet client use the kubelet API (logs, exec): a real kubelet authorizes
+        it by webhook, i.e. by RBAC, as kubeadm arranges with a binding of its own."""
+        body = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "localkube:apiserver-kubelet-api-admin"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:kubelet-api-admin",
+            },
+            "subjects": [
+                {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "User",
+                    "name": "kube-apiserver-kubelet-client",
+                }
+            ],
+        }
+        host, port = self.endpoints.apiserver.removeprefix("https://").split(":")
+        conn = http.client.HTTPSConnection(host, int(port), context=self._context(self.admin), timeout=10)
+        try:
+            conn.request(
+                "POST",
+                "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+                body=json.dumps(body),
+                headers={"Content-Type": "application/json"},
+            )
+            resp = conn.getresponse()
+            said = resp.read()[:300].decode(errors="replace")
+        finally:
+            conn.close()
+        if resp.status not in (201, 409):
+            raise ControlPlaneError(
+                f"kube-apiserver refused the kubelet-client binding: HTTP {resp.status} {said}"
+            )
+
+    def kube_proxy_kubeconfig(self) -> Path:
+        return self._kubeconfig("kube-proxy", self.kube_proxy)
 
     def node_kubeconfig(self, node: str) -> Path:
         return self._kubeconfig(f"node-{node}", self.node_certs[node])
@@ -253,8 +314,8 @@ class ControlPlane:
             "kube-apiserver",
             [
                 str(self.bin / "kube-apiserver"),
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={ports['apiserver']}",
                 f"--etcd-servers={self.endpoints.etcd}",
                 f"--etcd-cafile={self.ca.cert_path}",

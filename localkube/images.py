@@ -50,6 +50,7 @@ ANNOTATION_REF_NAME = "org.opencontainers.image.ref.name"
 POD_REPOSITORY = "localhost/gpu-share-conformance/pod"
 DRIVER_REF = "localhost/gpu-share-conformance/driver:local"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+DRIVER_IMAGE_TOOLS = ("sh", "test", "[", "ls", "cat")
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # deployments/container/requirements.txt pins these; their own runtime requirements come along.
 DRIVER_DISTRIBUTIONS = (
@@ -712,6 +713,11 @@ def driver_layers(repo_root: Path) -> tuple[list[list[Entry]], list[str]]:
     # The interpreter keeps its own path (its RUNPATH names its prefix), which may lie under /root: the
     # image's non-root user must be able to walk there.
     runtime += _base_dirs(root_home=0o755)
+    # The tools the chart's probes exec (``test -S <registration socket>``) and a shell to look around
+    # with, which the Dockerfile's base image has from coreutils: busybox's, static.
+    busybox = find_busybox()
+    runtime.append(File("/bin/busybox", busybox, 0o755))
+    runtime += [Link(f"/bin/{tool}", "/bin/busybox") for tool in DRIVER_IMAGE_TOOLS]
 
     dependencies: list[Entry] = [Dir(site_packages)]
     for dist in distribution_closure(DRIVER_DISTRIBUTIONS):

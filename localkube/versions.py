@@ -17,6 +17,16 @@ ETCD = {"1.34": "3.6.4", "1.35": "3.6.5", "1.36": "3.6.8", "1.37": "3.7.3"}
 NEEDED_GATES = ("DynamicResourceAllocation", "DRAConsumableCapacity")
 COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 BINARIES = ("etcd", *COMPONENTS)
+# Real nodes (--nodes real): the release's kubelet beside the control plane, and a container runtime
+# that does not depend on the release (containerd v2: the CRI with CDI, which DRA needs; 1.6 has none).
+NODE_COMPONENTS = ("kubelet", "kube-proxy")
+CONTAINERD = "2.4.2"
+CONTAINERD_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr")
+# Helm installs the reference driver's chart on real nodes, as on kind (helm.sh/helm/v3 from the proxy).
+HELM = "3.22.0"
+PAUSE = (
+    "pause"  # the sandbox's process, built from localkube/pause (no registry serves registry.k8s.io/pause)
+)
 
 
 class VersionError(ValueError):
@@ -62,3 +72,15 @@ def bin_dir(release: str) -> Path:
 def missing_binaries(release: str) -> list[str]:
     d = bin_dir(release)
     return [b for b in BINARIES if not os.access(d / b, os.X_OK)]
+
+
+def node_bin_dir() -> Path:
+    return cache_root().parent / "node" / f"containerd-v{CONTAINERD}" / "bin"
+
+
+def missing_node_binaries(release: str) -> list[str]:
+    """What real nodes need beyond the control plane: the kubelet, containerd and the pause process."""
+    kube = bin_dir(release)
+    node = node_bin_dir()
+    missing = [b for b in NODE_COMPONENTS if not os.access(kube / b, os.X_OK)]
+    return missing + [b for b in (*CONTAINERD_BINARIES, PAUSE, "helm") if not os.access(node / b, os.X_OK)]

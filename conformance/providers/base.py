@@ -58,6 +58,8 @@ class ProviderConfig:
     feature_gates: dict[str, bool] = field(default_factory=dict)
     kube_version: str | None = None
     slice_wipe_delay: float | None = None
+    # local: "simulated" (the sim's kubelets) or "real" (kubelet + containerd per node; --nodes real).
+    node_kind: str = "simulated"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,12 @@ class ClusterHandle:
     # The report's banner for a simulated run when the provider knows better than the generic one (local:
     # a real control plane, simulated nodes).
     banner: str = ""
+    # The image the suite's pods run instead of the profile's pod.image, where the cluster pulls from no
+    # registry (local real nodes: the project's own busybox image, imported into every node).
+    pod_image: str = ""
+    # One line saying what the cluster is made of, for the report (local: "real Kubernetes v1.36.3, local
+    # processes"); empty where the provider's name says enough.
+    description: str = ""
 
 
 @dataclass(frozen=True)

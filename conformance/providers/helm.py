@@ -28,6 +28,9 @@ from conformance.providers.base import ProviderError
 
 log = logging.getLogger(__name__)
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# The project's own chart: a profile that installs it gets the image built from this checkout.
+REFERENCE_CHART = REPO_ROOT / "deployments" / "helm" / "gpu-sharing-dra-driver"
 # helm's own bound for --wait; the subprocess gets longer, so helm reports the timeout itself.
 HELM_TIMEOUT = "5m0s"
 COMMAND_TIMEOUT_S = 1800  # an image build or a node setup (apt) on a slow runner
@@ -65,6 +68,17 @@ def run_tool(
             f"{what} failed (exit {done.returncode}: {last_line(done.stderr or done.stdout)}); {fix}."
         )
     return done
+
+
+def resolve_chart(chart: str) -> Path | str:
+    """The profile's install.chart as helm takes it: a path relative to the checkout, resolved; anything
+    that is not a path here (repo/chart, oci://...) as is, for helm to resolve."""
+    if not chart:
+        return REFERENCE_CHART
+    path = Path(chart)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return path.resolve() if path.exists() else chart
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

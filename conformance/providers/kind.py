@@ -41,18 +41,25 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
-from conformance.providers.helm import COMMAND_TIMEOUT_S, HelmDeployer, deep_merge, last_line, run_tool
+from conformance.providers.helm import (
+    COMMAND_TIMEOUT_S,
+    REFERENCE_CHART,
+    REPO_ROOT,
+    HelmDeployer,
+    deep_merge,
+    last_line,
+    resolve_chart,
+    run_tool,
+)
 from conformance.resources import kind_config_dir
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 KIND_CONFIG_DIR = kind_config_dir()
 MOCK_GPUS_CONFIG = KIND_CONFIG_DIR / "mock-gpus.yaml"
 REAL_GPUS_CONFIG = KIND_CONFIG_DIR / "real-gpus.yaml"
 GPU_NODE_SETUP = KIND_CONFIG_DIR / "gpu-node-setup.sh"
 CONTAINER_DIR = REPO_ROOT / "deployments" / "container"
-REFERENCE_CHART = REPO_ROOT / "deployments" / "helm" / "gpu-sharing-dra-driver"
 
 # kind v0.30 is the first release whose node images carry Kubernetes 1.34 (DRA v1, consumable capacity).
 KIND_VERSION = "v0.31.0"
@@ -141,7 +148,7 @@ class KindProvider(Provider):
         self.export_logs_dir = os.environ.get("KIND_EXPORT_LOGS") or None
         self.real_gpus = config.gpus == NVML
         self.kubeconfig = Path(config.kubeconfig or config.work_dir / "kubeconfig").absolute()
-        self.chart = self._resolve_chart(install.chart)
+        self.chart = resolve_chart(install.chart)
         self.ours = self.chart == REFERENCE_CHART
         self.release = install.release or DEFAULT_RELEASE
         self.namespace = install.namespace or self.release
@@ -172,16 +179,6 @@ class KindProvider(Provider):
         self._loaded_image = False
 
     # ----- helpers -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _resolve_chart(chart: str) -> Path | str:
-        if not chart:
-            return REFERENCE_CHART
-        path = Path(chart)
-        if not path.is_absolute():
-            path = REPO_ROOT / path
-        # A path that does not exist here is a chart reference (repo/chart, oci://...): helm resolves it.
-        return path.resolve() if path.exists() else chart
 
     def _run(
         self,

@@ -52,6 +52,9 @@ STOP_TIMEOUT = 20.0
 class SimProvider(Provider):
     name = "sim"
     simulated = True
+    what = "the sim"  # how errors name the child process
+    serving_mark = SERVING_MARK  # the line the child prints once it serves
+    start_timeout = START_TIMEOUT
 
     def __init__(self, config: ProviderConfig) -> None:
         super().__init__(config)
@@ -95,45 +98,7 @@ class SimProvider(Provider):
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.spec_path.write_text(json.dumps(self.launch.to_dict(), indent=2))
         cmd = self.command()
-        pass_fds: tuple[int, ...] = ()
-        if not self.config.keep_cluster:
-            # The sim dies with this process whatever kills it: it watches a pipe only we hold, and EOF
-            # (we are gone) makes it stop its drivers and pods and remove the work dir, as nobody else is
-            # left to. A pipe rather than a parent-death signal: EOF waits for the sim to be ready to act
-            # on it, while a signal during its start-up would kill it before it could clean up.
-            read_fd, self._parent_fd = parent_pipe()
-            pass_fds = (read_fd,)
-            cmd += ["--exit-with-fd", str(read_fd), "--orphan-cleanup", str(self.config.work_dir)]
-        # The sim runs in its own session so that stop() can end it and every child it started.
-        try:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=SOURCE_ROOT,
-                pass_fds=pass_fds,
-            )
-        finally:
-            for fd in pass_fds:
-                os.close(fd)
-        self._reader = threading.Thread(target=self._pump, name="sim-log", daemon=True)
-        self._reader.start()
-        if not self._serving.wait(START_TIMEOUT) or not self.kubeconfig.is_file():
-            # The reader saw EOF (the sim exited) or the bound passed: report the sim's own words.
-            try:
-                code: int | None = self.proc.wait(5.0)
-            except subprocess.TimeoutExpired:
-                code = None
-            tail = self._log_tail().strip()
-            self.stop()
-            what = (
-                f"exited with code {code}"
-                if code is not None
-                else f"did not serve within {START_TIMEOUT:.0f}s"
-            )
-            last = tail.splitlines()[-1] if tail else "(no output)"
-            raise ProviderError(f"the sim {what}: {last} (command: {shlex.join(cmd)})")
+        self.spawn(cmd)
         self._wait_drivers()
         version = self.config.kube_version or ""
         return ClusterHandle(
@@ -149,6 +114,57 @@ class SimProvider(Provider):
                 "driver": self.launch.describe(),
             },
         )
+
+    def lifetime_args(self, read_fd: int) -> list[str]:
+        """How the child learns that the suite is gone (EOF on ``read_fd``) and what it then removes."""
+        return ["--exit-with-fd", str(read_fd), "--orphan-cleanup", str(self.config.work_dir)]
+
+    def spawn(self, cmd: list[str]) -> None:
+        """Start ``cmd`` (the sim, or another supervisor that prints ``serving_mark`` once it serves and
+        the launch contract's driver lines) and wait until it serves; ProviderError quotes its last words
+        when it exits first or does not serve in time."""
+        pass_fds: tuple[int, ...] = ()
+        if not self.config.keep_cluster:
+            # The child dies with this process whatever kills it: it watches a pipe only we hold, and EOF
+            # (we are gone) makes it stop its drivers and pods and remove what it made, as nobody else is
+            # left to. A pipe rather than a parent-death signal: EOF waits for the child to be ready to
+            # act on it, while a signal during its start-up would kill it before it could clean up.
+            read_fd, self._parent_fd = parent_pipe()
+            pass_fds = (read_fd,)
+            cmd += self.lifetime_args(read_fd)
+        # The child runs in its own session so that stop() can end it and every child it started.
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=SOURCE_ROOT,
+                pass_fds=pass_fds,
+            )
+        finally:
+            for fd in pass_fds:
+                os.close(fd)
+        self._reader = threading.Thread(target=self._pump, name=f"{self.name}-log", daemon=True)
+        self._reader.start()
+        if not self._serving.wait(self.start_timeout) or not self.kubeconfig.is_file():
+            # The reader saw EOF (the child exited) or the bound passed: report the child's own words.
+            try:
+                code: int | None = self.proc.wait(5.0)
+            except subprocess.TimeoutExpired:
+                code = None
+            tail = self._log_tail().strip()
+            self.stop()
+            what = (
+                f"exited with code {code}"
+                if code is not None
+                else f"did not serve within {self.start_timeout:.0f}s"
+            )
+            last = tail.splitlines()[-1] if tail else "(no output)"
+            raise self.start_failure(code, f"{self.what} {what}: {last} (command: {shlex.join(cmd)})", last)
+
+    def start_failure(self, code: int | None, message: str, last_line: str) -> ProviderError:
+        return ProviderError(message)
 
     def _wait_drivers(self) -> None:
         """Until every node's driver registered (or published and exited); a driver that exited before it
@@ -171,7 +187,7 @@ class SimProvider(Provider):
                 log.write(line)
                 log.flush()
                 text = line.decode(errors="replace").strip()
-                if not self._serving.is_set() and SERVING_MARK in text:
+                if not self._serving.is_set() and self.serving_mark in text:
                     self._server_line = text
                     self._serving.set()
                 self._driver_line(text)

@@ -264,6 +264,10 @@ CATALOGUE: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         flags("--cluster=sim", "--kube-version=1.36"),
         ("--kube-version is for --cluster local",),
     ),
+    "real nodes asked of sim": (
+        flags("--cluster=sim", "--nodes=real"),
+        ("--nodes real is for --cluster local",),
+    ),
     "driver command missing": (
         flags("--cluster=sim", "--sim-driver-command=/nonexistent/driver"),
         ("the driver command /nonexistent/driver (--sim-driver-command) does not exist",),

@@ -58,6 +58,18 @@ def _stand_ins(root: Path, release: str, etcd_script: str) -> None:
         (d / name).chmod(stat.S_IRWXU)
 
 
+def _node_stand_ins(root: Path, release: str) -> None:
+    """What --nodes real needs beside the control plane: kubelet, kube-proxy, containerd, helm, pause."""
+    node = root / "node" / f"containerd-v{versions.CONTAINERD}" / "bin"
+    node.mkdir(parents=True)
+    kube = root / "kube" / f"v{release}" / "bin"
+    for path in [kube / b for b in versions.NODE_COMPONENTS] + [
+        node / b for b in (*versions.CONTAINERD_BINARIES, versions.PAUSE, "helm")
+    ]:
+        path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(stat.S_IRWXU)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -116,6 +128,7 @@ def test_kube_bin_reuses_a_complete_cache(
 ) -> None:
     monkeypatch.setenv("GSC_CACHE_DIR", str(tmp_path / "cache"))
     _stand_ins(tmp_path / "cache", "1.36.3", "#!/bin/sh\n")
+    _node_stand_ins(tmp_path / "cache", "1.36.3")
     monkeypatch.setenv("PATH", str(tmp_path))  # reuse must not even need Go
     assert build_main([]) == 0
     assert "(reused)" in capsys.readouterr().out

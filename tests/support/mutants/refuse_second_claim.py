@@ -5,15 +5,24 @@ fork that only flips allowMultipleAllocations schedules sharers that then never 
 """
 
 import sys
+import threading
 
 from driver.__main__ import main
 from driver.claims import ClaimError
 from driver.state import DeviceState, PrepareResult
 
 _original_prepare = DeviceState.prepare
+# Two pods' prepares may arrive at once (gRPC serves them on a thread pool, and a kubelet prepares pods in
+# parallel): the check and the prepare are one step, as NVIDIA's driver holds its lock across both.
+_lock = threading.Lock()
 
 
 def prepare(self, refs):
+    with _lock:
+        return _prepare(self, refs)
+
+
+def _prepare(self, refs):
     in_use = {d["device"]: uid for uid, c in self.prepared_claims().items() for d in c["devices"]}
     results, allowed = {}, []
     for ref in refs:
