@@ -20,6 +20,9 @@ KUBECONFIG_PATH ?=
 SIM_DRIVER_COMMAND ?=
 # local: the Kubernetes release (1.34 to 1.37; default 1.36) that make kube-bin builds and CLUSTER=local runs.
 KUBE_VERSION ?=
+# local: NODES=real runs a kubelet and containerd per node (root; runc, CNI plugins, busybox-static) instead
+# of the sim's kubelets; the reference driver then goes in through its Helm chart as a DaemonSet.
+NODES ?=
 REPORT_DIR ?= reports
 CONFORMANCE_ARGS ?=
 
@@ -28,7 +31,7 @@ CONFORMANCE_ARGS ?=
 help:
 	@echo "make conformance   run the GPU-sharing conformance suite (CLUSTER=auto|kind|existing|sim)"
 	@echo "make test          lint + the project's own tests (builds .venv first)"
-	@echo "make kube-bin      build etcd + the Kubernetes control plane for CLUSTER=local (KUBE_VERSION=1.36)"
+	@echo "make kube-bin      build etcd, Kubernetes, containerd and Helm for CLUSTER=local (KUBE_VERSION=1.36)"
 	@echo "make test-local    the suite on a real control plane (CLUSTER=local) against sim's verdicts"
 	@echo "make bench         run the benchmarks (prints figures)"
 	@echo "make image         build the reference driver image (see deployments/container)"
@@ -59,12 +62,14 @@ test: lint cel
 	$(call q,$(BIN)/python) -c 'import os, shlex, sys, pytest; sys.exit(pytest.main(["-q", *shlex.split(os.environ["PYTEST_ARGS"])]))'
 
 # Real Kubernetes binaries for CLUSTER=local: built once per release from the Go module proxy into
-# ~/.cache/gpu-share-conformance/kube/v<release>/bin, then reused (exit 4 with the fix when Go or the
-# proxy is missing).
+# ~/.cache/gpu-share-conformance/kube/v<release>/bin (etcd, the control plane, kubelet, kube-proxy) and
+# ~/.cache/gpu-share-conformance/node/ (containerd, ctr, the runc shim, Helm, pause), then reused (exit 4
+# with the fix when Go or the proxy is missing).
 kube-bin: $(STAMP)
 	$(call q,$(BIN)/python) -m localkube.build $(if $(KUBE_VERSION),--kube-version=$(KUBE_VERSION))
 
-# The suite on --cluster local (reference driver and the mutants that matter most), same verdicts as sim.
+# The suite on --cluster local (reference driver and the mutants that matter most), same verdicts as sim,
+# on the sim's nodes and on real ones (NODES=real; those tests need root, runc, CNI plugins, busybox-static).
 test-local: export GSC_TEST_LOCAL := 1
 test-local: export KUBE_VERSION := $(KUBE_VERSION)
 test-local: kube-bin cel
@@ -91,6 +96,7 @@ conformance: export CONFORMANCE_KUBECONFIG := $(KUBECONFIG_PATH)
 conformance: export CONFORMANCE_REPORT_DIR := $(REPORT_DIR)
 conformance: export CONFORMANCE_SIM_DRIVER_COMMAND := $(SIM_DRIVER_COMMAND)
 conformance: export CONFORMANCE_KUBE_VERSION := $(KUBE_VERSION)
+conformance: export CONFORMANCE_NODES := $(NODES)
 conformance: export CONFORMANCE_ARGS := $(CONFORMANCE_ARGS)
 conformance: $(STAMP) cel
 	$(call q,$(BIN)/python) -m conformance

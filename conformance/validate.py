@@ -103,6 +103,11 @@ def check(opts: RunConfig | Mapping[str, Any], *, engine_answers: Callable[[], b
         server_version = check_kubeconfig(Path(kubeconfig))
     sim_nodes = provider in ("sim", "local")  # local runs the sim's nodes under a real control plane
     if provider == "local":
+        if cfg.keep_cluster:
+            raise BadInput(
+                "--keep-cluster cannot keep a --cluster local cluster: its processes die with the suite "
+                "(parent-death signal), by design; drop --keep-cluster, or keep a sim or kind cluster."
+            )
         if kube_version is not None:
             raise BadInput(
                 "--sim-kube-version is the sim's emulated version; with --cluster local use --kube-version."

@@ -50,7 +50,14 @@ RESTART_DELAYS = (1.0, 2.0, 4.0, 8.0, 10.0)
 
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    """A line for the provider, which reads our stdout; once it is gone (the suite died), nobody reads
+    it, and the clean-up that follows must not die of a broken pipe."""
+    try:
+        print(line, flush=True)
+    except (BrokenPipeError, ValueError):
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
 
 
 @dataclass
@@ -138,6 +145,16 @@ class _Stop:
             signal.signal(s, lambda *_: None)
 
 
+def _parent_gone(fd: int | None) -> bool:
+    if fd is None:
+        return False
+    try:
+        ready, _, _ = select.select([fd], [], [], 0)
+        return bool(ready) and not os.read(fd, 4096)
+    except OSError:
+        return True
+
+
 def _fail(message: str) -> NoReturn:
     say(f"{FAILED_MARK}{message}")
     raise SystemExit(EXIT_BAD_INPUT)
@@ -195,13 +212,16 @@ def main(argv: list[str] | None = None) -> int:
                 orphaned = True  # the suite is gone: nobody else is left to remove its work dir
                 break
     finally:
+        # A start that failed because the suite died under it (its control plane went with it) is an
+        # orphan's exit too: nobody else is left to remove the run's bridge and work dir.
+        orphaned = orphaned or _parent_gone(args.exit_with_fd)
         for d in drivers:
             d.stop()
         for node in reversed(started):
             try:
                 node.stop()
             except NodeError as exc:
-                print(f"localkube: {exc}", file=sys.stderr, flush=True)
+                say(f"localkube: {exc}")
         if cluster.kube_proxy_kubeconfig:
             proxy.stop()
         remove_host_rules()

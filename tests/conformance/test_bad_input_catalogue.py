@@ -264,6 +264,10 @@ CATALOGUE: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
         flags("--cluster=sim", "--kube-version=1.36"),
         ("--kube-version is for --cluster local",),
     ),
+    "keep a local cluster": (
+        flags("--cluster=local", "--keep-cluster"),
+        ("--keep-cluster cannot keep a --cluster local cluster",),
+    ),
     "real nodes asked of sim": (
         flags("--cluster=sim", "--nodes=real"),
         ("--nodes real is for --cluster local",),
