@@ -20,7 +20,7 @@ KUBECONFIG_PATH ?=
 SIM_DRIVER_COMMAND ?=
 # local: the Kubernetes release (1.34 to 1.37; default 1.36) that make kube-bin builds and CLUSTER=local runs.
 KUBE_VERSION ?=
-# local: NODES=real runs a kubelet and containerd per node (root; runc, CNI plugins, busybox-static) instead
+# local: NODES=real runs a kubelet and containerd per node (root; runc, CNI plugins, iptables, busybox-static) instead
 # of the sim's kubelets; the reference driver then goes in through its Helm chart as a DaemonSet.
 NODES ?=
 REPORT_DIR ?= reports
@@ -69,7 +69,7 @@ kube-bin: $(STAMP)
 	$(call q,$(BIN)/python) -m localkube.build $(if $(KUBE_VERSION),--kube-version=$(KUBE_VERSION))
 
 # The suite on --cluster local (reference driver and the mutants that matter most), same verdicts as sim,
-# on the sim's nodes and on real ones (NODES=real; those tests need root, runc, CNI plugins, busybox-static).
+# on the sim's nodes and on real ones (NODES=real; those tests need root, runc, CNI plugins, iptables, busybox-static).
 test-local: export GSC_TEST_LOCAL := 1
 test-local: export KUBE_VERSION := $(KUBE_VERSION)
 test-local: kube-bin cel

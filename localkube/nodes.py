@@ -93,6 +93,10 @@ def host_problems(release: str) -> list[str]:
     for tool in ("unshare", "nsenter", "mount", "ip", "setpriv"):
         if shutil.which(tool) is None:
             problems.append(f"{tool} is not on PATH; install util-linux and iproute2")
+    if shutil.which("iptables") is None:
+        problems.append(
+            "iptables is not installed, which kube-proxy needs; install it (Debian: apt-get install iptables)"
+        )
     try:
         filesystems = Path("/proc/filesystems").read_text()
     except OSError:
@@ -293,8 +297,6 @@ class RealNode:
         self.containerd: Process | None = None
         self.kubelet: Process | None = None
         self.created_host_dirs: list[str] = []
-        self.cgroups_made: list[str] = []
-        self.bridge_made = False
 
     # -- paths --------------------------------------------------------------------------------------
     @property
@@ -334,7 +336,6 @@ class RealNode:
     def _bridge(self) -> None:
         p = self.plan
         make_bridge(p.bridge, f"{p.ip}/{ipaddress.IPv4Network(p.subnet).prefixlen}")
-        self.bridge_made = True
 
     def _cgroups(self) -> None:
         for h in cgroup_hierarchies():
@@ -343,7 +344,6 @@ class RealNode:
                 d.mkdir(exist_ok=True)
             except OSError as e:
                 raise NodeError(f"cannot create cgroup {d} ({e.strerror}); the VM refuses cgroups") from None
-            self.cgroups_made.append(str(d))
             if h.name == "cpuset":
                 # A v1 cpuset starts empty and takes no task until given CPUs and memory nodes.
                 for f in ("cpuset.cpus", "cpuset.mems"):
@@ -481,6 +481,7 @@ disabled_plugins = [
 
     def _import_images(self) -> None:
         ctr = str(versions.node_bin_dir() / "ctr")
+        t0 = time.monotonic()
         for tar in self.config.images:
             _run(
                 [
@@ -496,6 +497,10 @@ disabled_plugins = [
                 ],
                 f"node {self.plan.name}: importing {tar}",
             )
+        self.log(
+            f"localkube: node {self.plan.name}: {len(self.config.images)} image(s) imported in "
+            f"{time.monotonic() - t0:.1f}s"
+        )
 
     def _kubelet_config(self) -> Path:
         p = self.plan

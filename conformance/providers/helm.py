@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The project's own chart: a profile that installs it gets the image built from this checkout.
 REFERENCE_CHART = REPO_ROOT / "deployments" / "helm" / "gpu-sharing-dra-driver"
+# The release a profile that names none gets, and how its kubelet-plugin pods are found (kind and local).
+DEFAULT_RELEASE = "gpu-sharing-dra-driver"
+
+
+def reference_pod_selector(release: str) -> str:
+    return f"app.kubernetes.io/name=gpu-sharing-dra-driver,app.kubernetes.io/instance={release}"
+
+
 # helm's own bound for --wait; the subprocess gets longer, so helm reports the timeout itself.
 HELM_TIMEOUT = "5m0s"
 COMMAND_TIMEOUT_S = 1800  # an image build or a node setup (apt) on a slow runner

@@ -43,11 +43,13 @@ from conformance.providers.base import (
 )
 from conformance.providers.helm import (
     COMMAND_TIMEOUT_S,
+    DEFAULT_RELEASE,
     REFERENCE_CHART,
     REPO_ROOT,
     HelmDeployer,
     deep_merge,
     last_line,
+    reference_pod_selector,
     resolve_chart,
     run_tool,
 )
@@ -68,7 +70,6 @@ DEFAULT_CLUSTER_NAME = "gpu-share-conformance"
 DEFAULT_MOCK_PROFILE = "rtx3090x2"
 LOCAL_IMAGE_NAME = "localhost/gpu-sharing-dra-driver"
 LOCAL_IMAGE_TAG = "conformance"
-DEFAULT_RELEASE = "gpu-sharing-dra-driver"
 NVML = "nvml"
 
 # Bounds for the steps that wait on the cluster; each names what it waited for when it gives up.
@@ -153,9 +154,7 @@ class KindProvider(Provider):
         self.release = install.release or DEFAULT_RELEASE
         self.namespace = install.namespace or self.release
         self.pod_selector = install.pod_selector or (
-            f"app.kubernetes.io/name=gpu-sharing-dra-driver,app.kubernetes.io/instance={self.release}"
-            if self.ours
-            else ""
+            reference_pod_selector(self.release) if self.ours else ""
         )
         # Our chart: the image is built from this checkout (named by IMAGE_NAME/IMAGE_TAG, else the
         # profile's install.image, else a local name) and loaded into the nodes.

@@ -35,7 +35,15 @@ from conformance.providers.base import (
     ProviderConfig,
     ProviderError,
 )
-from conformance.providers.helm import REFERENCE_CHART, REPO_ROOT, HelmDeployer, deep_merge, resolve_chart
+from conformance.providers.helm import (
+    DEFAULT_RELEASE,
+    REFERENCE_CHART,
+    REPO_ROOT,
+    HelmDeployer,
+    deep_merge,
+    reference_pod_selector,
+    resolve_chart,
+)
 from conformance.providers.sim import SimProvider
 from localkube import images, versions
 from localkube.controlplane import ControlPlane, ControlPlaneError
@@ -53,9 +61,6 @@ from sim.launcher import sim_command
 
 NODE_READY_TIMEOUT = 90.0
 POD_DELETE_TIMEOUT = 120
-# The chart's release and its pods, where the profile names neither (kind's defaults).
-CHART_RELEASE = "gpu-sharing-dra-driver"
-CHART_POD_SELECTOR = "app.kubernetes.io/name=gpu-sharing-dra-driver"
 
 
 def check_release(version: str | None) -> str:
@@ -329,8 +334,8 @@ class LocalProvider(SimProvider):
         self.helm = HelmDeployer(
             helm=str(versions.node_bin_dir() / "helm"),
             kubeconfig=self.kubeconfig,
-            release=install.release or CHART_RELEASE,
-            namespace=install.namespace or install.release or CHART_RELEASE,
+            release=install.release or DEFAULT_RELEASE,
+            namespace=install.namespace or install.release or DEFAULT_RELEASE,
             chart=str(REFERENCE_CHART),
             values_file=self.config.work_dir / "driver-values.yaml",
             profile_source=self.config.profile.source or self.config.profile.name,
@@ -353,7 +358,7 @@ class LocalProvider(SimProvider):
         from kubernetes import client
 
         assert self.helm is not None
-        selector = self.config.profile.install.pod_selector or CHART_POD_SELECTOR
+        selector = self.config.profile.install.pod_selector or reference_pod_selector(self.helm.release)
         core = client.CoreV1Api(self._api())
         fields = f"spec.nodeName={node}" if node else None
         return list(

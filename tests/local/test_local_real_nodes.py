@@ -1,8 +1,9 @@
 """``--cluster local --nodes real``: upstream's kubelet and containerd v2 run the pods, and the suite's
 verdicts are the ones it gives on sim. The reference driver, installed by its Helm chart as a DaemonSet
-(as on kind), passes every capability; the mutant (run through the launch contract) whose
-prepare refuses a second claim fails sharing in the driver's own words, which here come from a real
-kubelet's FailedPrepareDynamicResources event. Nothing the run made is left afterwards, even when the
+(as on kind), passes every capability; the mutants that matter most (run through the launch contract)
+fail the capability they break for the same reason: e.g. the one whose prepare refuses a second claim
+fails sharing in the driver's own words, which here come from a real kubelet's
+FailedPrepareDynamicResources event. Nothing the run made is left afterwards, even when the
 suite is SIGKILLed: no process, bridge, cgroup, mount point or directory."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from localkube import versions
 from localkube.nodes import CGROUP_FS, NODE_PATHS
 from tests.conformance.test_suite_bites import MUTANTS, run_suite
+from tests.local.test_local_verdicts import MOST
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_TIMEOUT = 600
@@ -89,14 +91,21 @@ def test_reference_driver_passes_on_real_nodes_as_on_sim(
         print(f"\nreference driver, whole suite: sim {sim_wall:.1f}s, local real nodes {wall:.1f}s wall")
 
 
-REFUSER = next(m for m in MUTANTS if m[0] == "prepare-refuses-second-claim")
+CHOSEN = [m for m in MUTANTS if m[0] in MOST]
 
 
 @pytest.mark.timeout(REAL_TIMEOUT + 60)
-def test_a_prepare_that_refuses_the_second_sharer_fails_sharing_on_real_nodes(
-    tmp_path: Path, real_release: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("args", "capability", "reason"), [m[1:] for m in CHOSEN], ids=[m[0] for m in CHOSEN]
+)
+def test_mutant_fails_on_real_nodes_as_on_sim(
+    tmp_path: Path,
+    real_release: str,
+    args: list[str],
+    capability: str,
+    reason: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _, args, capability, reason = REFUSER
     report, output, wall = run_suite(
         tmp_path,
         "--cluster=local",

@@ -109,6 +109,7 @@ def test_the_host_check_names_each_missing_piece_and_its_fix(monkeypatch: pytest
     assert "need root" in problems
     assert "apt-get install runc" in problems
     assert "apt-get install containernetworking-plugins" in problems
+    assert "apt-get install iptables" in problems
     assert "make kube-bin KUBE_VERSION=1.36" in problems and "kubelet, containerd" in problems
 
 
