@@ -10,8 +10,10 @@ pods and remove the suite's work dir when the suite that started it is killed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable
 
@@ -42,3 +44,36 @@ def parent_pipe() -> tuple[int, int]:
     r, w = os.pipe()
     os.set_inheritable(w, False)
     return r, w
+
+
+class StopSignal:
+    """When to stop: SIGINT, SIGTERM or SIGHUP, or ``set()``. Signals reach it through
+    ``signal.set_wakeup_fd`` (written by the C-level handler) rather than an Event set in a Python
+    handler: that handler runs in the main thread between bytecodes, and if it lands while the main thread
+    holds the Event's own lock (inside Event.wait), setting the Event deadlocks and the signal is lost.
+    ``fileno()`` is readable once it is set, for a loop that also waits on other descriptors."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        signal.set_wakeup_fd(self._w)
+        for sig in self.SIGNALS:
+            signal.signal(sig, lambda *_: None)  # the wakeup fd carries it: a handler must take no lock
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._w, b"\0")
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self) -> None:
+        os.read(self._r, 1)  # a signal's byte or set()'s
+        self._set = True
+
+    def fileno(self) -> int:
+        return self._r

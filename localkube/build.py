@@ -250,7 +250,7 @@ def _build_node_runtime(go: str) -> None:
             env,
         )
         target.mkdir(parents=True, exist_ok=True)
-        for b in (*versions.CONTAINERD_BINARIES, versions.PAUSE, "helm"):
+        for b in versions.NODE_RUNTIME_BINARIES:
             os.replace(staging / b, target / b)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -21,7 +21,6 @@ import json
 import os
 import select
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from drakit.launch import EXITED_MARK, REGISTERED_MARK, LaunchSpec, node_values
+from drakit.lifetime import StopSignal
 from drakit.nodedirs import NodeDirs
 from localkube.controlplane import Process
 from localkube.nodes import (
@@ -74,7 +74,7 @@ class Driver:
 
     @property
     def registry(self) -> Path:
-        return self.node.plan.host_path(f"{KUBELET_ROOT}/plugins_registry")
+        return self.node.plan.host_path(str(NodeDirs(Path(KUBELET_ROOT)).plugins_registry))
 
     def start(self) -> None:
         plan = self.node.plan
@@ -84,7 +84,6 @@ class Driver:
         values["cdi_dir"] = CDI_DIR
         values["state_dir"] = str(plan.root / "driver-state")
         launch = self.spec.render(values, plan.name)
-        self._known = self._sockets()
         self.proc = Process(
             f"{plan.name}-driver",
             self.node.in_node(launch.argv),
@@ -134,17 +133,6 @@ class Driver:
             self.proc = None
 
 
-class _Stop:
-    """Signals reach the main loop through ``signal.set_wakeup_fd`` (see sim/__main__.py for why)."""
-
-    def __init__(self) -> None:
-        self.r, w = os.pipe()
-        os.set_blocking(w, False)
-        signal.set_wakeup_fd(w)
-        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(s, lambda *_: None)
-
-
 def _parent_gone(fd: int | None) -> bool:
     if fd is None:
         return False
@@ -173,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "--orphan-cleanup", type=Path, default=None, help="with --exit-with-fd: remove this directory on EOF"
     )
     args = p.parse_args(argv)
-    stop = _Stop()
+    stop = StopSignal()
     data = json.loads(args.plan.read_text())
     config = NodeConfig(**{**data["config"], "images": tuple(data["config"].get("images", ()))})
     cluster = ClusterPlan.from_dict(data["cluster"])
@@ -200,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         if spec is not None:
             assert args.kubeconfig is not None
             drivers = [Driver(n, spec, args.gpus, args.kubeconfig) for n in nodes]
-        watch = [stop.r] + ([args.exit_with_fd] if args.exit_with_fd is not None else [])
+        watch = [stop.fileno()] + ([args.exit_with_fd] if args.exit_with_fd is not None else [])
         while True:
             now = time.monotonic()
             for d in drivers:
                 d.poll(now)
             ready, _, _ = select.select(watch, [], [], 0.1)
-            if stop.r in ready:
+            if stop.fileno() in ready:
                 break
             if args.exit_with_fd in ready and not os.read(args.exit_with_fd, 4096):
                 orphaned = True  # the suite is gone: nobody else is left to remove its work dir

@@ -791,7 +791,7 @@ def sweep(state_dir: Path) -> list[str]:
         except (OSError, ValueError, TypeError, KeyError):
             continue
         holder = state.get("holder_pid")
-        if holder is not None and not _is_holder(holder, plan):
+        if holder is not None and not _is_holder(holder):
             holder = None
         kill_node_processes(plan, holder)
         remove_node(plan, state.get("created_host_dirs") or [])
@@ -803,7 +803,7 @@ def sweep(state_dir: Path) -> list[str]:
     return swept
 
 
-def _is_holder(pid: int, plan: NodePlan) -> bool:
+def _is_holder(pid: int) -> bool:
     """Whether ``pid`` is still this node's mount-namespace holder (not a recycled pid)."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")

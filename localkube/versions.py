@@ -24,9 +24,10 @@ CONTAINERD = "2.4.2"
 CONTAINERD_BINARIES = ("containerd", "containerd-shim-runc-v2", "ctr")
 # Helm installs the reference driver's chart on real nodes, as on kind (helm.sh/helm/v3 from the proxy).
 HELM = "3.22.0"
-PAUSE = (
-    "pause"  # the sandbox's process, built from localkube/pause (no registry serves registry.k8s.io/pause)
-)
+# The pod sandbox's process, built from localkube/pause (no registry serves registry.k8s.io/pause).
+PAUSE = "pause"
+# Everything make kube-bin puts in node_bin_dir().
+NODE_RUNTIME_BINARIES = (*CONTAINERD_BINARIES, PAUSE, "helm")
 
 
 class VersionError(ValueError):
@@ -79,8 +80,8 @@ def node_bin_dir() -> Path:
 
 
 def missing_node_binaries(release: str) -> list[str]:
-    """What real nodes need beyond the control plane: the kubelet, containerd and the pause process."""
+    """What real nodes need beyond the control plane: kubelet, kube-proxy and the node runtime."""
     kube = bin_dir(release)
     node = node_bin_dir()
     missing = [b for b in NODE_COMPONENTS if not os.access(kube / b, os.X_OK)]
-    return missing + [b for b in (*CONTAINERD_BINARIES, PAUSE, "helm") if not os.access(node / b, os.X_OK)]
+    return missing + [b for b in NODE_RUNTIME_BINARIES if not os.access(node / b, os.X_OK)]

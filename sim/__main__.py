@@ -6,14 +6,14 @@ import argparse
 import contextlib
 import faulthandler
 import logging
-import os
 import re
 import shutil
-import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any, NoReturn
+
+from drakit.lifetime import StopSignal
 
 from .cluster import Cluster
 from .config import DEFAULT_VERSION, SUPPORTED_VERSIONS, SimConfig
@@ -130,31 +130,6 @@ def parse_nodes(text: str) -> list[str]:
     return nodes
 
 
-class _Stop:
-    """When to stop: a signal, or the parent gone. Signals reach it through ``signal.set_wakeup_fd``
-    (written by the C-level handler) rather than an Event set in a Python handler: that handler runs
-    in the main thread between bytecodes, and if it lands while the main thread holds the Event's own
-    lock (inside Event.wait), setting the Event deadlocks and the signal is lost."""
-
-    def __init__(self) -> None:
-        self._r, self._w = os.pipe()
-        os.set_blocking(self._w, False)
-        signal.set_wakeup_fd(self._w)
-        self._set = False
-
-    def set(self) -> None:
-        self._set = True
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._w, b"\0")
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def wait(self) -> None:
-        os.read(self._r, 1)  # a signal's byte or set()'s
-        self._set = True
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -190,10 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # A sim that hangs can be asked where (SIGABRT prints every thread's stack to stderr before it dies).
     faulthandler.enable()
-    stop = _Stop()
+    stop = StopSignal()
     orphaned = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: None)  # the wakeup fd carries it: a handler must take no lock
     if args.exit_with_fd is not None:
         from drakit.lifetime import exit_when_fd_closes
 

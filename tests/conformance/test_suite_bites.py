@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.suite import assert_fails_for
 from tests.support.suite import run_suite as support_run_suite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,10 +153,7 @@ def test_broken_driver_fails_the_capability_it_breaks(
 ) -> None:
     args = [republish_6s_profile(tmp_path) if a == REPUBLISH_6S else a for a in args]
     report, output, _ = run_suite(tmp_path, "--nodes=node-1", *FAST, *args)
-    verdict = report["capabilities"].get(capability)
-    assert verdict is not None, f"capability {capability} did not run:\n{output[-3000:]}"
-    assert verdict["verdict"] == "fail", f"{capability} was {verdict['verdict']}:\n{output[-3000:]}"
-    assert any(r in verdict["reason"] for r in reason.split("|")), verdict["reason"]
+    assert_fails_for(report, output, capability, reason)
     assert report["simulated"] is True and report["verdict"] == "fail"
     failure = next(f for f in report["failures"] if f["capability"] == capability)
     assert "resourceslices" in failure["diagnostics"] and any(

@@ -20,8 +20,9 @@ import pytest
 
 from localkube import versions
 from localkube.nodes import CGROUP_FS, NODE_PATHS
-from tests.conformance.test_suite_bites import MUTANTS, run_suite
-from tests.local.test_local_verdicts import MOST
+from tests.conformance.test_suite_bites import run_suite
+from tests.local.test_local_verdicts import CHOSEN
+from tests.support.suite import assert_fails_for, check_outcomes
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_TIMEOUT = 600
@@ -56,13 +57,6 @@ def _host_dirs() -> set[str]:
     return {p for p in NODE_PATHS if os.path.lexists(p)}
 
 
-def _outcomes(report: dict) -> dict[str, tuple[str, ...]]:
-    return {
-        cap: tuple(sorted(f"{c['test']}={c['outcome']}" for c in v["checks"]))
-        for cap, v in report["capabilities"].items()
-    }
-
-
 @pytest.mark.timeout(REAL_TIMEOUT + 300)
 def test_reference_driver_passes_on_real_nodes_as_on_sim(
     tmp_path: Path, real_release: str, capsys: pytest.CaptureFixture[str]
@@ -84,14 +78,11 @@ def test_reference_driver_passes_on_real_nodes_as_on_sim(
     assert {c: v["verdict"] for c, v in real["capabilities"].items()} == {
         c: v["verdict"] for c, v in sim["capabilities"].items()
     }, out[-3000:]
-    assert _outcomes(real) == _outcomes(sim), out[-3000:]
+    assert check_outcomes(real) == check_outcomes(sim), out[-3000:]
     assert real["verdict"] == "pass", out[-3000:]
     assert _leftovers(before) == []
     with capsys.disabled():
         print(f"\nreference driver, whole suite: sim {sim_wall:.1f}s, local real nodes {wall:.1f}s wall")
-
-
-CHOSEN = [m for m in MUTANTS if m[0] in MOST]
 
 
 @pytest.mark.timeout(REAL_TIMEOUT + 60)
@@ -114,10 +105,7 @@ def test_mutant_fails_on_real_nodes_as_on_sim(
         *args,
         timeout=REAL_TIMEOUT,
     )
-    verdict = report["capabilities"].get(capability)
-    assert verdict is not None, output[-3000:]
-    assert verdict["verdict"] == "fail", output[-3000:]
-    assert any(r in verdict["reason"] for r in reason.split("|")), verdict["reason"]
+    assert_fails_for(report, output, capability, reason)
     assert report["verdict"] == "fail" and report["simulated"] is False
     with capsys.disabled():
         print(f"\n{capability} mutant on local real nodes: {wall:.1f}s wall")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.test_suite_bites import MUTANTS, run_suite
+from tests.support.suite import assert_fails_for, check_outcomes
 
 # sharing off, prepare refuses a second claim, the container told other than what was consumed
 MOST = (
@@ -19,13 +20,6 @@ MOST = (
     "container-told-the-unrounded-request",
 )
 LOCAL_TIMEOUT = 420
-
-
-def _outcomes(report: dict) -> dict[str, tuple[str, ...]]:
-    return {
-        cap: tuple(sorted(f"{c['test']}={c['outcome']}" for c in v["checks"]))
-        for cap, v in report["capabilities"].items()
-    }
 
 
 # The capabilities whose checks lean on the nodes most (prepare, unprepare, restart, placement). The whole
@@ -48,7 +42,7 @@ def test_reference_driver_gets_the_same_verdicts_on_local_as_on_sim(
     assert local["banner"].startswith(f"control plane: real Kubernetes v{local_release}; nodes: simulated")
     verdicts = {c: v["verdict"] for c, v in local["capabilities"].items()}
     assert verdicts == {c: v["verdict"] for c, v in sim["capabilities"].items()}, out[-3000:]
-    assert _outcomes(local) == _outcomes(sim), out[-3000:]
+    assert check_outcomes(local) == check_outcomes(sim), out[-3000:]
     assert local["verdict"] == "pass", out[-3000:]
     with capsys.disabled():
         what = "whole suite" if whole else SIM_NODE_MARKERS
@@ -77,10 +71,7 @@ def test_mutant_fails_on_local_as_on_sim(
         *args,
         timeout=LOCAL_TIMEOUT,
     )
-    verdict = report["capabilities"].get(capability)
-    assert verdict is not None, f"capability {capability} did not run:\n{output[-3000:]}"
-    assert verdict["verdict"] == "fail", f"{capability} was {verdict['verdict']}:\n{output[-3000:]}"
-    assert any(r in verdict["reason"] for r in reason.split("|")), verdict["reason"]
+    assert_fails_for(report, output, capability, reason)
     assert report["verdict"] == "fail" and report["provider"] == "local"
     with capsys.disabled():
         print(f"\n{capability} mutant on local: {wall:.1f}s wall")

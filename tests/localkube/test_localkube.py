@@ -64,7 +64,7 @@ def _node_stand_ins(root: Path, release: str) -> None:
     node.mkdir(parents=True)
     kube = root / "kube" / f"v{release}" / "bin"
     for path in [kube / b for b in versions.NODE_COMPONENTS] + [
-        node / b for b in (*versions.CONTAINERD_BINARIES, versions.PAUSE, "helm")
+        node / b for b in versions.NODE_RUNTIME_BINARIES
     ]:
         path.write_text("#!/bin/sh\nexit 0\n")
         path.chmod(stat.S_IRWXU)

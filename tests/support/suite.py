@@ -55,3 +55,19 @@ def run_suite(tmp_path: Path, *args: str, timeout: float = 150) -> SuiteRun:
     report_file = report_dir / "report.json"
     report = json.loads(report_file.read_text()) if report_file.is_file() else {}
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, report, wall)
+
+
+def assert_fails_for(report: dict[str, Any], output: str, capability: str, reason: str) -> None:
+    """The run judged ``capability`` FAIL for one of the ``|``-separated reasons (a mutant's verdict)."""
+    verdict = report["capabilities"].get(capability)
+    assert verdict is not None, f"capability {capability} did not run:\n{output[-3000:]}"
+    assert verdict["verdict"] == "fail", f"{capability} was {verdict['verdict']}:\n{output[-3000:]}"
+    assert any(r in verdict["reason"] for r in reason.split("|")), verdict["reason"]
+
+
+def check_outcomes(report: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Each capability's checks and their outcomes, for comparing two runs of the suite."""
+    return {
+        cap: tuple(sorted(f"{c['test']}={c['outcome']}" for c in v["checks"]))
+        for cap, v in report["capabilities"].items()
+    }
